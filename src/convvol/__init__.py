@@ -1,0 +1,46 @@
+"""convvol: convolution over volume for images, from the shell and from Python.
+
+An RGB image is an H×W×3 volume; a filter is a kh×kw×C volume; a bank of N filters
+turns a volume into an H'×W'×N volume, as one layer of a CNN does.
+
+>>> import numpy as np, convvol
+>>> volume = np.zeros((6, 6, 3), np.float32)
+>>> convvol.convolve(volume, np.ones((1, 3, 3, 3)), padding="valid").shape
+(4, 4, 1)
+"""
+
+from convvol.bank import Bank, Filter, bank_from_document, load_bank
+from convvol.engine import convolve
+from convvol.errors import (
+    BankError,
+    ConvvolError,
+    KernelError,
+    OutputError,
+    ParameterError,
+    VolumeError,
+)
+from convvol.kernels import builtin_kernel
+from convvol.pipeline import apply_bank, run_layers
+from convvol.volume import read_volume, write_volume
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "Bank",
+    "BankError",
+    "ConvvolError",
+    "Filter",
+    "KernelError",
+    "OutputError",
+    "ParameterError",
+    "VolumeError",
+    "__version__",
+    "apply_bank",
+    "bank_from_document",
+    "builtin_kernel",
+    "convolve",
+    "load_bank",
+    "read_volume",
+    "run_layers",
+    "write_volume",
+]

@@ -1,0 +1,5 @@
+"""``python -m convvol`` runs the command line."""
+
+from convvol.cli import main
+
+main()

@@ -1,0 +1,653 @@
+"""Filter banks: YAML/JSON files parsed and validated into frozen dataclasses, and the search path.
+
+A bank is a list of filters. A filter is a kh×kw×C volume given in one of three ways
+(``channels``: named per-channel layers, the rest zero; ``kernel``: one 2-D layer on every
+channel; ``weights``: every layer explicitly). How many channels a filter has depends on
+the volume it meets, so a :class:`Bank` is *resolved* against a channel count
+(:meth:`Bank.resolve`) into plain N×C×kh×kw weights for the engine.
+
+Every problem raises :class:`~convvol.errors.BankError` naming the file, the filter and,
+where the parser knows it, the line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import yaml
+
+from convvol import kernels
+from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS
+from convvol.errors import BankError, KernelError, did_you_mean
+
+BANK_SUFFIXES = (".yaml", ".yml", ".json")
+BANK_KEYS = ("name", "description", "filters", "defaults")
+FILTER_KEYS = (
+    "name", "description", "channels", "kernel", "weights",
+    "scale", "bias", "normalize", "depthwise",
+)  # fmt: skip
+SOURCE_KEYS = ("channels", "kernel", "weights")
+DEFAULT_KEYS = ("padding", "border", "cval", "stride", "dilation", "activation")
+CHANNEL_KEYS = {"red": 0, "r": 0, "green": 1, "g": 1, "blue": 2, "b": 2, "alpha": 3, "a": 3}
+# Names end up in file names ({name} in --split templates): keep them path-safe.
+NAME_PATTERN = re.compile(r"^[\w.+-]+$")
+MAX_FILTERS = 4096
+MAX_CHANNEL_INDEX = 4095
+
+
+def channel_names(channels: int) -> list[str]:
+    """Names of a volume's channels: colour names for 1–4 channels, indices beyond."""
+    by_depth = {1: ["gray"], 2: ["gray", "alpha"], 3: ["red", "green", "blue"]}
+    by_depth[4] = [*by_depth[3], "alpha"]
+    return by_depth.get(channels, [str(index) for index in range(channels)])
+
+
+# --- the data -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Filter:
+    """One filter of a bank, as written: its layers are completed per volume by :meth:`expand`.
+
+    ``layers`` maps a channel index to a 2-D layer (``channels:``); ``kernel`` is one layer
+    for every channel (``kernel:``); ``weights`` is a C×kh×kw array (``weights:``). Exactly one
+    of the three is set.
+    """
+
+    name: str
+    description: str = ""
+    layers: Mapping[int, np.ndarray] | None = None
+    kernel: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    bias: float = 0.0
+    scale: float = 1.0
+    normalize: bool = False
+    depthwise: bool = False
+
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        """(kh, kw) of every layer."""
+        if self.kernel is not None:
+            return self.kernel.shape  # type: ignore[return-value]
+        if self.weights is not None:
+            return self.weights.shape[1:]  # type: ignore[return-value]
+        assert self.layers is not None
+        return next(iter(self.layers.values())).shape  # type: ignore[return-value]
+
+    @property
+    def channels_needed(self) -> int:
+        """The fewest input channels this filter can run on."""
+        if self.weights is not None:
+            return int(self.weights.shape[0])
+        if self.layers is not None:
+            return max(self.layers) + 1
+        return 1
+
+    def expand(self, channels: int) -> list[tuple[str, np.ndarray, float]]:
+        """Complete this filter for a volume of ``channels`` channels.
+
+        Returns (output name, C×kh×kw float64 weights, bias) per output channel: one, or
+        one per input channel for a depthwise filter. Raises ValueError with the reason when
+        the filter cannot run on that depth.
+        """
+        kh, kw = self.kernel_shape
+        if self.weights is not None:
+            if self.weights.shape[0] != channels:
+                raise ValueError(
+                    f"has {self.weights.shape[0]} layers but the volume has {channels} channels"
+                )
+            outputs = [(self.name, self.weights.copy())]
+        elif self.layers is not None:
+            if max(self.layers) >= channels:
+                names = channel_names(max(self.layers) + 1)
+                raise ValueError(
+                    f"reads channel {max(self.layers)} ({names[max(self.layers)]}) but the volume "
+                    f"has {channels} channel{'s' if channels != 1 else ''}"
+                )
+            full = np.zeros((channels, kh, kw))
+            for index, layer in self.layers.items():
+                full[index] = layer
+            outputs = [(self.name, full)]
+        elif self.depthwise:
+            assert self.kernel is not None
+            outputs = []
+            for index, channel in enumerate(channel_names(channels)):
+                single = np.zeros((channels, kh, kw))
+                single[index] = self.kernel
+                outputs.append((f"{self.name}_{channel}", single))
+        else:
+            assert self.kernel is not None
+            outputs = [(self.name, np.broadcast_to(self.kernel, (channels, kh, kw)).copy())]
+        return [
+            (name, _normalized(weights) * self.scale if self.normalize else weights * self.scale,
+             self.bias)
+            for name, weights in outputs
+        ]  # fmt: skip
+
+
+def _normalized(weights: np.ndarray) -> np.ndarray:
+    """Scale to sum 1; for a zero-sum filter, positive weights to +1 and negative to −1."""
+    total = weights.sum()
+    magnitude = np.abs(weights).sum()
+    if magnitude == 0:
+        raise ValueError("cannot normalize: all its weights are zero")
+    if abs(total) > 1e-9 * magnitude:
+        return weights / total
+    positive = weights[weights > 0].sum()
+    negative = -weights[weights < 0].sum()
+    return np.where(weights > 0, weights / positive, weights / negative)
+
+
+@dataclass(frozen=True, eq=False)
+class BankWeights:
+    """A bank completed for one input depth: what the engine needs, plus output names."""
+
+    names: tuple[str, ...]
+    weights: np.ndarray  # N×C×kh×kw float32
+    bias: np.ndarray  # N float32
+
+
+@dataclass(frozen=True, eq=False)
+class Bank:
+    """A validated filter bank. ``defaults`` holds the bank's own convolution settings."""
+
+    name: str
+    filters: tuple[Filter, ...]
+    description: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    source: Path | None = None
+
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        """The (kh, kw) shared by every filter."""
+        return self.filters[0].kernel_shape
+
+    @property
+    def default_channels(self) -> int:
+        """The depth the bank is written for: explicit weights fix it, else RGB or more."""
+        fixed = [f.weights.shape[0] for f in self.filters if f.weights is not None]
+        if fixed:
+            return int(fixed[0])
+        return max(3, *(f.channels_needed for f in self.filters))
+
+    def resolve(self, channels: int) -> BankWeights:
+        """Complete every filter for a volume of ``channels`` channels (raises BankError)."""
+        names: list[str] = []
+        stacks: list[np.ndarray] = []
+        biases: list[float] = []
+        for index, filt in enumerate(self.filters):
+            try:
+                outputs = filt.expand(channels)
+            except ValueError as error:
+                raise BankError(
+                    f"{self._label()}: {_filter_label(index, filt.name)} {error}",
+                    hint=_depth_hint(filt, channels),
+                ) from None
+            for name, weights, bias in outputs:
+                if name in names:
+                    raise BankError(
+                        f"{self._label()}: two output channels are both named {name!r}",
+                        hint="rename one of the filters",
+                    )
+                names.append(name)
+                stacks.append(weights)
+                biases.append(bias)
+        return BankWeights(
+            tuple(names), np.stack(stacks).astype(np.float32), np.array(biases, np.float32)
+        )
+
+    def _label(self) -> str:
+        return str(self.source) if self.source else f"bank {self.name!r}"
+
+
+def _depth_hint(filt: Filter, channels: int) -> str | None:
+    if filt.weights is not None or filt.layers is not None:
+        if channels < 3:
+            return "read the image as RGB (the default --channels rgb), or use a bank for this depth"
+        return "check that this bank follows a layer with the right number of outputs"
+    return None
+
+
+def _filter_label(index: int, name: str | None) -> str:
+    return f"filters[{index}] ({name!r})" if name else f"filters[{index}]"
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+class _Located(dict[Any, Any]):
+    """A mapping that remembers the line it started on in the YAML source."""
+
+    line: int | None = None
+
+
+class _BankLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, recording mapping lines and refusing duplicate keys."""
+
+
+def _construct_mapping(loader: _BankLoader, node: yaml.MappingNode) -> Any:
+    mapping = _Located()
+    mapping.line = node.start_mark.line + 1
+    yield mapping
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise BankError(
+                f"line {key_node.start_mark.line + 1}: a mapping key must be a plain value"
+            ) from None
+        if key in mapping:
+            raise BankError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+
+
+_BankLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise BankError(f"duplicate key {key!r}")
+        mapping[key] = value
+    return mapping
+
+
+def _reject_json_constant(name: str) -> float:
+    raise BankError(f"{name} is not a finite number")
+
+
+def parse_document(text: str, *, json_syntax: bool) -> Any:
+    """Parse bank text as JSON or (safe) YAML, raising BankError with line/column on errors."""
+    if json_syntax:
+        try:
+            return json.loads(
+                text,
+                object_pairs_hook=_reject_duplicate_json_keys,
+                parse_constant=_reject_json_constant,
+            )
+        except json.JSONDecodeError as error:
+            raise BankError(
+                f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
+            ) from None
+    try:
+        return yaml.load(text, Loader=_BankLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = error.problem or error.context or "syntax error"
+        raise BankError(f"{where}invalid YAML: {problem}") from None
+    except yaml.YAMLError as error:
+        raise BankError(f"invalid YAML: {error}") from None
+
+
+class _Where:
+    """Where in a bank file a value sits, for error messages."""
+
+    def __init__(self, file: str, filter_label: str | None = None, line: int | None = None):
+        self.file, self.filter_label, self.line = file, filter_label, line
+
+    def at(self, filter_label: str, value: object) -> _Where:
+        return _Where(self.file, filter_label, getattr(value, "line", None) or self.line)
+
+    def error(self, problem: str, hint: str | None = None) -> BankError:
+        parts = [self.file + (f", line {self.line}" if self.line else "")]
+        if self.filter_label:
+            parts.append(self.filter_label)
+        parts.append(problem)
+        return BankError(": ".join(parts), hint=hint)
+
+
+def _check_keys(mapping: Mapping[Any, Any], allowed: Sequence[str], what: str, where: _Where):
+    for key in mapping:
+        if key not in allowed:
+            raise where.error(
+                f"unknown key {key!r} in {what}",
+                hint=did_you_mean(str(key), allowed) or f"allowed keys: {', '.join(allowed)}",
+            )
+
+
+def _number(value: object, what: str, where: _Where) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise where.error(f"{what} must be a number, got {_show(value)}")
+    if not math.isfinite(value):
+        raise where.error(f"{what} must be a finite number, got {value}")
+    return float(value)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    kind = type(value).__name__
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return f"{shown} ({'a boolean' if kind == 'bool' else kind})"
+
+
+def _matrix(value: object, what: str, where: _Where) -> np.ndarray:
+    """A non-empty rectangular list of lists of finite numbers, as a float64 2-D array."""
+    limit = kernels.MAX_KERNEL_SIDE
+    if not isinstance(value, list) or not value:
+        raise where.error(f"{what} must be a non-empty list of rows, got {_show(value)}")
+    if len(value) > limit:
+        raise where.error(f"{what} has {len(value)} rows; the limit is {limit}")
+    width = None
+    for row_index, row in enumerate(value):
+        if not isinstance(row, list) or not row:
+            raise where.error(
+                f"{what}: row {row_index + 1} must be a non-empty list of numbers, got {_show(row)}"
+            )
+        if width is None:
+            width = len(row)
+            if width > limit:
+                raise where.error(f"{what} has {width} columns; the limit is {limit}")
+        elif len(row) != width:
+            raise where.error(
+                f"{what}: row {row_index + 1} has {len(row)} values but row 1 has {width} "
+                "(rows must all be the same length)"
+            )
+        for col_index, item in enumerate(row):
+            _number(item, f"{what}[{row_index + 1}][{col_index + 1}]", where)
+    return np.array(value, dtype=np.float64)
+
+
+def _layer(value: object, what: str, where: _Where) -> np.ndarray:
+    """A 2-D layer: a matrix, a built-in kernel name, or {name: {parameters}}."""
+    if isinstance(value, list):
+        return _matrix(value, what, where)
+    if isinstance(value, str):
+        name, params = value, {}
+    elif isinstance(value, Mapping) and len(value) == 1:
+        name, params = next(iter(value.items()))
+        if params is None:
+            params = {}
+        if not isinstance(name, str) or not isinstance(params, Mapping):
+            raise where.error(
+                f"{what}: a parameterised kernel is written {{name: {{parameter: value}}}}, "
+                f"e.g. {{gaussian: {{sigma: 2.0}}}}; got {_show(value)}"
+            )
+    else:
+        raise where.error(
+            f"{what} must be a 2-D matrix, a built-in kernel name or {{name: {{parameters}}}}; "
+            f"got {_show(value)}"
+        )
+    try:
+        layer = kernels.builtin_kernel(name, **{str(k): v for k, v in params.items()})
+    except KernelError as error:
+        raise where.error(f"{what}: {error.message}", hint=error.hint) from None
+    return layer
+
+
+def _channel_index(key: object, where: _Where) -> int:
+    if isinstance(key, bool):
+        pass
+    elif isinstance(key, int) and 0 <= key <= MAX_CHANNEL_INDEX:
+        return key
+    elif isinstance(key, str) and key.isdigit() and int(key) <= MAX_CHANNEL_INDEX:
+        return int(key)
+    elif isinstance(key, str) and key in CHANNEL_KEYS:
+        return CHANNEL_KEYS[key]
+    raise where.error(
+        f"unknown channel {key!r}",
+        hint=did_you_mean(str(key), CHANNEL_KEYS)
+        or f"channels are red|r, green|g, blue|b, alpha|a or an index 0..{MAX_CHANNEL_INDEX}",
+    )
+
+
+def _name(value: object, what: str, where: _Where) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise where.error(
+            f"{what} must be a non-empty name of letters, digits, '_', '-', '.' or '+'; "
+            f"got {_show(value)}"
+        )
+    return value
+
+
+def _parse_filter(document: object, index: int, where: _Where) -> Filter:
+    label = _filter_label(index, None)
+    if not isinstance(document, Mapping):
+        raise where.at(label, document).error(f"must be a mapping, got {_show(document)}")
+    raw_name = document.get("name")
+    where = where.at(_filter_label(index, raw_name if isinstance(raw_name, str) else None),
+                     document)  # fmt: skip
+    _check_keys(document, FILTER_KEYS, "a filter", where)
+    name = _name(raw_name, "name", where) if "name" in document else f"filter{index}"
+    sources = [key for key in SOURCE_KEYS if key in document]
+    if len(sources) != 1:
+        raise where.error(
+            "needs exactly one of channels, kernel or weights"
+            + (f"; got {', '.join(sources)}" if sources else "")
+        )
+    flags = {}
+    for flag in ("normalize", "depthwise"):
+        flags[flag] = document.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise where.error(f"{flag} must be true or false, got {_show(flags[flag])}")
+    if flags["depthwise"] and sources[0] != "kernel":
+        raise where.error(
+            "depthwise: true needs kernel: (one 2-D layer applied to each channel on its own)"
+        )
+    layers = kernel = weights = None
+    if sources[0] == "kernel":
+        kernel = _layer(document["kernel"], "kernel", where)
+    elif sources[0] == "channels":
+        spec = document["channels"]
+        if not isinstance(spec, Mapping) or not spec:
+            raise where.error(
+                f"channels must be a non-empty mapping of channel to layer, got {_show(spec)}"
+            )
+        layers = {}
+        for key, value in spec.items():
+            channel = _channel_index(key, where)
+            if channel in layers:
+                raise where.error(f"channel {key!r} is given twice (as another name)")
+            layers[channel] = _layer(value, f"channels.{key}", where)
+        _same_shapes(layers.items(), "channels", where)
+    else:
+        spec = document["weights"]
+        if not isinstance(spec, list) or not spec or len(spec) > MAX_CHANNEL_INDEX + 1:
+            raise where.error(
+                f"weights must be a list of 2-D layers, one per input channel; got {_show(spec)}"
+            )
+        stack = [_layer(value, f"weights[{i}]", where) for i, value in enumerate(spec)]
+        _same_shapes(enumerate(stack), "weights", where)
+        weights = np.stack(stack)
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        raise where.error(f"description must be text, got {_show(description)}")
+    return Filter(
+        name=name,
+        description=description.strip(),
+        layers=MappingProxyType(layers) if layers is not None else None,
+        kernel=kernel,
+        weights=weights,
+        bias=_number(document.get("bias", 0.0), "bias", where),
+        scale=_number(document.get("scale", 1.0), "scale", where),
+        normalize=flags["normalize"],
+        depthwise=flags["depthwise"],
+    )
+
+
+def _same_shapes(layers: Any, what: str, where: _Where) -> None:
+    shapes = {key: layer.shape for key, layer in layers}
+    if len(set(shapes.values())) > 1:
+        listing = ", ".join(f"{key}: {h}×{w}" for key, (h, w) in shapes.items())
+        raise where.error(f"the layers of {what} differ in size ({listing})")
+
+
+def _parse_defaults(document: object, where: _Where) -> dict[str, Any]:
+    if not isinstance(document, Mapping):
+        raise where.error(f"defaults must be a mapping, got {_show(document)}")
+    where = where.at("defaults", document)
+    _check_keys(document, DEFAULT_KEYS, "defaults", where)
+    defaults: dict[str, Any] = {}
+    for key, value in document.items():
+        if key == "padding":
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                defaults[key] = value
+                continue
+            choices: Sequence[str] = PADDINGS
+        elif key in ("stride", "dilation"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise where.error(f"{key} must be an integer ≥ 1, got {_show(value)}")
+            defaults[key] = value
+            continue
+        elif key == "cval":
+            defaults[key] = _number(value, key, where)
+            continue
+        else:
+            choices = BORDERS if key == "border" else ACTIVATIONS
+        if value not in choices:
+            raise where.error(
+                f"{key} must be one of {', '.join(map(str, choices))}"
+                + (" or an integer ≥ 0" if key == "padding" else "")
+                + f"; got {_show(value)}",
+                hint=did_you_mean(str(value), choices),
+            )
+        defaults[key] = value
+    return defaults
+
+
+def bank_from_document(document: object, *, name: str, source: Path | None = None) -> Bank:
+    """Validate a parsed bank document (a mapping, as from YAML or JSON) into a :class:`Bank`."""
+    where = _Where(str(source) if source else f"bank {name!r}")
+    if not isinstance(document, Mapping):
+        raise where.error(
+            f"a bank must be a mapping with a 'filters' list, got {_show(document)}",
+            hint="start the file with 'filters:' (YAML) or '{\"filters\": [...]}' (JSON)",
+        )
+    where = where.at("", document)
+    where.filter_label = None
+    _check_keys(document, BANK_KEYS, "the bank", where)
+    if "name" in document:
+        name = _name(document["name"], "name", where)
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        raise where.error(f"description must be text, got {_show(description)}")
+    filter_docs = document.get("filters")
+    if not isinstance(filter_docs, list) or not filter_docs:
+        raise where.error(
+            "the bank needs a non-empty 'filters' list"
+            + ("" if filter_docs is None else f", got {_show(filter_docs)}")
+        )
+    if len(filter_docs) > MAX_FILTERS:
+        raise where.error(f"the bank has {len(filter_docs)} filters; the limit is {MAX_FILTERS}")
+    filters = tuple(_parse_filter(doc, index, where) for index, doc in enumerate(filter_docs))
+    seen: dict[str, int] = {}
+    for index, filt in enumerate(filters):
+        if filt.name in seen:
+            raise where.at(_filter_label(index, filt.name), filter_docs[index]).error(
+                f"duplicate filter name (also filters[{seen[filt.name]}])"
+            )
+        seen[filt.name] = index
+        if filt.kernel_shape != filters[0].kernel_shape:
+            (h, w), (h0, w0) = filt.kernel_shape, filters[0].kernel_shape
+            raise where.at(_filter_label(index, filt.name), filter_docs[index]).error(
+                f"is {h}×{w} but {_filter_label(0, filters[0].name)} is {h0}×{w0}; "
+                "all filters of a bank share one kernel size",
+                hint="pad the smaller kernel with zeros yourself, or put it in another bank",
+            )
+    defaults = _parse_defaults(document.get("defaults", {}), where)
+    return Bank(
+        name=name,
+        filters=filters,
+        description=description.strip(),
+        defaults=MappingProxyType(defaults),
+        source=source,
+    )
+
+
+def read_bank_file(path: Path) -> Bank:
+    """Read, parse and validate one bank file."""
+    label = str(path)
+    if path.is_dir():
+        raise BankError(f"{label}: is a directory, not a bank file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BankError(f"{label}: no such bank file") from None
+    except OSError as error:
+        raise BankError(f"{label}: cannot read: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BankError(
+            f"{label}: not UTF-8 text (byte {error.start}): is this really a bank file?"
+        ) from None
+    try:
+        document = parse_document(text, json_syntax=path.suffix.lower() == ".json")
+    except BankError as error:
+        raise BankError(f"{label}, {error.message}", hint=error.hint) from None
+    return bank_from_document(document, name=path.stem, source=path)
+
+
+# --- the search path ------------------------------------------------------------------
+
+
+def bundled_directory() -> Path:
+    """The banks shipped with convvol (the repository's top-level ``filters/``)."""
+    packaged = Path(str(resources.files("convvol") / "filters"))
+    if packaged.is_dir():
+        return packaged
+    # An editable install or a source checkout: src/convvol/ → repository root.
+    return Path(__file__).resolve().parents[2] / "filters"
+
+
+def search_path() -> list[Path]:
+    """Where bank names are looked up, first match wins.
+
+    ``./filters/``, then each directory of ``CONVVOL_FILTERS`` (os.pathsep-separated),
+    then the bundled banks.
+    """
+    extra = [Path(p) for p in os.environ.get("CONVVOL_FILTERS", "").split(os.pathsep) if p]
+    return [Path("filters"), *extra, bundled_directory()]
+
+
+def available_banks() -> dict[str, Path]:
+    """Every bank name on the search path with the file that wins for it."""
+    found: dict[str, Path] = {}
+    for directory in search_path():
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.iterdir()):
+            if path.suffix.lower() in BANK_SUFFIXES and path.is_file():
+                found.setdefault(path.stem, path)
+    return found
+
+
+def find_bank(name_or_path: str | os.PathLike[str]) -> Path:
+    """The file for a bank path or a bank name on the search path (raises BankError)."""
+    path = Path(name_or_path)
+    text = str(name_or_path)
+    if path.exists():
+        return path
+    looks_like_path = path.suffix.lower() in BANK_SUFFIXES or os.sep in text or "/" in text
+    if looks_like_path:
+        raise BankError(f"{text}: no such bank file")
+    banks = available_banks()
+    if text in banks:
+        return banks[text]
+    searched = ", ".join(str(d) for d in search_path())
+    raise BankError(
+        f"{text}: no bank file and no bank of that name on the search path ({searched})",
+        hint=did_you_mean(text, banks) or "convvol list-filters shows the banks there are",
+    )
+
+
+def load_bank(name_or_path: str | os.PathLike[str]) -> Bank:
+    """Load a bank by file path or by name on the search path (``edges`` → ``edges.yaml``).
+
+    >>> load_bank("edges").filters[0].name
+    'red_vertical'
+    """
+    return read_bank_file(find_bank(name_or_path))

@@ -1,0 +1,375 @@
+"""The ``convvol`` command: Click options in, library calls, errors out as exit codes.
+
+Exit codes: 0 success; 2 usage or invalid input (bad options, banks, images, shapes);
+1 other failures (cannot write, internal errors); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from convvol import __version__, console
+from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
+from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS
+from convvol.errors import ConvvolError
+from convvol.output import SCALES
+from convvol.pipeline import run_layers
+from convvol.volume import (
+    CHANNEL_MODES,
+    FORMAT_ALIASES,
+    FORMATS,
+    OutputSet,
+    check_encodable,
+    format_for_path,
+    format_named,
+    read_volume,
+    write_volume,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+TEMPLATE_FIELDS = ("name", "index", "stem", "bank")
+
+
+class ConvvolGroup(click.Group):
+    """Turns the library's errors into one line and an exit code; tracebacks only with --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except ConvvolError as error:
+            console.error(error.message, error.hint)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            console.error("interrupted; no output was written")
+            ctx.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as Unix filters do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(1)
+        except Exception as error:
+            if ctx.params.get("debug") or os.environ.get("CONVVOL_DEBUG"):
+                raise
+            console.error(
+                f"internal error: {type(error).__name__}: {error}",
+                hint="rerun with convvol --debug ... for the traceback, and report it",
+            )
+            ctx.exit(1)
+
+
+class PaddingType(click.ParamType):
+    """same, valid, full, or a number of pixels ≥ 0."""
+
+    name = "same|valid|full|N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, int) or value in PADDINGS:
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        self.fail(f"{value!r} is not one of same, valid, full or an integer ≥ 0", param, ctx)
+
+
+def engine_options(command: F) -> F:
+    """The convolution settings, each overriding the bank's ``defaults:``."""
+    options = [
+        click.option("--padding", type=PaddingType(), default=None,
+                     help="same (default: output as large as the input), valid, full, "
+                     "or pixels on every side."),
+        click.option("--border", type=click.Choice(BORDERS), default=None,
+                     help="How the padded area is filled (numpy.pad's modes). Default reflect."),
+        click.option("--cval", type=float, default=None,
+                     help="Value of the padded area for --border constant. Default 0."),
+        click.option("--stride", type=click.IntRange(min=1), default=None,
+                     help="Step between outputs. Default 1."),
+        click.option("--dilation", type=click.IntRange(min=1), default=None,
+                     help="Step between kernel taps. Default 1."),
+        click.option("--activation", type=click.Choice(ACTIVATIONS), default=None,
+                     help="Applied after the bias. Default none."),
+        click.option("--flip/--no-flip", default=None,
+                     help="True convolution (layers rotated 180°) instead of cross-correlation."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.group(cls=ConvvolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="convvol")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for internal errors.")
+def cli(debug: bool) -> None:
+    """Convolution over volume: run banks of multi-channel filters over images.
+
+    An RGB image is an H×W×3 volume; a filter is a kh×kw×C volume; a bank of N filters
+    turns the image into an H'×W'×N volume, as a layer of a CNN does.
+
+    \b
+    Example:
+        convvol apply photo.jpg --filters edges --split -o 'out/{name}.png'
+    """
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("-f", "--filters", "bank_names", multiple=True, required=True, metavar="BANK",
+              help="A bank file or a bank name on the search path. Repeat to stack layers.")
+@click.option("-o", "--output", default=None, metavar="OUTPUT",
+              help="Output file, '-' for stdout, or with --split a template using {name}, "
+              "{index}, {stem}, {bank}. Default: {stem}_{bank}.png "
+              "({stem}_{bank}_{name}.png with --split).")
+@click.option("--split", is_flag=True,
+              help="Write each output channel as its own greyscale image.")
+@click.option("--format", "format_name", type=click.Choice([*FORMATS, *FORMAT_ALIASES]),
+              default=None, help="Output format; default: from OUTPUT's extension (png for -).")
+@click.option("--channels", type=click.Choice(CHANNEL_MODES), default="rgb", show_default=True,
+              help="rgb converts every image to 3 channels; keep keeps the file's own "
+              "(L=1, LA=2, RGB=3, RGBA=4).")
+@engine_options
+@click.option("--scale", type=click.Choice(list(SCALES)), default="clip", show_default=True,
+              help="How responses become pixels: clip, abs, minmax, signed.")
+@click.option("--depth", type=click.Choice(["8", "16"]), default="8", show_default=True,
+              help="Bits per pixel value (16 for PNG and TIFF).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def apply(
+    input_path: str,
+    bank_names: tuple[str, ...],
+    output: str | None,
+    split: bool,
+    format_name: str | None,
+    channels: str,
+    scale: str,
+    depth: str,
+    quiet: bool,
+    **settings: Any,
+) -> None:
+    """Apply filter banks to an image or .npy volume (INPUT, or - for stdin).
+
+    Each bank's N filters give N output channels; repeated -f banks run in order, each on
+    the previous output, like stacked CNN layers.
+
+    \b
+    Examples:
+        convvol apply photo.jpg -f edges --split -o 'out/{name}.png'
+        convvol apply photo.jpg -f blur -o blurred.png
+        convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
+    """
+    banks = [load_bank(name) for name in bank_names]
+    stem = "stdin" if input_path == "-" else Path(input_path).stem
+    template = output or (
+        "{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png"
+    )
+    _check_template(template, split)
+    to_stdout = template == "-"
+    if to_stdout and split:
+        raise click.UsageError("--split writes several files; give a template, not -")
+    if to_stdout and sys.stdout.isatty():
+        raise click.UsageError(
+            "refusing to write binary image data to a terminal; redirect or pipe stdout"
+        )
+    fmt = format_named(format_name) if format_name else (
+        format_named("png") if to_stdout else format_for_path(template)
+    )
+    volume = read_volume(input_path, channels=channels)
+    names = _output_names(volume.shape[2], banks)
+    bank = banks[-1]
+    bits = int(depth)
+    if split:
+        targets = {name: template.format(name=name, index=index, stem=stem, bank=bank.name)
+                   for index, name in enumerate(names)}  # fmt: skip
+        _check_targets(list(targets.values()), input_path, template)
+        for target in targets.values():
+            check_encodable(fmt, 1, bits, target)
+    else:
+        target = template if to_stdout else template.format(stem=stem, bank=bank.name)
+        _check_targets([target], input_path, template)
+        check_encodable(fmt, len(names), bits, target)
+
+    result = run_layers(volume, banks, **settings)
+    options: dict[str, Any] = {"scale": scale, "depth": bits}
+    if to_stdout:
+        write_volume("-", result.volume, format=fmt.name, **options)
+        return
+    with OutputSet() as outputs:
+        if split:
+            for index, target in enumerate(targets.values()):
+                outputs.write(target, result.volume[:, :, index : index + 1], fmt=fmt, **options)
+        else:
+            outputs.write(target, result.volume, fmt=fmt, **options)
+    if not quiet:
+        written = list(targets.values()) if split else [target]
+        height, width, depth_out = result.volume.shape
+        shown = written[0] if len(written) == 1 else f"{len(written)} files ({written[0]}, ...)"
+        console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+
+
+def _output_names(channels: int, banks: list[Bank]) -> tuple[str, ...]:
+    """Check every layer fits the previous one's depth, before any work; the last names."""
+    names: tuple[str, ...] = tuple(channel_names(channels))
+    for bank in banks:
+        names = bank.resolve(len(names)).names
+    return names
+
+
+def _check_template(template: str, split: bool) -> None:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as error:
+        raise click.BadParameter(f"{template!r}: {error}", param_hint="'-o'") from None
+    allowed = TEMPLATE_FIELDS if split else ("stem", "bank")
+    unknown = sorted(fields - set(allowed))
+    if unknown:
+        raise click.BadParameter(
+            f"{template!r} uses {{{unknown[0]}}}; "
+            f"{'templates' if split else 'outputs without --split'} may use "
+            + ", ".join(f"{{{f}}}" for f in allowed),
+            param_hint="'-o'",
+        )
+    if split and not fields & {"name", "index"}:
+        raise click.BadParameter(
+            f"{template!r} would write every channel to the same file; "
+            "include {name} or {index}",
+            param_hint="'-o'",
+        )
+
+
+def _check_targets(targets: list[str], input_path: str, template: str) -> None:
+    """Refuse before any work: two channels to one path, or an output that is the input."""
+    resolved = [Path(t).resolve() for t in targets]
+    if len(set(resolved)) != len(resolved):
+        raise click.BadParameter(
+            f"{template!r} maps two output channels to the same file; include {{index}}",
+            param_hint="'-o'",
+        )
+    if input_path != "-" and Path(input_path).resolve() in resolved:
+        raise click.BadParameter(
+            f"{input_path} is the input: convvol never overwrites its input",
+            param_hint="'-o'",
+        )
+
+
+@cli.command("list-filters")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list for programs.")
+def list_filters(as_json: bool) -> None:
+    """List every filter bank on the search path.
+
+    The search path, first match wins: ./filters/, the directories in CONVVOL_FILTERS,
+    then the banks bundled with convvol.
+
+    \b
+    Example:
+        convvol list-filters
+        convvol list-filters --json | python -m json.tool
+    """
+    entries = []
+    for name, path in available_banks().items():
+        entry: dict[str, Any] = {"name": name, "path": str(path)}
+        try:
+            bank = load_bank(path)
+        except ConvvolError as error:
+            entry.update(filters=None, shape=None, description="", error=error.message)
+        else:
+            resolved = bank.resolve(bank.default_channels)
+            entry.update(
+                name=bank.name,
+                filters=len(bank.filters),
+                shape=list(resolved.weights.shape),
+                description=bank.description,
+                error=None,
+            )
+        entries.append(entry)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    rows = [
+        [
+            entry["name"],
+            str(entry["filters"] if entry["filters"] is not None else "-"),
+            "×".join(map(str, entry["shape"])) if entry["shape"] else "-",
+            entry["path"],
+            entry["description"] if not entry["error"] else f"INVALID: {entry['error']}",
+        ]
+        for entry in entries
+    ]
+    console.table(
+        "Filter banks (search path: " + os.pathsep.join(map(str, search_path())) + ")",
+        ["bank", "filters", "shape N×C×kh×kw", "source", "description"],
+        rows,
+    )
+
+
+@cli.command("show-filter")
+@click.argument("bank_name", metavar="BANK")
+@click.option("--channels", "depth", type=click.IntRange(min=1, max=4096), default=None,
+              help="Show the filters completed for a volume of this many channels "
+              "(default: the depth the bank is written for, 3 for RGB).")
+def show_filter(bank_name: str, depth: int | None) -> None:
+    """Print every filter of a bank, one table per channel layer.
+
+    \b
+    Example:
+        convvol show-filter edges
+    """
+    bank = load_bank(bank_name)
+    depth = depth or bank.default_channels
+    resolved = bank.resolve(depth)
+    layer_names = channel_names(depth)
+    (kh, kw) = bank.kernel_shape
+    click.echo(
+        f"{bank.name}: {len(resolved.names)} filters, "
+        f"{'×'.join(map(str, resolved.weights.shape))} (N×C×kh×kw)"
+        + (f": {bank.description}" if bank.description else "")
+    )
+    descriptions = {f.name: f.description for f in bank.filters}
+    for index, name in enumerate(resolved.names):
+        weights = resolved.weights[index]
+        bias = float(resolved.bias[index])
+        layers = [(f"{name} · {layer_names[c]}", weights[c]) for c in range(depth)
+                  if weights[c].any()]  # fmt: skip
+        zero = [layer_names[c] for c in range(depth) if not weights[c].any()]
+        header = f"{name}" + (f": {descriptions[name]}" if descriptions.get(name) else "")
+        extras = [f"{kh}×{kw}"]
+        if bias:
+            extras.append(f"bias {bias:g}")
+        if zero:
+            extras.append("zero on " + ", ".join(zero))
+        console.show_layers(f"{header} ({'; '.join(extras)})", layers)
+
+
+@cli.command()
+@click.argument("banks", nargs=-1, required=True, metavar="BANK...")
+def validate(banks: tuple[str, ...]) -> None:
+    """Check bank files (or names); exit 0 if all are valid, 2 otherwise.
+
+    \b
+    Example:
+        convvol validate filters/*.yaml
+    """
+    failed = 0
+    for name in banks:
+        try:
+            bank = load_bank(name)
+            resolved = bank.resolve(bank.default_channels)
+        except ConvvolError as error:
+            console.error(error.message, error.hint)
+            failed += 1
+            continue
+        shape = "×".join(map(str, resolved.weights.shape))
+        count = len(bank.filters)
+        click.echo(f"{bank.source}: ok ({count} filter{'s' if count != 1 else ''}, {shape})")
+    if failed:
+        raise click.exceptions.Exit(2)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="convvol")

@@ -1,0 +1,59 @@
+"""The exceptions convvol raises: one base class, one subclass per kind of problem.
+
+The library raises these; the CLI turns them into one line on stderr and an exit code
+(``exit_code``): 2 for invalid input or usage (Click's convention), 1 for other failures.
+"""
+
+from __future__ import annotations
+
+
+class ConvvolError(Exception):
+    """Base class of every error convvol reports to the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BankError(ConvvolError):
+    """A filter bank file is missing, unreadable or invalid."""
+
+    exit_code = 2
+
+
+class KernelError(BankError):
+    """A built-in kernel name or its parameters are invalid."""
+
+
+class VolumeError(ConvvolError):
+    """An input image or volume cannot be read or has an unusable shape."""
+
+    exit_code = 2
+
+
+class ParameterError(ConvvolError):
+    """A convolution or output parameter is invalid, or does not fit the data."""
+
+    exit_code = 2
+
+
+class OutputError(ConvvolError):
+    """A result cannot be written (permissions, full disk, unsupported depth for a format)."""
+
+    exit_code = 1
+
+
+def did_you_mean(word: str, choices: object) -> str | None:
+    """Return a "did you mean ...?" hint for a misspelt ``word``, or None if nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=3, cutoff=0.6)  # type: ignore[attr-defined]
+    if not close:
+        return None
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?"

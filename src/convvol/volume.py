@@ -1,0 +1,465 @@
+"""Reading images and ``.npy`` files as float32 H×W×C volumes, and writing volumes back.
+
+Reading: any image Pillow opens becomes float32 in [0, 1] (8-bit ÷ 255, 16-bit ÷ 65535),
+converted to RGB by default or kept as it is (``channels="keep"``: L→1, LA→2, RGB→3,
+RGBA→4); ``.npy`` files load as they are. The format is told from the bytes, never from
+the name, so ``-`` (standard input) works for both.
+
+Writing: formats are rows of a table (:data:`FORMATS`). Files are written atomically: to
+a temporary file beside the target, renamed into place only once complete, several files
+all or nothing (:class:`OutputSet`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import sys
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from convvol.errors import OutputError, ParameterError, VolumeError, did_you_mean
+from convvol.output import to_pixels
+
+NPY_MAGIC = b"\x93NUMPY"
+CHANNEL_MODES = ("rgb", "keep")
+# Pillow modes read directly, with the divisor that maps them to [0, 1].
+_DIRECT_MODES = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0,
+                 "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}  # fmt: skip
+# Other modes and what they become first.
+_CONVERTED_MODES = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "PA": "RGBA",
+                    "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}  # fmt: skip
+_SINGLE_CHANNEL_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+@dataclass(frozen=True)
+class Format:
+    """An output format: how it is saved, which bit depths and channel counts it takes."""
+
+    name: str
+    extensions: tuple[str, ...]
+    pillow_name: str | None = None  # None: written by convvol itself (npy)
+    depths: tuple[int, ...] = (8,)
+    any_depth: bool = False  # stores any number of channels (one page each)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+FORMATS: dict[str, Format] = {
+    fmt.name: fmt
+    for fmt in [
+        Format("png", (".png",), "PNG", depths=(8, 16)),
+        Format("jpeg", (".jpg", ".jpeg"), "JPEG", options={"quality": 95}),
+        Format("tiff", (".tif", ".tiff"), "TIFF", depths=(8, 16), any_depth=True),
+        Format("bmp", (".bmp",), "BMP"),
+        Format("webp", (".webp",), "WEBP", options={"quality": 95}),
+        Format("npy", (".npy",)),
+    ]
+}
+FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+# zlib level 6 is Pillow's and libpng's default balance of size and speed.
+DEFAULT_COMPRESS_LEVEL = 6
+
+
+def format_named(name: str) -> Format:
+    """The format called ``name`` (``png``, ``jpg``, ...), or ParameterError."""
+    key = FORMAT_ALIASES.get(name.lower(), name.lower())
+    if key not in FORMATS:
+        names = [*FORMATS, *FORMAT_ALIASES]
+        raise ParameterError(
+            f"unknown format {name!r}; formats are {', '.join(FORMATS)}",
+            hint=did_you_mean(name, names),
+        )
+    return FORMATS[key]
+
+
+def format_for_path(path: str | os.PathLike[str]) -> Format:
+    """The format a file name's extension asks for, or ParameterError."""
+    suffix = Path(path).suffix.lower()
+    for fmt in FORMATS.values():
+        if suffix in fmt.extensions:
+            return fmt
+    known = ", ".join(ext for fmt in FORMATS.values() for ext in fmt.extensions)
+    raise ParameterError(
+        f"{path}: cannot tell the output format from the extension {suffix or '(none)'!r}",
+        hint=f"use one of {known}, or give --format",
+    )
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def read_volume(
+    source: str | os.PathLike[str] | IO[bytes], *, channels: str = "rgb"
+) -> np.ndarray:
+    """Read an image or ``.npy`` file as a float32 H×W×C volume.
+
+    ``source`` is a path, ``"-"`` for standard input, or a binary file object.
+    ``channels="rgb"`` (default) gives 3 channels for any image; ``"keep"`` keeps the
+    file's own. ``.npy`` volumes (H×W×C, or H×W as C = 1) load unscaled, whatever
+    ``channels`` says, and so do multi-page TIFF stacks of single-channel pages.
+    """
+    if channels not in CHANNEL_MODES:
+        raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
+    label, stream = _open_source(source)
+    try:
+        magic = stream.read(len(NPY_MAGIC))
+        stream.seek(0)
+        if magic == NPY_MAGIC:
+            return _read_npy(stream, label)
+        if not magic:
+            raise VolumeError(f"{label}: the file is empty")
+        return _read_image(stream, label, channels)
+    finally:
+        if stream is not source:
+            stream.close()
+
+
+def _open_source(source: str | os.PathLike[str] | IO[bytes]) -> tuple[str, BinaryIO]:
+    if isinstance(source, str) and source == "-":
+        return "<stdin>", io.BytesIO(sys.stdin.buffer.read())
+    if isinstance(source, str | os.PathLike):
+        label = str(source)
+        try:
+            return label, open(source, "rb")  # noqa: SIM115 - closed by read_volume
+        except IsADirectoryError:
+            raise VolumeError(f"{label}: is a directory, not an image") from None
+        except FileNotFoundError:
+            raise VolumeError(f"{label}: no such file") from None
+        except OSError as error:
+            raise VolumeError(f"{label}: cannot read: {error.strerror or error}") from None
+    label = str(getattr(source, "name", "<stream>"))
+    if not source.seekable():
+        return label, io.BytesIO(source.read())
+    return label, source  # type: ignore[return-value]
+
+
+def _read_npy(stream: BinaryIO, label: str) -> np.ndarray:
+    try:
+        array = np.load(stream, allow_pickle=False)
+    except ValueError as error:
+        raise VolumeError(f"{label}: not a readable .npy volume: {error}") from None
+    except (OSError, EOFError) as error:
+        raise VolumeError(f"{label}: truncated or damaged .npy file: {error}") from None
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    if array.ndim != 3:
+        raise VolumeError(
+            f"{label}: a .npy volume must be H×W×C or H×W; got shape {array.shape}",
+            hint="save one image per file, or reshape to H×W×C",
+        )
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(
+        array
+    ):
+        raise VolumeError(f"{label}: .npy dtype {array.dtype} is not real numbers")
+    if 0 in array.shape:
+        raise VolumeError(f"{label}: the volume is empty (shape {array.shape})")
+    return array.astype(np.float32, copy=False)
+
+
+def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
+    try:
+        image = Image.open(stream)
+        volume = _page_stack(image)
+        if volume is None:
+            volume = _image_to_volume(image, stream)
+            if channels == "rgb":
+                volume = _as_rgb(volume)
+    except UnidentifiedImageError:
+        raise VolumeError(
+            f"{label}: not an image or .npy volume that convvol can read",
+            hint="supported: PNG, JPEG, TIFF, BMP, WebP, GIF and the rest of what Pillow "
+            "reads, and .npy",
+        ) from None
+    except Image.DecompressionBombError as error:
+        raise VolumeError(f"{label}: refused: {error}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise VolumeError(f"{label}: damaged or truncated image: {error}") from None
+    return volume
+
+
+def _page_stack(image: Image.Image) -> np.ndarray | None:
+    """A multi-page TIFF of same-size single-channel pages (as convvol writes) as one volume."""
+    if image.format != "TIFF" or getattr(image, "n_frames", 1) < 2:
+        return None
+    layers: list[np.ndarray] = []
+    for page in range(image.n_frames):
+        image.seek(page)
+        if image.mode not in _SINGLE_CHANNEL_MODES or image.size != image_size(layers, image):
+            image.seek(0)
+            return None
+        layers.append(_pixels(image) / np.float32(_DIRECT_MODES[_direct_mode(image).mode]))
+    return np.stack(layers, axis=2).astype(np.float32, copy=False)
+
+
+def image_size(layers: Sequence[np.ndarray], image: Image.Image) -> tuple[int, int]:
+    """The (width, height) every page must share: the first page's."""
+    return (layers[0].shape[1], layers[0].shape[0]) if layers else image.size
+
+
+def _direct_mode(image: Image.Image) -> Image.Image:
+    """Convert palettes, CMYK, 1-bit and other modes to one that maps straight to floats."""
+    if image.mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in _CONVERTED_MODES:
+        return image.convert(_CONVERTED_MODES[image.mode])
+    return image if image.mode in _DIRECT_MODES else image.convert("RGB")
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(_direct_mode(image))
+
+
+def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
+    """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → float32 H×W×C."""
+    # load() clears the tile list, which tells a 16-bit-per-sample colour PNG apart.
+    rawmode = image.tile[0].args if image.format == "PNG" and image.tile else None
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    image.load()
+    if image.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and rawmode.endswith(";16B"):
+        pixels, divisor = _png_16bit_colour(image, stream, rawmode), 65535.0
+    else:
+        direct = _direct_mode(image)
+        pixels, divisor = np.asarray(direct), _DIRECT_MODES[direct.mode]
+    volume = pixels.astype(np.float32)
+    if divisor != 1.0:
+        volume /= np.float32(divisor)
+    if volume.ndim == 2:
+        volume = volume[:, :, np.newaxis]
+    return _orient(volume, orientation)
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _orient(volume: np.ndarray, orientation: object) -> np.ndarray:
+    """Turn pixels as stored into pixels as a viewer shows them (EXIF orientation 1–8)."""
+    transforms = {
+        2: lambda v: v[:, ::-1],
+        3: lambda v: v[::-1, ::-1],
+        4: lambda v: v[::-1],
+        5: lambda v: v.transpose(1, 0, 2),
+        6: lambda v: np.rot90(v, -1),
+        7: lambda v: np.rot90(v, 2).transpose(1, 0, 2),
+        8: lambda v: np.rot90(v, 1),
+    }
+    transform = transforms.get(orientation)  # type: ignore[call-overload]
+    return np.ascontiguousarray(transform(volume)) if transform else volume
+
+
+def _png_16bit_colour(image: Image.Image, stream: BinaryIO, rawmode: str) -> np.ndarray:
+    """All 16 bits of a 48/64-bit PNG, which Pillow itself decodes to 8 bits per sample.
+
+    PNG's filters work on each byte lane of a pixel on its own, so decoding the stream a
+    second time with the little-endian raw mode yields the low bytes exactly.
+    """
+    high = np.asarray(image).astype(np.uint16)
+    stream.seek(0)
+    again = Image.open(stream)
+    again.tile = [again.tile[0]._replace(args=rawmode[:-1] + "L")]
+    again.load()
+    low = np.asarray(again).astype(np.uint16)
+    return (high << 8) | low
+
+
+def _as_rgb(volume: np.ndarray) -> np.ndarray:
+    """Grey becomes three equal channels; alpha is dropped."""
+    if volume.shape[2] in (1, 2):
+        return np.repeat(volume[:, :, :1], 3, axis=2)
+    return volume[:, :, :3] if volume.shape[2] == 4 else volume
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+def check_encodable(fmt: Format, channels: int, depth: int, target: str = "output") -> None:
+    """Raise ParameterError unless ``fmt`` can store ``channels`` channels at ``depth`` bits."""
+    if fmt.name == "npy":
+        return
+    if depth not in fmt.depths:
+        raise ParameterError(
+            f"{target}: {fmt.name.upper()} stores {' or '.join(map(str, fmt.depths))}-bit "
+            f"pixels, not {depth}-bit",
+            hint="use .png or .tif for --depth 16, or .npy for raw floats",
+        )
+    if not fmt.any_depth and channels not in (1, 3):
+        raise ParameterError(
+            f"{target}: the result has {channels} channels; {fmt.name.upper()} stores 1 "
+            "(greyscale) or 3 (RGB)",
+            hint="use --split for one greyscale image per channel, or write .npy or .tif "
+            "to keep the whole volume",
+        )
+
+
+def encode_volume(
+    stream: IO[bytes],
+    volume: np.ndarray,
+    fmt: Format,
+    *,
+    scale: str = "clip",
+    depth: int = 8,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+) -> None:
+    """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy."""
+    volume = np.asarray(volume)
+    if volume.ndim == 2:
+        volume = volume[:, :, np.newaxis]
+    if fmt.name == "npy":
+        np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
+        return
+    check_encodable(fmt, volume.shape[2], depth)
+    pixels = to_pixels(volume, scale, depth)
+    channels = pixels.shape[2]
+    if fmt.name == "png" and depth == 16 and channels == 3:
+        _write_png_16bit_rgb(stream, pixels, compress_level)
+        return
+    options = dict(fmt.options)
+    if fmt.name == "png":
+        options["compress_level"] = compress_level
+    if channels == 1 or (channels == 3 and depth == 8):
+        _pillow_image(pixels).save(stream, format=fmt.pillow_name, **options)
+        return
+    # TIFF with any other depth: one greyscale page per channel.
+    pages = [_pillow_image(pixels[:, :, [c]]) for c in range(channels)]
+    pages[0].save(stream, format="TIFF", save_all=True, append_images=pages[1:], **options)
+
+
+def _pillow_image(pixels: np.ndarray) -> Image.Image:
+    """uint8 H×W×3 → RGB; uint8 H×W×1 → L; uint16 H×W×1 → I;16 (Pillow infers the mode)."""
+    return Image.fromarray(np.ascontiguousarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0]))
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    checksum = zlib.crc32(kind + payload) & 0xFFFFFFFF
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", checksum)
+
+
+def _write_png_16bit_rgb(stream: IO[bytes], pixels: np.ndarray, compress_level: int) -> None:
+    """A 48-bit RGB PNG, which Pillow cannot write: chunks by hand, rows filtered with 'Up'."""
+    height, width, _ = pixels.shape
+    rows = pixels.astype(">u2").view(np.uint8).reshape(height, width * 6)
+    filtered = np.empty((height, width * 6 + 1), np.uint8)
+    filtered[:, 0] = 2  # PNG filter type 'Up': difference with the row above, mod 256
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    stream.write(b"\x89PNG\r\n\x1a\n")
+    stream.write(_png_chunk(b"IHDR", header))
+    stream.write(_png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), compress_level)))
+    stream.write(_png_chunk(b"IEND", b""))
+
+
+def _new_file_mode(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets the umask's."""
+    with suppress(OSError):
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+class OutputSet:
+    """Write several files all or nothing.
+
+    Each file goes to a hidden temporary file beside its target; :meth:`commit` renames
+    them all into place, :meth:`discard` (or an exception inside ``with``) removes them.
+    Missing parent directories are created.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+    @contextmanager
+    def open(self, target: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+        """A binary stream whose content becomes ``target`` at commit."""
+        path = Path(target)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(
+                prefix=f".{path.name}.", suffix=".convvol-part", dir=path.parent
+            )
+        except OSError as error:
+            raise OutputError(
+                f"{path}: cannot write here: {error.strerror or error}"
+            ) from None
+        self._staged.append((Path(temporary), path))
+        try:
+            with os.fdopen(handle, "w+b") as stream:  # TIFF pages need reading back
+                yield stream
+            os.chmod(temporary, _new_file_mode(path))
+        except OSError as error:
+            raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
+
+    def write(self, target: str | os.PathLike[str], volume: np.ndarray, **options: Any) -> None:
+        """Encode ``volume`` for ``target`` (format from ``options['fmt']`` or the name)."""
+        fmt = options.pop("fmt", None) or format_for_path(target)
+        with self.open(target) as stream:
+            encode_volume(stream, volume, fmt, **options)
+
+    def commit(self) -> None:
+        """Move every staged file into place."""
+        try:
+            for temporary, path in self._staged:
+                os.replace(temporary, path)
+        except OSError as error:
+            self.discard()
+            raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
+        self._staged.clear()
+
+    def discard(self) -> None:
+        """Remove every staged file that has not been moved into place."""
+        for temporary, _ in self._staged:
+            with suppress(OSError):
+                os.unlink(temporary)
+        self._staged.clear()
+
+
+def write_volume(
+    target: str | os.PathLike[str] | IO[bytes],
+    volume: np.ndarray,
+    *,
+    format: str | None = None,  # noqa: A002 - the natural name, as in Pillow's save()
+    scale: str = "clip",
+    depth: int = 8,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+) -> None:
+    """Write an H×W×C volume to a path (atomically), ``"-"`` (stdout) or a binary stream.
+
+    The format comes from ``format`` or else the path's extension. Images store 1
+    (greyscale) or 3 (RGB) channels, TIFF any number (one page each); pixels follow
+    ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16 bits). ``.npy`` stores the
+    float32 volume unscaled.
+    """
+    options: dict[str, Any] = {"scale": scale, "depth": depth, "compress_level": compress_level}
+    if isinstance(target, str | os.PathLike) and str(target) != "-":
+        fmt = format_named(format) if format else format_for_path(target)
+        with OutputSet() as outputs:
+            outputs.write(target, volume, fmt=fmt, **options)
+        return
+    if format is None:
+        raise ParameterError("writing to a stream needs a format (e.g. format='png')")
+    fmt = format_named(format)
+    if isinstance(target, str):
+        buffer = io.BytesIO()
+        encode_volume(buffer, volume, fmt, **options)
+        sys.stdout.buffer.write(buffer.getvalue())
+        sys.stdout.buffer.flush()
+    else:
+        encode_volume(target, volume, fmt, **options)
