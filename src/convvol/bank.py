@@ -78,11 +78,13 @@ class Filter:
     def kernel_shape(self) -> tuple[int, int]:
         """(kh, kw) of every layer."""
         if self.kernel is not None:
-            return self.kernel.shape  # type: ignore[return-value]
-        if self.weights is not None:
-            return self.weights.shape[1:]  # type: ignore[return-value]
-        assert self.layers is not None
-        return next(iter(self.layers.values())).shape  # type: ignore[return-value]
+            layer = self.kernel
+        elif self.weights is not None:
+            layer = self.weights[0]
+        else:
+            assert self.layers is not None
+            layer = next(iter(self.layers.values()))
+        return int(layer.shape[0]), int(layer.shape[1])
 
     @property
     def channels_needed(self) -> int:
@@ -213,7 +215,9 @@ class Bank:
 def _depth_hint(filt: Filter, channels: int) -> str | None:
     if filt.weights is not None or filt.layers is not None:
         if channels < 3:
-            return "read the image as RGB (the default --channels rgb), or use a bank for this depth"
+            return (
+                "read the image as RGB (the default --channels rgb), or use a bank for this depth"
+            )
         return "check that this bank follows a layer with the right number of outputs"
     return None
 
@@ -283,7 +287,7 @@ def parse_document(text: str, *, json_syntax: bool) -> Any:
                 f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
             ) from None
     try:
-        return yaml.load(text, Loader=_BankLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_BankLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -310,7 +314,9 @@ class _Where:
         return BankError(": ".join(parts), hint=hint)
 
 
-def _check_keys(mapping: Mapping[Any, Any], allowed: Sequence[str], what: str, where: _Where):
+def _check_keys(
+    mapping: Mapping[Any, Any], allowed: Sequence[str], what: str, where: _Where
+) -> None:
     for key in mapping:
         if key not in allowed:
             raise where.error(
@@ -365,6 +371,7 @@ def _layer(value: object, what: str, where: _Where) -> np.ndarray:
     """A 2-D layer: a matrix, a built-in kernel name, or {name: {parameters}}."""
     if isinstance(value, list):
         return _matrix(value, what, where)
+    params: Any
     if isinstance(value, str):
         name, params = value, {}
     elif isinstance(value, Mapping) and len(value) == 1:

@@ -67,12 +67,14 @@ class ConvvolGroup(click.Group):
             ctx.exit(1)
 
 
-class PaddingType(click.ParamType):
+class PaddingType(click.ParamType):  # type: ignore[type-arg]
     """same, valid, full, or a number of pixels ≥ 0."""
 
     name = "same|valid|full|N"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str | int:
         if isinstance(value, int) or value in PADDINGS:
             return value
         if isinstance(value, str) and value.isdigit():
@@ -121,24 +123,55 @@ def cli(debug: bool) -> None:
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT")
-@click.option("-f", "--filters", "bank_names", multiple=True, required=True, metavar="BANK",
-              help="A bank file or a bank name on the search path. Repeat to stack layers.")
-@click.option("-o", "--output", default=None, metavar="OUTPUT",
-              help="Output file, '-' for stdout, or with --split a template using {name}, "
-              "{index}, {stem}, {bank}. Default: {stem}_{bank}.png "
-              "({stem}_{bank}_{name}.png with --split).")
-@click.option("--split", is_flag=True,
-              help="Write each output channel as its own greyscale image.")
-@click.option("--format", "format_name", type=click.Choice([*FORMATS, *FORMAT_ALIASES]),
-              default=None, help="Output format; default: from OUTPUT's extension (png for -).")
-@click.option("--channels", type=click.Choice(CHANNEL_MODES), default="rgb", show_default=True,
-              help="rgb converts every image to 3 channels; keep keeps the file's own "
-              "(L=1, LA=2, RGB=3, RGBA=4).")
+@click.option(
+    "-f",
+    "--filters",
+    "bank_names",
+    multiple=True,
+    required=True,
+    metavar="BANK",
+    help="A bank file or a bank name on the search path. Repeat to stack layers.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    metavar="OUTPUT",
+    help="Output file, '-' for stdout, or with --split a template using {name}, "
+    "{index}, {stem}, {bank}. Default: {stem}_{bank}.png "
+    "({stem}_{bank}_{name}.png with --split).",
+)
+@click.option("--split", is_flag=True, help="Write each output channel as its own greyscale image.")
+@click.option(
+    "--format",
+    "format_name",
+    type=click.Choice([*FORMATS, *FORMAT_ALIASES]),
+    default=None,
+    help="Output format; default: from OUTPUT's extension (png for -).",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(CHANNEL_MODES),
+    default="rgb",
+    show_default=True,
+    help="rgb converts every image to 3 channels; keep keeps the file's own "
+    "(L=1, LA=2, RGB=3, RGBA=4).",
+)
 @engine_options
-@click.option("--scale", type=click.Choice(list(SCALES)), default="clip", show_default=True,
-              help="How responses become pixels: clip, abs, minmax, signed.")
-@click.option("--depth", type=click.Choice(["8", "16"]), default="8", show_default=True,
-              help="Bits per pixel value (16 for PNG and TIFF).")
+@click.option(
+    "--scale",
+    type=click.Choice(list(SCALES)),
+    default="clip",
+    show_default=True,
+    help="How responses become pixels: clip, abs, minmax, signed.",
+)
+@click.option(
+    "--depth",
+    type=click.Choice(["8", "16"]),
+    default="8",
+    show_default=True,
+    help="Bits per pixel value (16 for PNG and TIFF).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
     input_path: str,
@@ -165,9 +198,7 @@ def apply(
     """
     banks = [load_bank(name) for name in bank_names]
     stem = "stdin" if input_path == "-" else Path(input_path).stem
-    template = output or (
-        "{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png"
-    )
+    template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
     _check_template(template, split)
     to_stdout = template == "-"
     if to_stdout and split:
@@ -176,8 +207,10 @@ def apply(
         raise click.UsageError(
             "refusing to write binary image data to a terminal; redirect or pipe stdout"
         )
-    fmt = format_named(format_name) if format_name else (
-        format_named("png") if to_stdout else format_for_path(template)
+    fmt = (
+        format_named(format_name)
+        if format_name
+        else (format_named("png") if to_stdout else format_for_path(template))
     )
     volume = read_volume(input_path, channels=channels)
     names = _output_names(volume.shape[2], banks)
@@ -309,9 +342,14 @@ def list_filters(as_json: bool) -> None:
 
 @cli.command("show-filter")
 @click.argument("bank_name", metavar="BANK")
-@click.option("--channels", "depth", type=click.IntRange(min=1, max=4096), default=None,
-              help="Show the filters completed for a volume of this many channels "
-              "(default: the depth the bank is written for, 3 for RGB).")
+@click.option(
+    "--channels",
+    "depth",
+    type=click.IntRange(min=1, max=4096),
+    default=None,
+    help="Show the filters completed for a volume of this many channels "
+    "(default: the depth the bank is written for, 3 for RGB).",
+)
 def show_filter(bank_name: str, depth: int | None) -> None:
     """Print every filter of a bank, one table per channel layer.
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+
 def stdout_console() -> Console:
     """A console on the current stdout (made per call, so tests' redirected stdout works)."""
     return Console(file=sys.stdout, highlight=False)

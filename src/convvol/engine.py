@@ -99,8 +99,9 @@ def plan_geometry(
         reach_h = dilation * (kernel_height - 1) + 1
         reach_w = dilation * (kernel_width - 1) + 1
         raise ParameterError(
-            f"the kernel covers {reach_h}×{reach_w} pixels (with dilation {dilation}), more than "
-            f"the {height}×{width} image padded with padding={padding!r}: the output would be empty",
+            f"the kernel covers {reach_h}×{reach_w} pixels (with dilation {dilation}), more "
+            f"than the {height}×{width} image padded with padding={padding!r}: "
+            "the output would be empty",
             hint="use --padding same or full, a smaller kernel or a smaller dilation",
         )
     return Geometry(top, bottom, left, right, out_h, out_w)

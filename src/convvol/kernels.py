@@ -45,7 +45,7 @@ def _size_pair(size: object, name: str) -> tuple[int, int]:
             raise KernelError(
                 f"{name}: size must be an integer from 1 to {MAX_KERNEL_SIDE}, got {side!r}"
             )
-    return sides[0], sides[1]
+    return int(sides[0]), int(sides[1])  # type: ignore[arg-type]
 
 
 def identity(size: object = 3) -> np.ndarray:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import OutputError, ParameterError, VolumeError, did_you_mean
 from convvol.output import to_pixels
@@ -33,8 +33,11 @@ from convvol.output import to_pixels
 NPY_MAGIC = b"\x93NUMPY"
 CHANNEL_MODES = ("rgb", "keep")
 # Pillow modes read directly, with the divisor that maps them to [0, 1].
-_DIRECT_MODES = {"L": 255.0, "LA": 255.0, "RGB": 255.0, "RGBA": 255.0, "I;16": 65535.0,
-                 "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}  # fmt: skip
+_DIRECT_MODES = {
+    **dict.fromkeys(("L", "LA", "RGB", "RGBA"), 255.0),
+    **dict.fromkeys(("I;16", "I;16B", "I;16L", "I;16N", "I"), 65535.0),
+    "F": 1.0,
+}
 # Other modes and what they become first.
 _CONVERTED_MODES = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "PA": "RGBA",
                     "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}  # fmt: skip
@@ -97,9 +100,7 @@ def format_for_path(path: str | os.PathLike[str]) -> Format:
 # --- reading --------------------------------------------------------------------------
 
 
-def read_volume(
-    source: str | os.PathLike[str] | IO[bytes], *, channels: str = "rgb"
-) -> np.ndarray:
+def read_volume(source: str | os.PathLike[str] | IO[bytes], *, channels: str = "rgb") -> np.ndarray:
     """Read an image or ``.npy`` file as a float32 H×W×C volume.
 
     ``source`` is a path, ``"-"`` for standard input, or a binary file object.
@@ -129,7 +130,7 @@ def _open_source(source: str | os.PathLike[str] | IO[bytes]) -> tuple[str, Binar
     if isinstance(source, str | os.PathLike):
         label = str(source)
         try:
-            return label, open(source, "rb")  # noqa: SIM115 - closed by read_volume
+            return label, open(source, "rb")
         except IsADirectoryError:
             raise VolumeError(f"{label}: is a directory, not an image") from None
         except FileNotFoundError:
@@ -188,10 +189,11 @@ def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
 
 def _page_stack(image: Image.Image) -> np.ndarray | None:
     """A multi-page TIFF of same-size single-channel pages (as convvol writes) as one volume."""
-    if image.format != "TIFF" or getattr(image, "n_frames", 1) < 2:
+    pages = int(getattr(image, "n_frames", 1))
+    if image.format != "TIFF" or pages < 2:
         return None
     layers: list[np.ndarray] = []
-    for page in range(image.n_frames):
+    for page in range(pages):
         image.seek(page)
         if image.mode not in _SINGLE_CHANNEL_MODES or image.size != image_size(layers, image):
             image.seek(0)
@@ -221,7 +223,8 @@ def _pixels(image: Image.Image) -> np.ndarray:
 def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
     """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → float32 H×W×C."""
     # load() clears the tile list, which tells a 16-bit-per-sample colour PNG apart.
-    rawmode = image.tile[0].args if image.format == "PNG" and image.tile else None
+    tiles = getattr(image, "tile", None)
+    rawmode = tiles[0].args if image.format == "PNG" and tiles else None
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     image.load()
     if image.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and rawmode.endswith(";16B"):
@@ -334,7 +337,9 @@ def encode_volume(
 
 def _pillow_image(pixels: np.ndarray) -> Image.Image:
     """uint8 H×W×3 → RGB; uint8 H×W×1 → L; uint16 H×W×1 → I;16 (Pillow infers the mode)."""
-    return Image.fromarray(np.ascontiguousarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0]))
+    return Image.fromarray(
+        np.ascontiguousarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0])
+    )
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -396,9 +401,7 @@ class OutputSet:
                 prefix=f".{path.name}.", suffix=".convvol-part", dir=path.parent
             )
         except OSError as error:
-            raise OutputError(
-                f"{path}: cannot write here: {error.strerror or error}"
-            ) from None
+            raise OutputError(f"{path}: cannot write here: {error.strerror or error}") from None
         self._staged.append((Path(temporary), path))
         try:
             with os.fdopen(handle, "w+b") as stream:  # TIFF pages need reading back
@@ -435,7 +438,7 @@ def write_volume(
     target: str | os.PathLike[str] | IO[bytes],
     volume: np.ndarray,
     *,
-    format: str | None = None,  # noqa: A002 - the natural name, as in Pillow's save()
+    format: str | None = None,
     scale: str = "clip",
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
@@ -448,7 +451,8 @@ def write_volume(
     float32 volume unscaled.
     """
     options: dict[str, Any] = {"scale": scale, "depth": depth, "compress_level": compress_level}
-    if isinstance(target, str | os.PathLike) and str(target) != "-":
+    to_stdout = isinstance(target, str | os.PathLike) and str(target) == "-"
+    if isinstance(target, str | os.PathLike) and not to_stdout:
         fmt = format_named(format) if format else format_for_path(target)
         with OutputSet() as outputs:
             outputs.write(target, volume, fmt=fmt, **options)
@@ -456,7 +460,8 @@ def write_volume(
     if format is None:
         raise ParameterError("writing to a stream needs a format (e.g. format='png')")
     fmt = format_named(format)
-    if isinstance(target, str):
+    if isinstance(target, str | os.PathLike):
+        # Encode fully first, so a failure never leaves half an image on stdout.
         buffer = io.BytesIO()
         encode_volume(buffer, volume, fmt, **options)
         sys.stdout.buffer.write(buffer.getvalue())
