@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from convvol import kernels
-from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS
+from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS, choice_hint
 from convvol.errors import BankError, KernelError, did_you_mean
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
@@ -43,6 +43,7 @@ CHANNEL_KEYS = {"red": 0, "r": 0, "green": 1, "g": 1, "blue": 2, "b": 2, "alpha"
 NAME_PATTERN = re.compile(r"^[\w.+-]+$")
 MAX_FILTERS = 4096
 MAX_CHANNEL_INDEX = 4095
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def channel_names(channels: int) -> list[str]:
@@ -204,9 +205,15 @@ class Bank:
                 names.append(name)
                 stacks.append(weights)
                 biases.append(bias)
-        return BankWeights(
-            tuple(names), np.stack(stacks).astype(np.float32), np.array(biases, np.float32)
-        )
+        with np.errstate(over="ignore"):
+            weights32 = np.stack(stacks).astype(np.float32)
+        if not np.isfinite(weights32).all():
+            raise BankError(
+                f"{self._label()}: after scale and normalize some weights are beyond float32's "
+                "range",
+                hint="use a smaller scale",
+            )
+        return BankWeights(tuple(names), weights32, np.array(biases, np.float32))
 
     def _label(self) -> str:
         return str(self.source) if self.source else f"bank {self.name!r}"
@@ -230,9 +237,13 @@ def _filter_label(index: int, name: str | None) -> str:
 
 
 class _Located(dict[Any, Any]):
-    """A mapping that remembers the line it started on in the YAML source."""
+    """A mapping that remembers its line in the YAML source and which keys it wrote itself."""
 
     line: int | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: set[Any] = set()
 
 
 class _BankLoader(yaml.SafeLoader):
@@ -243,8 +254,10 @@ def _construct_mapping(loader: _BankLoader, node: yaml.MappingNode) -> Any:
     mapping = _Located()
     mapping.line = node.start_mark.line + 1
     yield mapping
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
+    written = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # merged (<<) pairs first, then the ones written here
+    first_written = len(node.value) - written
+    for position, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
@@ -252,8 +265,10 @@ def _construct_mapping(loader: _BankLoader, node: yaml.MappingNode) -> Any:
             raise BankError(
                 f"line {key_node.start_mark.line + 1}: a mapping key must be a plain value"
             ) from None
-        if key in mapping:
-            raise BankError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        if position >= first_written:  # merged keys may be overridden, written ones not
+            if key in mapping.written:
+                raise BankError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            mapping.written.add(key)
         mapping[key] = loader.construct_object(value_node, deep=True)
 
 
@@ -328,9 +343,15 @@ def _check_keys(
 def _number(value: object, what: str, where: _Where) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise where.error(f"{what} must be a number, got {_show(value)}")
-    if not math.isfinite(value):
-        raise where.error(f"{what} must be a finite number, got {value}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise where.error(f"{what} must be a finite number, got {_show(value)}")
+    if abs(number) > FLOAT32_MAX:
+        raise where.error(f"{what} is {number:g}, beyond float32's range (±{FLOAT32_MAX:.3g})")
+    return number
 
 
 def _show(value: object) -> str:
@@ -400,7 +421,7 @@ def _channel_index(key: object, where: _Where) -> int:
         pass
     elif isinstance(key, int) and 0 <= key <= MAX_CHANNEL_INDEX:
         return key
-    elif isinstance(key, str) and key.isdigit() and int(key) <= MAX_CHANNEL_INDEX:
+    elif isinstance(key, str) and key.isascii() and key.isdigit() and int(key) <= MAX_CHANNEL_INDEX:
         return int(key)
     elif isinstance(key, str) and key in CHANNEL_KEYS:
         return CHANNEL_KEYS[key]
@@ -519,7 +540,7 @@ def _parse_defaults(document: object, where: _Where) -> dict[str, Any]:
                 f"{key} must be one of {', '.join(map(str, choices))}"
                 + (" or an integer ≥ 0" if key == "padding" else "")
                 + f"; got {_show(value)}",
-                hint=did_you_mean(str(value), choices),
+                hint=choice_hint(value, tuple(choices)),
             )
         defaults[key] = value
     return defaults
@@ -626,8 +647,11 @@ def available_banks() -> dict[str, Path]:
     for directory in search_path():
         if not directory.is_dir():
             continue
-        for path in sorted(directory.iterdir()):
-            if path.suffix.lower() in BANK_SUFFIXES and path.is_file():
+        candidates = [p for p in directory.iterdir() if p.suffix.lower() in BANK_SUFFIXES]
+        # Within a directory, edges.yaml beats edges.yml beats edges.json.
+        candidates.sort(key=lambda p: (p.stem, BANK_SUFFIXES.index(p.suffix.lower())))
+        for path in candidates:
+            if path.is_file():
                 found.setdefault(path.stem, path)
     return found
 

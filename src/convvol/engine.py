@@ -35,11 +35,28 @@ class Geometry:
     out_width: int
 
 
+# What other libraries call our border modes, for hints.
+BORDER_SYNONYMS = {
+    "mirror": "reflect", "reflect_101": "reflect", "reflect101": "reflect",
+    "nearest": "edge", "replicate": "edge", "clamp": "edge",
+    "circular": "wrap", "periodic": "wrap", "grid-wrap": "wrap",
+    "zeros": "constant", "fill": "constant", "grid-constant": "constant",
+}  # fmt: skip
+
+
+def choice_hint(value: object, choices: tuple[str, ...]) -> str | None:
+    """A "did you mean", knowing other libraries' names for border modes."""
+    if value in BORDER_SYNONYMS and BORDER_SYNONYMS[str(value)] in choices:
+        ours = BORDER_SYNONYMS[str(value)]
+        return f"did you mean {ours!r}? ({value!r} elsewhere is {ours!r} here)"
+    return did_you_mean(str(value), choices)
+
+
 def _check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ParameterError(
             f"{what} must be one of {', '.join(choices)}; got {value!r}",
-            hint=did_you_mean(str(value), choices),
+            hint=choice_hint(value, choices),
         )
     return value
 

@@ -69,9 +69,12 @@ def gaussian(sigma: object = 1.0, size: object = None) -> np.ndarray:
     if size is None:
         size = min(2 * math.ceil(3 * float(sigma)) + 1, MAX_KERNEL_SIDE)
     h, w = _size_pair(size, "gaussian")
-    ys = np.arange(h) - (h - 1) / 2
-    xs = np.arange(w) - (w - 1) / 2
-    kernel = np.outer(np.exp(-(ys**2) / (2 * sigma**2)), np.exp(-(xs**2) / (2 * sigma**2)))
+    ys = (np.arange(h) - (h - 1) / 2) / sigma
+    xs = (np.arange(w) - (w - 1) / 2) / sigma
+    with np.errstate(over="ignore", under="ignore"):  # a tiny sigma tends to a delta
+        kernel = np.outer(np.exp(-0.5 * ys**2), np.exp(-0.5 * xs**2))
+    if kernel.sum() == 0:  # an even size with a tiny sigma: no tap near the centre
+        raise KernelError(f"gaussian: sigma {sigma} is too small for size {h}×{w}")
     return kernel / kernel.sum()
 
 
