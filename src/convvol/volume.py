@@ -182,8 +182,12 @@ def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
         ) from None
     except Image.DecompressionBombError as error:
         raise VolumeError(f"{label}: refused: {error}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise VolumeError(f"{label}: damaged or truncated image: {error}") from None
+    except MemoryError:
+        raise
+    except Exception as error:  # Pillow raises many kinds of exception on damaged files
+        raise VolumeError(
+            f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
+        ) from None
     return volume
 
 
@@ -225,8 +229,9 @@ def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
     # load() clears the tile list, which tells a 16-bit-per-sample colour PNG apart.
     tiles = getattr(image, "tile", None)
     rawmode = tiles[0].args if image.format == "PNG" and tiles else None
-    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     image.load()
+    # Read after load(): Pillow already turns TIFFs upright there (and drops the tag).
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     if image.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and rawmode.endswith(";16B"):
         pixels, divisor = _png_16bit_colour(image, stream, rawmode), 65535.0
     else:
@@ -413,17 +418,39 @@ class OutputSet:
     def write(self, target: str | os.PathLike[str], volume: np.ndarray, **options: Any) -> None:
         """Encode ``volume`` for ``target`` (format from ``options['fmt']`` or the name)."""
         fmt = options.pop("fmt", None) or format_for_path(target)
+        channels = volume.shape[2] if volume.ndim == 3 else 1
+        check_encodable(fmt, channels, options.get("depth", 8), str(target))
         with self.open(target) as stream:
             encode_volume(stream, volume, fmt, **options)
 
     def commit(self) -> None:
-        """Move every staged file into place."""
+        """Move every staged file into place; if one cannot be, restore the ones already moved.
+
+        Files being replaced are first hard-linked to a backup name beside them, so a
+        failure halfway puts every earlier target back as it was.
+        """
+        replaced: list[tuple[Path, Path | None]] = []
         try:
             for temporary, path in self._staged:
+                if path.is_dir():
+                    raise IsADirectoryError(21, "Is a directory")
+                backup = None
+                if path.exists():
+                    backup = temporary.with_suffix(".convvol-backup")
+                    os.link(path, backup)
                 os.replace(temporary, path)
+                replaced.append((path, backup))
         except OSError as error:
+            for done, backup in reversed(replaced):
+                with suppress(OSError):
+                    os.replace(backup, done) if backup else os.unlink(done)
             self.discard()
             raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
+        finally:
+            for _, backup in replaced:
+                if backup:
+                    with suppress(OSError):
+                        os.unlink(backup)
         self._staged.clear()
 
     def discard(self) -> None:
