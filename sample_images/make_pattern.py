@@ -69,8 +69,7 @@ def _check_layout() -> None:
     """Assert the regions respect MIN_GAP to each other and to the border."""
     boxes = list(REGIONS.items())
     for name, (y0, y1, x0, x1) in boxes:
-        assert y0 >= MIN_GAP and x0 >= MIN_GAP, name
-        assert HEIGHT - y1 >= MIN_GAP and WIDTH - x1 >= MIN_GAP, name
+        assert min(y0, x0, HEIGHT - y1, WIDTH - x1) >= MIN_GAP, name
     for i, (na, (ay0, ay1, ax0, ax1)) in enumerate(boxes):
         for nb, (by0, by1, bx0, bx1) in boxes[i + 1 :]:
             gap_y = max(by0 - ay1, ay0 - by1)

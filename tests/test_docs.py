@@ -61,6 +61,16 @@ def test_the_two_quick_start_commands() -> None:
     assert blocks[1].strip() == "pip install '.[test]' && pytest"
 
 
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (block,) = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+    shutil.copytree(REPO / "sample_images", tmp_path / "sample_images")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert (tmp_path / "edges.png").is_file()
+    assert namespace["out"].shape == (512, 512, 2)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("example", convvol_examples())
 def test_readme_example_runs(example: str, tmp_path: Path) -> None:
     """Run the example in a scratch directory holding the samples and the banks."""
