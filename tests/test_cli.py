@@ -517,3 +517,10 @@ def test_missing_arguments_are_usage_errors() -> None:
     assert run("apply").exit_code == 2
     assert run("apply", PATTERN).exit_code == 2  # no --filters
     assert run("validate").exit_code == 2
+
+
+def test_quiet_prints_nothing_on_success(workdir: Path) -> None:
+    result = run("apply", PATTERN, "-f", "blur", "-q", "-o", "b.png")
+    assert result.exit_code == 0
+    assert (result.stdout, result.stderr) == ("", "")
+    assert (workdir / "b.png").is_file()

@@ -362,8 +362,9 @@ def show_filter(bank_name: str, depth: int | None) -> None:
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
     (kh, kw) = bank.kernel_shape
+    count = len(resolved.names)
     click.echo(
-        f"{bank.name}: {len(resolved.names)} filters, "
+        f"{bank.name}: {count} filter{'s' if count != 1 else ''}, "
         f"{'×'.join(map(str, resolved.weights.shape))} (N×C×kh×kw)"
         + (f": {bank.description}" if bank.description else "")
     )

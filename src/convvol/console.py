@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -65,7 +66,10 @@ def format_weight(value: float) -> str:
 
 def layer_table(title: str, layer: np.ndarray) -> Table:
     """One 2-D kernel layer as a grid of numbers, negatives in red, positives in green."""
-    grid = Table(title=title, title_justify="left", show_header=False, highlight=False)
+    grid = Table(
+        title=title, title_justify="left", show_header=False, highlight=False,
+        min_width=len(title) + 2,
+    )  # fmt: skip
     for _ in range(layer.shape[1]):
         grid.add_column(justify="right")
     for row in layer:
@@ -83,8 +87,7 @@ def show_layers(header: str, layers: Sequence[tuple[str, np.ndarray]]) -> None:
     if stdout_is_terminal():
         console = stdout_console()
         console.print(Text(header, style="bold"))
-        for name, layer in layers:
-            console.print(layer_table(name, layer))
+        console.print(Columns([layer_table(name, layer) for name, layer in layers]))
         return
     lines = [header]
     for name, layer in layers:
