@@ -922,10 +922,9 @@ def test_output_names_must_be_unique_after_depthwise_expansion(tmp_path: Path) -
         bank.resolve(3)
 
 
-def test_normalizing_an_all_zero_filter_fails_when_resolved(tmp_path: Path) -> None:
-    bank = load(tmp_path, "filters:\n  - {name: empty, kernel: [[0, 0]], normalize: true}\n")
-    with pytest.raises(BankError, match=r"filters\[0\] \('empty'\).*all its weights are zero"):
-        bank.resolve(3)
+def test_normalizing_an_all_zero_filter_fails_when_loaded(tmp_path: Path) -> None:
+    with pytest.raises(BankError, match=r"line 2: filters\[0\] \('empty'\).*all zero"):
+        load(tmp_path, "filters:\n  - {name: empty, kernel: [[0, 0]], normalize: true}\n")
 
 
 # --- numbers that parse but cannot be weights ------------------------------------------

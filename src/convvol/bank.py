@@ -74,6 +74,7 @@ class Filter:
     scale: float = 1.0
     normalize: bool = False
     depthwise: bool = False
+    line: int | None = None  # where it starts in its YAML file, for messages
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -107,7 +108,8 @@ class Filter:
         if self.weights is not None:
             if self.weights.shape[0] != channels:
                 raise ValueError(
-                    f"has {self.weights.shape[0]} layers but the volume has {channels} channels"
+                    f"has {self.weights.shape[0]} layers but the volume has "
+                    f"{_count(channels, 'channel')}"
                 )
             outputs = [(self.name, self.weights.copy())]
         elif self.layers is not None:
@@ -115,7 +117,7 @@ class Filter:
                 names = channel_names(max(self.layers) + 1)
                 raise ValueError(
                     f"reads channel {max(self.layers)} ({names[max(self.layers)]}) but the volume "
-                    f"has {channels} channel{'s' if channels != 1 else ''}"
+                    f"has {_count(channels, 'channel')}"
                 )
             full = np.zeros((channels, kh, kw))
             for index, layer in self.layers.items():
@@ -138,6 +140,10 @@ class Filter:
         ]  # fmt: skip
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _normalized(weights: np.ndarray) -> np.ndarray:
     """Scale to sum 1; for a zero-sum filter, positive weights to +1 and negative to −1."""
     total = weights.sum()
@@ -158,6 +164,7 @@ class BankWeights:
     names: tuple[str, ...]
     weights: np.ndarray  # N×C×kh×kw float32
     bias: np.ndarray  # N float32
+    sources: tuple[int, ...] = ()  # for each output, the index of the filter it comes from
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,23 +195,24 @@ class Bank:
         names: list[str] = []
         stacks: list[np.ndarray] = []
         biases: list[float] = []
+        sources: list[int] = []
         for index, filt in enumerate(self.filters):
             try:
                 outputs = filt.expand(channels)
             except ValueError as error:
-                raise BankError(
-                    f"{self._label()}: {_filter_label(index, filt.name)} {error}",
-                    hint=_depth_hint(filt, channels),
-                ) from None
+                raise BankError(f"{self._label(filt)}: {_filter_label(index, filt.name)} {error}")
             for name, weights, bias in outputs:
                 if name in names:
+                    other = self.filters[sources[names.index(name)]].name
                     raise BankError(
-                        f"{self._label()}: two output channels are both named {name!r}",
+                        f"{self._label(filt)}: {_filter_label(index, filt.name)} makes an output "
+                        f"channel named {name!r}, as filter {other!r} does",
                         hint="rename one of the filters",
                     )
                 names.append(name)
                 stacks.append(weights)
                 biases.append(bias)
+                sources.append(index)
         with np.errstate(over="ignore"):
             weights32 = np.stack(stacks).astype(np.float32)
         if not np.isfinite(weights32).all():
@@ -213,20 +221,11 @@ class Bank:
                 "range",
                 hint="use a smaller scale",
             )
-        return BankWeights(tuple(names), weights32, np.array(biases, np.float32))
+        return BankWeights(tuple(names), weights32, np.array(biases, np.float32), tuple(sources))
 
-    def _label(self) -> str:
-        return str(self.source) if self.source else f"bank {self.name!r}"
-
-
-def _depth_hint(filt: Filter, channels: int) -> str | None:
-    if filt.weights is not None or filt.layers is not None:
-        if channels < 3:
-            return (
-                "read the image as RGB (the default --channels rgb), or use a bank for this depth"
-            )
-        return "check that this bank follows a layer with the right number of outputs"
-    return None
+    def _label(self, filt: Filter | None = None) -> str:
+        label = str(self.source) if self.source else f"bank {self.name!r}"
+        return f"{label}, line {filt.line}" if filt is not None and filt.line else label
 
 
 def _filter_label(index: int, name: str | None) -> str:
@@ -273,6 +272,12 @@ def _construct_mapping(loader: _BankLoader, node: yaml.MappingNode) -> Any:
 
 
 _BankLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+# YAML 1.1 (PyYAML) reads 1e-3 as text; YAML 1.2 and JSON read it as a number, as people expect.
+_BankLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _reject_duplicate_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -318,7 +323,8 @@ class _Where:
     def __init__(self, file: str, filter_label: str | None = None, line: int | None = None):
         self.file, self.filter_label, self.line = file, filter_label, line
 
-    def at(self, filter_label: str, value: object) -> _Where:
+    def at(self, filter_label: str | None, value: object) -> _Where:
+        """The place of ``value`` (a YAML mapping knows its line), within ``filter_label``."""
         return _Where(self.file, filter_label, getattr(value, "line", None) or self.line)
 
     def error(self, problem: str, hint: str | None = None) -> BankError:
@@ -355,10 +361,12 @@ def _number(value: object, what: str, where: _Where) -> float:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    kind = type(value).__name__
+    text = repr(value if not isinstance(value, dict) else dict(value))
+    kinds = {dict: "mapping", list: "list", str: "text", bool: "a boolean", type(None): "null"}
+    kind = next((name for cls, name in kinds.items() if isinstance(value, cls)), None)
+    kind = kind or type(value).__name__
     shown = text if len(text) <= 40 else text[:37] + "..."
-    return f"{shown} ({'a boolean' if kind == 'bool' else kind})"
+    return f"{shown} ({kind})"
 
 
 def _matrix(value: object, what: str, where: _Where) -> np.ndarray:
@@ -433,9 +441,9 @@ def _channel_index(key: object, where: _Where) -> int:
 
 
 def _name(value: object, what: str, where: _Where) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.match(value) or not value.strip("."):
         raise where.error(
-            f"{what} must be a non-empty name of letters, digits, '_', '-', '.' or '+'; "
+            f"{what} must be a name of letters, digits, '_', '-', '.' or '+' (not only dots); "
             f"got {_show(value)}"
         )
     return value
@@ -493,6 +501,11 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
     description = document.get("description", "")
     if not isinstance(description, str):
         raise where.error(f"description must be text, got {_show(description)}")
+    given = (
+        [kernel] if kernel is not None else [weights] if weights is not None else layers.values()
+    )
+    if flags["normalize"] and not any(np.any(layer) for layer in given):
+        raise where.error("normalize: true on a filter whose weights are all zero")
     return Filter(
         name=name,
         description=description.strip(),
@@ -503,6 +516,7 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
         scale=_number(document.get("scale", 1.0), "scale", where),
         normalize=flags["normalize"],
         depthwise=flags["depthwise"],
+        line=where.line,
     )
 
 
@@ -554,8 +568,7 @@ def bank_from_document(document: object, *, name: str, source: Path | None = Non
             f"a bank must be a mapping with a 'filters' list, got {_show(document)}",
             hint="start the file with 'filters:' (YAML) or '{\"filters\": [...]}' (JSON)",
         )
-    where = where.at("", document)
-    where.filter_label = None
+    where = where.at(None, document)
     _check_keys(document, BANK_KEYS, "the bank", where)
     if "name" in document:
         name = _name(document["name"], "name", where)
@@ -660,10 +673,12 @@ def find_bank(name_or_path: str | os.PathLike[str]) -> Path:
     """The file for a bank path or a bank name on the search path (raises BankError)."""
     path = Path(name_or_path)
     text = str(name_or_path)
-    if path.exists():
+    if path.is_file():
         return path
     looks_like_path = path.suffix.lower() in BANK_SUFFIXES or os.sep in text or "/" in text
     if looks_like_path:
+        if path.is_dir():
+            raise BankError(f"{text}: is a directory, not a bank file")
         raise BankError(f"{text}: no such bank file")
     banks = available_banks()
     if text in banks:
