@@ -6,6 +6,8 @@ import importlib.util
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -524,3 +526,152 @@ def test_quiet_prints_nothing_on_success(workdir: Path) -> None:
     assert result.exit_code == 0
     assert (result.stdout, result.stderr) == ("", "")
     assert (workdir / "b.png").is_file()
+
+
+# --- found in review: terminals, templates, settings, layers ---------------------------
+
+
+def run_in_terminal(command: str, cwd: Path) -> str:
+    """Run a shell command on a pseudo-terminal (util-linux `script`); its screen output."""
+    if shutil.which("script") is None:
+        pytest.skip("needs util-linux's script for a pseudo-terminal")
+    done = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    return re.sub(r"\x1b\[[0-9;]*m", "", done.stdout)  # colours off, text kept
+
+
+def test_terminal_gets_rich_tables(workdir: Path) -> None:
+    screen = run_in_terminal(f'"{sys.executable}" -m convvol list-filters', workdir)
+    assert "┃ bank" in screen
+    assert "edges" in screen
+    screen = run_in_terminal(f'"{sys.executable}" -m convvol show-filter edges', workdir)
+    assert "red_vertical · red" in screen
+    assert "┌" in screen
+
+
+def test_binary_output_to_a_terminal_is_refused(workdir: Path) -> None:
+    screen = run_in_terminal(
+        f"\"{sys.executable}\" -m convvol apply '{PATTERN}' -f blur -o -; echo rc=$?", workdir
+    )
+    assert "refusing to write binary image data to a terminal" in screen
+    assert "rc=2" in screen
+    assert "PNG" not in screen
+
+
+def test_no_color_is_honoured(workdir: Path) -> None:
+    command = [sys.executable, "-m", "convvol", "apply", "nope.png", "-f", "edges"]
+    coloured = subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, check=False,
+        env={**os.environ, "FORCE_COLOR": "1"},
+    )  # fmt: skip
+    plain = subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, check=False,
+        env={**os.environ, "FORCE_COLOR": "1", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert "\x1b[1;31m" in coloured.stderr
+    assert "31m" not in plain.stderr
+    assert "no such file" in plain.stderr
+
+
+def test_usage_errors_are_one_line_with_a_hint(workdir: Path) -> None:
+    result = run("apply", PATTERN, "-f", "edges", "--border", "mirror")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("convvol: error: Invalid value for '--border'")
+    assert "did you mean 'reflect'?" in lines[0]
+    assert lines[1] == "hint: see 'convvol apply --help'"
+
+
+def test_closing_the_pipe_early_is_quiet(workdir: Path) -> None:
+    done = subprocess.run(
+        f'"{sys.executable}" -m convvol list-filters | head -n 1',
+        shell=True, cwd=workdir, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr
+    assert "Exception" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("template", "fragment"),
+    [
+        ("o/{name:d}.png", "Unknown format code"),
+        ("o/{name!r}.png", "conversions"),
+        ("o/{}.png", "uses {}"),
+        ("o/{index:xyz}.png", "Invalid format specifier"),
+    ],
+)
+def test_template_format_errors_are_usage_errors(
+    workdir: Path, template: str, fragment: str
+) -> None:
+    result = run("apply", PATTERN, "-f", "edges", "--split", "-o", template)
+    assert_clean_error(result, 2, fragment)
+    assert not (workdir / "o").exists()
+
+
+def test_format_comes_from_the_filled_in_name(workdir: Path) -> None:
+    result = run("apply", PATTERN, "-f", "edges", "--split", "-o", "o/{name}.{index}.png")
+    assert result.exit_code == 0, result.output
+    assert (workdir / "o" / "red_vertical.0.png").is_file()
+
+
+def test_split_to_stdout_is_refused(workdir: Path) -> None:
+    assert_clean_error(run("apply", PATTERN, "-f", "edges", "--split", "-o", "-"), 2, "--split")
+
+
+def test_output_that_is_a_directory_is_refused_before_work(workdir: Path) -> None:
+    (workdir / "taken.png").mkdir()
+    assert_clean_error(run("apply", PATTERN, "-f", "blur", "-o", "taken.png"), 2, "directory")
+
+
+def test_output_under_a_file_is_a_clear_error(workdir: Path) -> None:
+    (workdir / "plain").write_text("not a directory")
+    result = run("apply", PATTERN, "-f", "blur", "-o", "plain/x.png")
+    assert_clean_error(result, 1, "plain/x.png", "not a directory")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--cval", "nan", "--border", "constant"], "finite"),
+        (["--cval", "0.5"], "--border constant"),
+    ],
+)
+def test_cval_rules(workdir: Path, args: list[str], fragment: str) -> None:
+    assert_clean_error(run("apply", PATTERN, "-f", "edges", *args, "-o", "x.png"), 2, fragment)
+
+
+def test_impossible_memory_is_refused_up_front(workdir: Path) -> None:
+    result = run("apply", PATTERN, "-f", "edges", "--dilation", "100000", "-o", "d.png")
+    assert_clean_error(result, 2, "GiB", "memory")
+
+
+def test_a_directory_named_like_a_bank_does_not_hide_it(workdir: Path) -> None:
+    (workdir / "edges").mkdir()
+    assert run("apply", PATTERN, "-f", "edges", "-o", "e.png").exit_code == 0
+
+
+def test_list_filters_shows_the_name_that_finds_the_bank(workdir: Path) -> None:
+    (workdir / "filters").mkdir()
+    (workdir / "filters" / "foo.yaml").write_text("name: bar\nfilters: [{kernel: box}]\n")
+    banks = {entry["name"] for entry in json.loads(run("list-filters", "--json").stdout)}
+    assert "foo" in banks
+    assert run("apply", PATTERN, "-f", "foo", "-o", "foo.png").exit_code == 0
+
+
+def test_layer_errors_name_the_layer_and_what_came_before(workdir: Path) -> None:
+    result = run("apply", PATTERN, "-f", "edges", "-f", "grayscale", "-f", "grayscale")
+    assert_clean_error(result, 2, "layer 3 (-f grayscale)", "1 channel")
+    assert "hint: layer 2 (-f grayscale) outputs 1 channel" in result.stderr
+
+
+def test_sixteen_bit_rgb_tiff_is_one_rgb_page(workdir: Path) -> None:
+    assert run("apply", PHOTO, "-f", "blur", "--depth", "16", "-o", "b.tif").exit_code == 0
+    with Image.open(workdir / "b.tif") as image:
+        assert (image.mode, image.size, image.n_frames) == ("RGB", (512, 512), 1)
+    exact = np.clip(convvol.apply_bank(convvol.read_volume(PHOTO), convvol.load_bank("blur")), 0, 1)
+    assert np.abs(convvol.read_volume(workdir / "b.tif") - exact).max() <= 0.5 / 65535 + 1e-7

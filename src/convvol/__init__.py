@@ -20,7 +20,7 @@ from convvol.errors import (
     VolumeError,
 )
 from convvol.kernels import builtin_kernel
-from convvol.pipeline import apply_bank, run_layers
+from convvol.pipeline import LayerResult, apply_bank, run_layers
 from convvol.volume import read_volume, write_volume
 
 __version__ = "1.0.0"
@@ -31,6 +31,7 @@ __all__ = [
     "ConvvolError",
     "Filter",
     "KernelError",
+    "LayerResult",
     "OutputError",
     "ParameterError",
     "VolumeError",

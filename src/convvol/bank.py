@@ -27,8 +27,8 @@ import numpy as np
 import yaml
 
 from convvol import kernels
-from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS, choice_hint
-from convvol.errors import BankError, KernelError, did_you_mean
+from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS
+from convvol.errors import BankError, KernelError, choice_hint, did_you_mean
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
 BANK_KEYS = ("name", "description", "filters", "defaults")
@@ -200,7 +200,9 @@ class Bank:
             try:
                 outputs = filt.expand(channels)
             except ValueError as error:
-                raise BankError(f"{self._label(filt)}: {_filter_label(index, filt.name)} {error}")
+                raise BankError(
+                    f"{self._label(filt)}: {_filter_label(index, filt.name)} {error}"
+                ) from None
             for name, weights, bias in outputs:
                 if name in names:
                     other = self.filters[sources[names.index(name)]].name

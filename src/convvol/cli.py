@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 usage or invalid input (bad options, banks, images, sha
 from __future__ import annotations
 
 import json
+import math
 import os
 import string
 import sys
@@ -19,7 +20,7 @@ import click
 from convvol import __version__, console
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS
-from convvol.errors import ConvvolError
+from convvol.errors import BankError, ConvvolError, choice_hint
 from convvol.output import SCALES
 from convvol.pipeline import run_layers
 from convvol.volume import (
@@ -39,7 +40,24 @@ TEMPLATE_FIELDS = ("name", "index", "stem", "bank")
 
 
 class ConvvolGroup(click.Group):
-    """Turns the library's errors into one line and an exit code; tracebacks only with --debug."""
+    """Turns every error into one line and an exit code; tracebacks only with --debug."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Click's usage errors, too, as ``convvol: error: ...`` with a hint (exit 2)."""
+        click_main: Any = super().main  # typed by overloads that a pass-through cannot meet
+        if not standalone_mode:
+            return click_main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = click_main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            context = getattr(error, "ctx", None)
+            hint = f"see '{context.command_path} --help'" if context else None
+            console.error(error.format_message(), hint)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            console.error("interrupted; no output was written")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -57,14 +75,33 @@ class ConvvolGroup(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(1)
+        except MemoryError:
+            console.error(
+                "not enough memory for this image and bank",
+                hint="use a smaller image, a larger --stride, or fewer filters",
+            )
+            ctx.exit(1)
         except Exception as error:
-            if ctx.params.get("debug") or os.environ.get("CONVVOL_DEBUG"):
+            if ctx.params.get("debug") or os.environ.get("CONVVOL_DEBUG", "0") not in ("", "0"):
                 raise
             console.error(
                 f"internal error: {type(error).__name__}: {error}",
                 hint="rerun with convvol --debug ... for the traceback, and report it",
             )
             ctx.exit(1)
+
+
+class HintedChoice(click.Choice):  # type: ignore[type-arg]
+    """click.Choice whose error adds a "did you mean", knowing other libraries' names."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as error:
+            hint = choice_hint(value, tuple(str(c) for c in self.choices))
+            if not hint:
+                raise
+            raise click.BadParameter(f"{error.message.rstrip('.')}; {hint}", ctx, param) from None
 
 
 class PaddingType(click.ParamType):  # type: ignore[type-arg]
@@ -88,7 +125,7 @@ def engine_options(command: F) -> F:
         click.option("--padding", type=PaddingType(), default=None,
                      help="same (default: output as large as the input), valid, full, "
                      "or pixels on every side."),
-        click.option("--border", type=click.Choice(BORDERS), default=None,
+        click.option("--border", type=HintedChoice(BORDERS), default=None,
                      help="How the padded area is filled (numpy.pad's modes). Default reflect."),
         click.option("--cval", type=float, default=None,
                      help="Value of the padded area for --border constant. Default 0."),
@@ -96,7 +133,7 @@ def engine_options(command: F) -> F:
                      help="Step between outputs. Default 1."),
         click.option("--dilation", type=click.IntRange(min=1), default=None,
                      help="Step between kernel taps. Default 1."),
-        click.option("--activation", type=click.Choice(ACTIVATIONS), default=None,
+        click.option("--activation", type=HintedChoice(ACTIVATIONS), default=None,
                      help="Applied after the bias. Default none."),
         click.option("--flip/--no-flip", default=None,
                      help="True convolution (layers rotated 180°) instead of cross-correlation."),
@@ -106,7 +143,9 @@ def engine_options(command: F) -> F:
     return command
 
 
-@click.group(cls=ConvvolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    name="convvol", cls=ConvvolGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, "--version", prog_name="convvol")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for internal errors.")
 def cli(debug: bool) -> None:
@@ -145,13 +184,13 @@ def cli(debug: bool) -> None:
 @click.option(
     "--format",
     "format_name",
-    type=click.Choice([*FORMATS, *FORMAT_ALIASES]),
+    type=HintedChoice([*FORMATS, *FORMAT_ALIASES]),
     default=None,
     help="Output format; default: from OUTPUT's extension (png for -).",
 )
 @click.option(
     "--channels",
-    type=click.Choice(CHANNEL_MODES),
+    type=HintedChoice(CHANNEL_MODES),
     default="rgb",
     show_default=True,
     help="rgb converts every image to 3 channels; keep keeps the file's own "
@@ -160,14 +199,14 @@ def cli(debug: bool) -> None:
 @engine_options
 @click.option(
     "--scale",
-    type=click.Choice(list(SCALES)),
+    type=HintedChoice(list(SCALES)),
     default="clip",
     show_default=True,
     help="How responses become pixels: clip, abs, minmax, signed.",
 )
 @click.option(
     "--depth",
-    type=click.Choice(["8", "16"]),
+    type=HintedChoice(["8", "16"]),
     default="8",
     show_default=True,
     help="Bits per pixel value (16 for PNG and TIFF).",
@@ -197,76 +236,104 @@ def apply(
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
     """
     banks = [load_bank(name) for name in bank_names]
-    stem = "stdin" if input_path == "-" else Path(input_path).stem
-    template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
-    _check_template(template, split)
-    to_stdout = template == "-"
+    _check_cval(settings, banks)
+    to_stdout = output == "-"
     if to_stdout and split:
         raise click.UsageError("--split writes several files; give a template, not -")
     if to_stdout and sys.stdout.isatty():
         raise click.UsageError(
             "refusing to write binary image data to a terminal; redirect or pipe stdout"
         )
-    fmt = (
-        format_named(format_name)
-        if format_name
-        else (format_named("png") if to_stdout else format_for_path(template))
-    )
+    template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
+    if not to_stdout:
+        _check_template(template, split)
     volume = read_volume(input_path, channels=channels)
-    names = _output_names(volume.shape[2], banks)
-    bank = banks[-1]
-    bits = int(depth)
-    if split:
-        targets = {name: template.format(name=name, index=index, stem=stem, bank=bank.name)
-                   for index, name in enumerate(names)}  # fmt: skip
-        _check_targets(list(targets.values()), input_path, template)
-        for target in targets.values():
-            check_encodable(fmt, 1, bits, target)
-    else:
-        target = template if to_stdout else template.format(stem=stem, bank=bank.name)
-        _check_targets([target], input_path, template)
-        check_encodable(fmt, len(names), bits, target)
-
-    result = run_layers(volume, banks, **settings)
-    options: dict[str, Any] = {"scale": scale, "depth": bits}
+    names = _output_names(volume.shape[2], banks, bank_names, channels)
+    options: dict[str, Any] = {"scale": scale, "depth": int(depth)}
     if to_stdout:
+        fmt = format_named(format_name or "png")
+        check_encodable(fmt, len(names), int(depth), "standard output")
+        result = run_layers(volume, banks, **settings)
         write_volume("-", result.volume, format=fmt.name, **options)
         return
+
+    fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
+              "bank": banks[-1].name}  # fmt: skip
+    targets = (
+        [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
+        if split
+        else [template.format(**fields)]
+    )
+    formats = [format_named(format_name) if format_name else format_for_path(t) for t in targets]
+    _check_targets(targets, input_path, template)
+    for target, fmt in zip(targets, formats, strict=True):
+        check_encodable(fmt, 1 if split else len(names), int(depth), target)
+
+    result = run_layers(volume, banks, **settings)
     with OutputSet() as outputs:
-        if split:
-            for index, target in enumerate(targets.values()):
-                outputs.write(target, result.volume[:, :, index : index + 1], fmt=fmt, **options)
-        else:
-            outputs.write(target, result.volume, fmt=fmt, **options)
+        for index, (target, fmt) in enumerate(zip(targets, formats, strict=True)):
+            part = result.volume[:, :, index : index + 1] if split else result.volume
+            outputs.write(target, part, fmt=fmt, **options)
     if not quiet:
-        written = list(targets.values()) if split else [target]
         height, width, depth_out = result.volume.shape
-        shown = written[0] if len(written) == 1 else f"{len(written)} files ({written[0]}, ...)"
+        shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
         console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
 
 
-def _output_names(channels: int, banks: list[Bank]) -> tuple[str, ...]:
-    """Check every layer fits the previous one's depth, before any work; the last names."""
-    names: tuple[str, ...] = tuple(channel_names(channels))
+def _check_cval(settings: dict[str, Any], banks: list[Bank]) -> None:
+    """--cval must be finite, and only means something with the constant border."""
+    if settings.get("cval") is None:
+        return
+    if not math.isfinite(settings["cval"]):
+        raise click.BadParameter(f"{settings['cval']} is not a finite number", param_hint="--cval")
     for bank in banks:
-        names = bank.resolve(len(names)).names
+        border = settings.get("border") or bank.defaults.get("border", "reflect")
+        if border != "constant":
+            raise click.UsageError(
+                f"--cval fills the padded area only with --border constant, and bank "
+                f"{bank.name!r} uses --border {border}"
+            )
+
+
+def _output_names(
+    channels: int, banks: list[Bank], bank_args: tuple[str, ...], channel_mode: str
+) -> tuple[str, ...]:
+    """Check, before any work, that every layer fits the depth before it; the last names."""
+    names: tuple[str, ...] = tuple(channel_names(channels))
+    for number, (bank, bank_arg) in enumerate(zip(banks, bank_args, strict=True), start=1):
+        try:
+            names = bank.resolve(len(names)).names
+        except BankError as error:
+            depth = _count(len(names), "channel")
+            if number == 1:
+                hint = f"the input has {depth}" + (
+                    "; without --channels keep, images are read as RGB"
+                    if channel_mode == "keep"
+                    else ""
+                )
+            else:
+                hint = f"layer {number - 1} (-f {bank_args[number - 2]}) outputs {depth}"
+            prefix = f"layer {number} (-f {bank_arg}): " if len(banks) > 1 else ""
+            raise BankError(prefix + error.message, hint=hint) from None
     return names
 
 
 def _check_template(template: str, split: bool) -> None:
-    try:
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as error:
-        raise click.BadParameter(f"{template!r}: {error}", param_hint="'-o'") from None
+    """Refuse a template that names unknown fields, converts, or maps channels to one file."""
     allowed = TEMPLATE_FIELDS if split else ("stem", "bank")
-    unknown = sorted(fields - set(allowed))
-    if unknown:
-        raise click.BadParameter(
-            f"{template!r} uses {{{unknown[0]}}}; "
-            f"{'templates' if split else 'outputs without --split'} may use "
-            + ", ".join(f"{{{f}}}" for f in allowed),
-            param_hint="'-o'",
-        )
+    try:
+        parsed = list(string.Formatter().parse(template))
+        fields = {field for _, field, _, _ in parsed if field is not None}
+        unknown = sorted(fields - set(allowed))
+        if unknown:
+            scope = "" if split else " without --split"
+            listing = ", ".join(f"{{{f}}}" for f in allowed)
+            raise ValueError(f"uses {{{unknown[0]}}}; templates{scope} may use {listing}")
+        if any(conversion for *_, conversion in parsed):
+            raise ValueError("conversions such as !r are not allowed")
+        template.format(name="x", index=0, stem="x", bank="x")  # format specs, e.g. {index:03d}
+    except (ValueError, KeyError, IndexError) as error:
+        raise click.BadParameter(f"{template!r}: {error}", param_hint="'-o'") from None
     if split and not fields & {"name", "index"}:
         raise click.BadParameter(
             f"{template!r} would write every channel to the same file; "
@@ -276,7 +343,7 @@ def _check_template(template: str, split: bool) -> None:
 
 
 def _check_targets(targets: list[str], input_path: str, template: str) -> None:
-    """Refuse before any work: two channels to one path, or an output that is the input."""
+    """Refuse before any work: two channels to one path, the input, or a directory."""
     resolved = [Path(t).resolve() for t in targets]
     if len(set(resolved)) != len(resolved):
         raise click.BadParameter(
@@ -288,6 +355,9 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
             f"{input_path} is the input: convvol never overwrites its input",
             param_hint="'-o'",
         )
+    for target in targets:
+        if Path(target).is_dir():
+            raise click.BadParameter(f"{target} is a directory", param_hint="'-o'")
 
 
 @cli.command("list-filters")
@@ -313,7 +383,6 @@ def list_filters(as_json: bool) -> None:
         else:
             resolved = bank.resolve(bank.default_channels)
             entry.update(
-                name=bank.name,
                 filters=len(bank.filters),
                 shape=list(resolved.weights.shape),
                 description=bank.description,
@@ -361,27 +430,32 @@ def show_filter(bank_name: str, depth: int | None) -> None:
     depth = depth or bank.default_channels
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
-    (kh, kw) = bank.kernel_shape
-    count = len(resolved.names)
+    kh, kw = bank.kernel_shape
+    filters, outputs = len(bank.filters), len(resolved.names)
     click.echo(
-        f"{bank.name}: {count} filter{'s' if count != 1 else ''}, "
-        f"{'×'.join(map(str, resolved.weights.shape))} (N×C×kh×kw)"
+        f"{bank.name}: {_count(filters, 'filter')}"
+        + (f" → {_count(outputs, 'output channel')}" if outputs != filters else "")
+        + f", {'×'.join(map(str, resolved.weights.shape))} (N×C×kh×kw)"
         + (f": {bank.description}" if bank.description else "")
     )
-    descriptions = {f.name: f.description for f in bank.filters}
     for index, name in enumerate(resolved.names):
         weights = resolved.weights[index]
         bias = float(resolved.bias[index])
+        description = bank.filters[resolved.sources[index]].description
         layers = [(f"{name} · {layer_names[c]}", weights[c]) for c in range(depth)
                   if weights[c].any()]  # fmt: skip
         zero = [layer_names[c] for c in range(depth) if not weights[c].any()]
-        header = f"{name}" + (f": {descriptions[name]}" if descriptions.get(name) else "")
         extras = [f"{kh}×{kw}"]
         if bias:
             extras.append(f"bias {bias:g}")
         if zero:
             extras.append("zero on " + ", ".join(zero))
+        header = name + (f": {description}" if description else "")
         console.show_layers(f"{header} ({'; '.join(extras)})", layers)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 @cli.command()
@@ -403,8 +477,7 @@ def validate(banks: tuple[str, ...]) -> None:
             failed += 1
             continue
         shape = "×".join(map(str, resolved.weights.shape))
-        count = len(bank.filters)
-        click.echo(f"{bank.source}: ok ({count} filter{'s' if count != 1 else ''}, {shape})")
+        click.echo(f"{bank.source}: ok ({_count(len(bank.filters), 'filter')}, {shape})")
     if failed:
         raise click.exceptions.Exit(2)
 

@@ -4,17 +4,18 @@
 
 One public entry point, :func:`convolve`. It validates its arguments, plans the output
 geometry (:func:`plan_geometry`), pads the volume as numpy.pad does, and hands the work
-to a method. Faster methods slot in behind ``_METHODS`` without changing the contract.
+to the method that computes it. Faster methods slot in behind :func:`convolve` without
+changing its contract.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from convvol.errors import ParameterError, did_you_mean
+from convvol.errors import ParameterError, choice_hint
 
 PADDINGS = ("same", "valid", "full")
 BORDERS = ("reflect", "symmetric", "edge", "wrap", "constant")
@@ -33,23 +34,6 @@ class Geometry:
     right: int
     out_height: int
     out_width: int
-
-
-# What other libraries call our border modes, for hints.
-BORDER_SYNONYMS = {
-    "mirror": "reflect", "reflect_101": "reflect", "reflect101": "reflect",
-    "nearest": "edge", "replicate": "edge", "clamp": "edge",
-    "circular": "wrap", "periodic": "wrap", "grid-wrap": "wrap",
-    "zeros": "constant", "fill": "constant", "grid-constant": "constant",
-}  # fmt: skip
-
-
-def choice_hint(value: object, choices: tuple[str, ...]) -> str | None:
-    """A "did you mean", knowing other libraries' names for border modes."""
-    if value in BORDER_SYNONYMS and BORDER_SYNONYMS[str(value)] in choices:
-        ours = BORDER_SYNONYMS[str(value)]
-        return f"did you mean {ours!r}? ({value!r} elsewhere is {ours!r} here)"
-    return did_you_mean(str(value), choices)
 
 
 def _check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
@@ -119,9 +103,26 @@ def plan_geometry(
             f"the kernel covers {reach_h}×{reach_w} pixels (with dilation {dilation}), more "
             f"than the {height}×{width} image padded with padding={padding!r}: "
             "the output would be empty",
-            hint="use --padding same or full, a smaller kernel or a smaller dilation",
+            hint="use padding 'same' or 'full', a smaller kernel or a smaller dilation",
         )
     return Geometry(top, bottom, left, right, out_h, out_w)
+
+
+def _check_memory(shape: tuple[int, ...], geometry: Geometry, n_filters: int) -> None:
+    """Refuse, before allocating, a padded volume and output larger than this machine's RAM."""
+    height, width, channels = shape
+    padded = (height + geometry.top + geometry.bottom) * (width + geometry.left + geometry.right)
+    needed = 4 * (padded * channels + geometry.out_height * geometry.out_width * n_filters)
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on this platform: let NumPy try
+        return
+    if needed > available:
+        raise ParameterError(
+            f"this convolution needs {needed / 2**30:.1f} GiB for its padded input and output, "
+            f"more than this machine's {available / 2**30:.1f} GiB of memory",
+            hint="check the padding and dilation, or use a smaller image or stride",
+        )
 
 
 def pad_volume(
@@ -171,10 +172,6 @@ def _correlate_taps(
                 j * dilation : j * dilation + cols : stride,
             ]
             out += window @ tap_weights[i, j]
-
-
-Method = Callable[[np.ndarray, np.ndarray, Geometry, int, int, np.ndarray], None]
-_METHODS: dict[str, Method] = {"direct": _correlate_taps}
 
 
 def convolve(
@@ -247,7 +244,13 @@ def convolve(
     geometry = plan_geometry(
         height, width, kh, kw, padding=padding, stride=stride, dilation=dilation
     )
-    cval = float(cval)
+    try:
+        cval = float(cval)
+    except (TypeError, ValueError):
+        raise ParameterError(f"cval must be a number; got {cval!r}") from None
+    if not np.isfinite(cval):
+        raise ParameterError(f"cval must be a finite number; got {cval}")
+    _check_memory(volume.shape, geometry, n_filters)
     weights = weights.astype(np.float32, copy=False)
     if flip:
         weights = weights[:, :, ::-1, ::-1]
@@ -258,5 +261,5 @@ def convolve(
             raise ParameterError(f"bias must hold {n_filters} values; got {bias.size}")
         out += bias
     padded = pad_volume(volume.astype(np.float32, copy=False), geometry, border=border, cval=cval)
-    _METHODS["direct"](padded, weights, geometry, int(stride), int(dilation), out)
+    _correlate_taps(padded, weights, geometry, int(stride), int(dilation), out)
     return out

@@ -6,6 +6,9 @@ The library raises these; the CLI turns them into one line on stderr and an exit
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ConvvolError(Exception):
     """Base class of every error convvol reports to the user."""
@@ -49,11 +52,26 @@ class OutputError(ConvvolError):
     exit_code = 1
 
 
-def did_you_mean(word: str, choices: object) -> str | None:
+def did_you_mean(word: str, choices: Iterable[object]) -> str | None:
     """Return a "did you mean ...?" hint for a misspelt ``word``, or None if nothing is close."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=3, cutoff=0.6)  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=3, cutoff=0.6)
     if not close:
         return None
     return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+# What other libraries call our border modes, for hints.
+BORDER_SYNONYMS = {
+    "mirror": "reflect", "reflect_101": "reflect", "reflect101": "reflect",
+    "nearest": "edge", "replicate": "edge", "clamp": "edge",
+    "circular": "wrap", "periodic": "wrap", "grid-wrap": "wrap",
+    "zeros": "constant", "fill": "constant", "grid-constant": "constant",
+}  # fmt: skip
+
+
+def choice_hint(value: object, choices: tuple[str, ...]) -> str | None:
+    """A "did you mean", knowing other libraries' names for border modes."""
+    if value in BORDER_SYNONYMS and BORDER_SYNONYMS[str(value)] in choices:
+        ours = BORDER_SYNONYMS[str(value)]
+        return f"did you mean {ours!r}? ({value!r} elsewhere is {ours!r} here)"
+    return did_you_mean(str(value), choices)

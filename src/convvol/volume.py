@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import struct
 import sys
-import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,11 @@ _DIRECT_MODES = {
 _CONVERTED_MODES = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "PA": "RGBA",
                     "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}  # fmt: skip
 _SINGLE_CHANNEL_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# What Pillow raises on damaged files (found by feeding it broken PNGs, TIFFs and JPEGs).
+_DECODE_ERRORS = (
+    OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError,
+    ZeroDivisionError, struct.error,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ def _read_npy(stream: BinaryIO, label: str) -> np.ndarray:
 def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
     try:
         image = Image.open(stream)
-        volume = _page_stack(image)
+        volume = _page_stack(image, stream)
         if volume is None:
             volume = _image_to_volume(image, stream)
             if channels == "rgb":
@@ -182,16 +187,14 @@ def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
         ) from None
     except Image.DecompressionBombError as error:
         raise VolumeError(f"{label}: refused: {error}") from None
-    except MemoryError:
-        raise
-    except Exception as error:  # Pillow raises many kinds of exception on damaged files
+    except _DECODE_ERRORS as error:
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
     return volume
 
 
-def _page_stack(image: Image.Image) -> np.ndarray | None:
+def _page_stack(image: Image.Image, stream: BinaryIO) -> np.ndarray | None:
     """A multi-page TIFF of same-size single-channel pages (as convvol writes) as one volume."""
     pages = int(getattr(image, "n_frames", 1))
     if image.format != "TIFF" or pages < 2:
@@ -199,16 +202,12 @@ def _page_stack(image: Image.Image) -> np.ndarray | None:
     layers: list[np.ndarray] = []
     for page in range(pages):
         image.seek(page)
-        if image.mode not in _SINGLE_CHANNEL_MODES or image.size != image_size(layers, image):
+        same_size = not layers or image.size == (layers[0].shape[1], layers[0].shape[0])
+        if image.mode not in _SINGLE_CHANNEL_MODES or not same_size:
             image.seek(0)
             return None
-        layers.append(_pixels(image) / np.float32(_DIRECT_MODES[_direct_mode(image).mode]))
-    return np.stack(layers, axis=2).astype(np.float32, copy=False)
-
-
-def image_size(layers: Sequence[np.ndarray], image: Image.Image) -> tuple[int, int]:
-    """The (width, height) every page must share: the first page's."""
-    return (layers[0].shape[1], layers[0].shape[0]) if layers else image.size
+        layers.append(_image_to_volume(image, stream)[:, :, 0])
+    return np.stack(layers, axis=2)
 
 
 def _direct_mode(image: Image.Image) -> Image.Image:
@@ -220,20 +219,18 @@ def _direct_mode(image: Image.Image) -> Image.Image:
     return image if image.mode in _DIRECT_MODES else image.convert("RGB")
 
 
-def _pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(_direct_mode(image))
+EXIF_ORIENTATION = 0x0112
 
 
 def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
     """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → float32 H×W×C."""
-    # load() clears the tile list, which tells a 16-bit-per-sample colour PNG apart.
-    tiles = getattr(image, "tile", None)
-    rawmode = tiles[0].args if image.format == "PNG" and tiles else None
+    # load() clears the tile list, which tells 16-bit-per-sample colour apart.
+    tiles = list(getattr(image, "tile", None) or [])
     image.load()
     # Read after load(): Pillow already turns TIFFs upright there (and drops the tag).
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    if image.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and rawmode.endswith(";16B"):
-        pixels, divisor = _png_16bit_colour(image, stream, rawmode), 65535.0
+    if image.mode in ("RGB", "RGBA") and tiles and _rawmode(tiles[0])[-4:] in (";16B", ";16L"):
+        pixels, divisor = _sixteen_bit_colour(image, stream, tiles), 65535.0
     else:
         direct = _direct_mode(image)
         pixels, divisor = np.asarray(direct), _DIRECT_MODES[direct.mode]
@@ -243,9 +240,6 @@ def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
     if volume.ndim == 2:
         volume = volume[:, :, np.newaxis]
     return _orient(volume, orientation)
-
-
-EXIF_ORIENTATION = 0x0112
 
 
 def _orient(volume: np.ndarray, orientation: object) -> np.ndarray:
@@ -263,18 +257,33 @@ def _orient(volume: np.ndarray, orientation: object) -> np.ndarray:
     return np.ascontiguousarray(transform(volume)) if transform else volume
 
 
-def _png_16bit_colour(image: Image.Image, stream: BinaryIO, rawmode: str) -> np.ndarray:
-    """All 16 bits of a 48/64-bit PNG, which Pillow itself decodes to 8 bits per sample.
+def _rawmode(tile: Any) -> str:
+    """A tile's raw mode: PNG keeps it as the args, TIFF as their first item."""
+    return str(tile.args if isinstance(tile.args, str) else tile.args[0])
 
-    PNG's filters work on each byte lane of a pixel on its own, so decoding the stream a
-    second time with the little-endian raw mode yields the low bytes exactly.
+
+def _with_rawmode(tile: Any, rawmode: str) -> Any:
+    args = rawmode if isinstance(tile.args, str) else (rawmode, *tile.args[1:])
+    return tile._replace(args=args)
+
+
+def _sixteen_bit_colour(image: Image.Image, stream: BinaryIO, tiles: list[Any]) -> np.ndarray:
+    """All 16 bits of a 48/64-bit PNG or TIFF, which Pillow itself decodes to 8 per sample.
+
+    Pillow keeps each sample's high byte. PNG's filters work on each byte lane of a pixel on
+    its own, and raw TIFF strips have none, so decoding the stream again with the other
+    byte order yields the low bytes exactly.
     """
     high = np.asarray(image).astype(np.uint16)
+    swapped = {"B": "L", "L": "B"}
     stream.seek(0)
-    again = Image.open(stream)
-    again.tile = [again.tile[0]._replace(args=rawmode[:-1] + "L")]
-    again.load()
-    low = np.asarray(again).astype(np.uint16)
+    with Image.open(stream) as again:
+        again.seek(getattr(image, "tell", lambda: 0)())
+        again.tile = [_with_rawmode(t, _rawmode(t)[:-1] + swapped[_rawmode(t)[-1]]) for t in tiles]
+        again.load()
+        low = np.asarray(again).astype(np.uint16)
+    if low.shape != high.shape:  # a layout the trick does not cover: keep 8-bit precision
+        return high * 257
     return (high << 8) | low
 
 
@@ -315,19 +324,23 @@ def encode_volume(
     scale: str = "clip",
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    target: str = "output",
 ) -> None:
-    """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy."""
+    """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy.
+
+    ``target`` names the destination in error messages.
+    """
     volume = np.asarray(volume)
     if volume.ndim == 2:
         volume = volume[:, :, np.newaxis]
     if fmt.name == "npy":
         np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
         return
-    check_encodable(fmt, volume.shape[2], depth)
+    check_encodable(fmt, volume.shape[2], depth, target)
     pixels = to_pixels(volume, scale, depth)
     channels = pixels.shape[2]
-    if fmt.name == "png" and depth == 16 and channels == 3:
-        _write_png_16bit_rgb(stream, pixels, compress_level)
+    if depth == 16 and channels == 3 and fmt.name in _SIXTEEN_BIT_RGB_WRITERS:
+        _SIXTEEN_BIT_RGB_WRITERS[fmt.name](stream, pixels, compress_level)
         return
     options = dict(fmt.options)
     if fmt.name == "png":
@@ -367,13 +380,42 @@ def _write_png_16bit_rgb(stream: IO[bytes], pixels: np.ndarray, compress_level: 
     stream.write(_png_chunk(b"IEND", b""))
 
 
-def _new_file_mode(path: Path) -> int:
-    """Keep an existing file's permissions; a new file gets the umask's."""
-    with suppress(OSError):
-        return path.stat().st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _write_tiff_16bit_rgb(stream: IO[bytes], pixels: np.ndarray, compress_level: int) -> None:
+    """A 48-bit RGB baseline TIFF, which Pillow cannot write: one uncompressed strip."""
+    del compress_level  # uncompressed: every TIFF reader takes it
+    height, width, _ = pixels.shape
+    strip = pixels.astype("<u2").tobytes()
+    bits_at, strip_at = 8, 16
+    ifd_at = strip_at + len(strip) + len(strip) % 2
+    short, long = 3, 4
+    fields = [  # (tag, type, count, value or offset), in ascending tag order
+        (256, long, 1, width), (257, long, 1, height), (258, short, 3, bits_at),
+        (259, short, 1, 1), (262, short, 1, 2), (273, long, 1, strip_at),
+        (277, short, 1, 3), (278, long, 1, height), (279, long, 1, len(strip)),
+        (284, short, 1, 1),
+    ]  # fmt: skip
+    stream.write(b"II*\x00" + struct.pack("<I", ifd_at) + struct.pack("<4H", 16, 16, 16, 0))
+    stream.write(strip + b"\x00" * (len(strip) % 2))
+    stream.write(struct.pack("<H", len(fields)))
+    for tag, kind, count, value in fields:
+        packed = (
+            struct.pack("<I", value) if kind == long or count > 1 else struct.pack("<HH", value, 0)
+        )
+        stream.write(struct.pack("<HHI", tag, kind, count) + packed)
+    stream.write(struct.pack("<I", 0))  # no further pages
+
+
+_SIXTEEN_BIT_RGB_WRITERS = {"png": _write_png_16bit_rgb, "tiff": _write_tiff_16bit_rgb}
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside ``path``, created with mode 0666 less the umask, as open() does."""
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.convvol-part")
+        try:
+            return os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
 
 
 class OutputSet:
@@ -386,6 +428,7 @@ class OutputSet:
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, Path]] = []
+        self._created: list[Path] = []  # directories made for outputs, removed on discard
 
     def __enter__(self) -> OutputSet:
         return self
@@ -401,27 +444,35 @@ class OutputSet:
         """A binary stream whose content becomes ``target`` at commit."""
         path = Path(target)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(
-                prefix=f".{path.name}.", suffix=".convvol-part", dir=path.parent
-            )
+            self._make_parents(path.parent)
+            handle, temporary = _create_temporary(path)
+        except (FileExistsError, NotADirectoryError):
+            raise OutputError(f"{path}: a parent of this path is a file, not a directory") from None
         except OSError as error:
             raise OutputError(f"{path}: cannot write here: {error.strerror or error}") from None
-        self._staged.append((Path(temporary), path))
+        self._staged.append((temporary, path))
         try:
             with os.fdopen(handle, "w+b") as stream:  # TIFF pages need reading back
                 yield stream
-            os.chmod(temporary, _new_file_mode(path))
+            with suppress(FileNotFoundError):  # replacing a file: keep its permissions
+                os.chmod(temporary, path.stat().st_mode & 0o7777)
         except OSError as error:
             raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
 
     def write(self, target: str | os.PathLike[str], volume: np.ndarray, **options: Any) -> None:
         """Encode ``volume`` for ``target`` (format from ``options['fmt']`` or the name)."""
         fmt = options.pop("fmt", None) or format_for_path(target)
-        channels = volume.shape[2] if volume.ndim == 3 else 1
-        check_encodable(fmt, channels, options.get("depth", 8), str(target))
         with self.open(target) as stream:
-            encode_volume(stream, volume, fmt, **options)
+            encode_volume(stream, volume, fmt, target=str(target), **options)
+
+    def _make_parents(self, directory: Path) -> None:
+        missing = []
+        while not directory.exists() and directory != directory.parent:
+            missing.append(directory)
+            directory = directory.parent
+        for made in reversed(missing):
+            made.mkdir()
+            self._created.append(made)
 
     def commit(self) -> None:
         """Move every staged file into place; if one cannot be, restore the ones already moved.
@@ -437,7 +488,10 @@ class OutputSet:
                 backup = None
                 if path.exists():
                     backup = temporary.with_suffix(".convvol-backup")
-                    os.link(path, backup)
+                    try:
+                        os.link(path, backup)
+                    except OSError:  # no hard links here: replace without a way back
+                        backup = None
                 os.replace(temporary, path)
                 replaced.append((path, backup))
         except OSError as error:
@@ -454,11 +508,15 @@ class OutputSet:
         self._staged.clear()
 
     def discard(self) -> None:
-        """Remove every staged file that has not been moved into place."""
+        """Remove every staged file not moved into place, and directories made for them."""
         for temporary, _ in self._staged:
             with suppress(OSError):
                 os.unlink(temporary)
         self._staged.clear()
+        for directory in reversed(self._created):
+            with suppress(OSError):
+                directory.rmdir()  # only if still empty
+        self._created.clear()
 
 
 def write_volume(
