@@ -59,7 +59,10 @@ def run_layer(volume: np.ndarray, bank: Bank, **overrides: Any) -> LayerResult:
     settings = settings_for(bank, overrides)
     resolved: BankWeights = bank.resolve(volume.shape[2])
     activation = settings.pop("activation")
-    response = convolve(volume, resolved.weights, resolved.bias, **settings)
+    try:
+        response = convolve(volume, resolved.weights, resolved.bias, **settings)
+    except ParameterError as error:
+        raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
     return LayerResult(bank, resolved.names, apply_activation(response, activation))
 
 
