@@ -1,0 +1,147 @@
+"""Every engine method, forced, against the float64 reference; bands, threads and the planner.
+
+The grid in test_engine.py checks what ``method="auto"`` picks on small images (one band).
+Here each method is forced, and images are cut into many bands (a tiny memory limit) run
+on several threads, so band seams, halos and the Toeplitz blocks at the right edge are
+all exercised.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import convvol
+from convvol.engine import METHODS, border_indices, plan_convolution, plan_geometry
+from reference import BORDERS, output_shape, reference_convolve
+
+FORCED = [m for m in METHODS if m != "auto"]
+KERNELS = [(1, 1), (2, 2), (3, 3), (5, 5), (3, 5), (2, 3), (7, 4)]
+PADDINGS = ["same", "valid", "full", 0, 2]
+
+
+def random_problem(seed: int, height: int, width: int, channels: int, n_filters: int, kernel):
+    rng = np.random.default_rng(seed)
+    volume = rng.random((height, width, channels), dtype=np.float32)
+    weights = rng.standard_normal((n_filters, channels, *kernel)).astype(np.float32)
+    bias = rng.standard_normal(n_filters).astype(np.float32)
+    return volume, weights, bias
+
+
+def assert_matches_reference(result, volume, weights, bias, **settings) -> None:
+    expected = reference_convolve(volume, weights, bias, **settings)
+    assert result.dtype == np.float32
+    assert result.shape == expected.shape
+    scale = np.abs(weights).sum(axis=(1, 2, 3)) + 1  # errors grow with Σ|w|
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=2e-6 * scale.max())
+
+
+@pytest.mark.parametrize("method", FORCED)
+@pytest.mark.parametrize("border", BORDERS)
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (2, 1), (1, 2), (3, 2)])
+def test_every_method_matches_the_reference(method, border, padding, stride, dilation) -> None:
+    """Many bands (tiny memory limit) on two threads, every kernel shape, C and N."""
+    for index, (kernel, (channels, n_filters)) in enumerate(
+        itertools.product(KERNELS, [(1, 1), (3, 4), (4, 2), (8, 5)])
+    ):
+        height, width = 23 + index % 5, 31 - index % 7
+        out_h, out_w = output_shape(
+            height, width, *kernel, padding=padding, stride=stride, dilation=dilation
+        )
+        if out_h < 1 or out_w < 1:
+            continue
+        volume, weights, bias = random_problem(index, height, width, channels, n_filters, kernel)
+        settings = {
+            "padding": padding, "border": border, "cval": 0.375,
+            "stride": stride, "dilation": dilation,
+        }  # fmt: skip
+        result = convvol.convolve(
+            volume, weights, bias, method=method, threads=2, memory_limit=1, **settings
+        )
+        assert_matches_reference(result, volume, weights, bias, **settings)
+
+
+@pytest.mark.parametrize("method", FORCED)
+def test_methods_agree_with_flip_and_without_bias(method) -> None:
+    volume, weights, _ = random_problem(7, 40, 37, 3, 6, (5, 3))
+    result = convvol.convolve(volume, weights, flip=True, method=method, memory_limit=1)
+    assert_matches_reference(result, volume, weights, None, flip=True)
+
+
+@pytest.mark.parametrize("method", FORCED)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("memory_limit", [1, 2**16, None])
+def test_bands_and_threads_do_not_change_the_result(method, threads, memory_limit) -> None:
+    volume, weights, bias = random_problem(11, 61, 53, 3, 4, (3, 3))
+    single = convvol.convolve(volume, weights, bias, method=method, threads=1, memory_limit=None)
+    banded = convvol.convolve(
+        volume, weights, bias, method=method, threads=threads, memory_limit=memory_limit
+    )
+    np.testing.assert_array_equal(banded, single)
+
+
+def test_a_larger_image_on_the_default_plan() -> None:
+    """An image big enough for the planner's real band sizes (hundreds of rows)."""
+    volume, weights, bias = random_problem(5, 700, 300, 3, 8, (3, 3))
+    result = convvol.convolve(volume, weights, bias, border="wrap")
+    assert_matches_reference(result, volume, weights, bias, border="wrap")
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+@pytest.mark.parametrize("border", BORDERS)
+def test_border_indices_follow_numpy_pad(size, border) -> None:
+    line = np.arange(size) + 10
+    for before, after in itertools.product(range(0, 12, 3), range(0, 12, 4)):
+        indices = border_indices(size, before, after, border)
+        if border == "constant":
+            expected = np.pad(line, (before, after), mode="constant", constant_values=-1)
+            got = np.where(indices >= 0, line[np.clip(indices, 0, None)], -1)
+        else:
+            expected = np.pad(line, (before, after), mode=border)
+            got = line[indices]
+        np.testing.assert_array_equal(got, expected)
+
+
+# --- the planner ----------------------------------------------------------------------
+
+
+def plan_for(shape, weights_shape, **options):
+    geometry = plan_geometry(shape[0], shape[1], *weights_shape[2:])
+    return plan_convolution(shape, weights_shape, geometry, **options)
+
+
+def test_forced_methods_are_obeyed_and_explained() -> None:
+    for method in FORCED:
+        plan = plan_for((100, 100, 3), (4, 3, 3, 3), method=method)
+        assert plan.method == method
+        assert f"forced with method={method}" in plan.describe()
+
+
+def test_auto_picks_the_cheapest_estimate() -> None:
+    plan = plan_for((1080, 1920, 3), (4, 3, 3, 3))
+    assert plan.method == min(plan.estimates, key=plan.estimates.__getitem__)
+    assert plan.method == "gemm"
+    assert "lowest estimated time" in plan.describe()
+
+
+def test_gemm_blocks_widen_skinny_products() -> None:
+    assert plan_for((1080, 1920, 3), (4, 3, 3, 3)).block == 4  # B·N = 16 columns, not 4
+    assert plan_for((256, 256, 3), (64, 3, 3, 3)).block == 1  # already 64 wide
+    assert plan_for((256, 256, 3), (1, 3, 1, 1)).block == 1  # 1×1: blocks only add zeros
+
+
+def test_bands_respect_the_memory_limit() -> None:
+    roomy = plan_for((4096, 4096, 3), (16, 3, 5, 5), threads=2)
+    tight = plan_for((4096, 4096, 3), (16, 3, 5, 5), threads=2, memory_limit=2**20)
+    assert tight.band_rows < roomy.band_rows
+    assert tight.band_rows >= 1
+    assert roomy.band_rows <= 4096 // 8  # at least four bands per thread
+
+
+def test_unknown_method_is_a_parameter_error() -> None:
+    volume, weights, _ = random_problem(1, 8, 8, 3, 1, (3, 3))
+    with pytest.raises(convvol.ParameterError, match="method"):
+        convvol.convolve(volume, weights, method="winograd")
