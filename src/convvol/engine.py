@@ -121,13 +121,14 @@ def apply_activation(volume: np.ndarray, activation: str) -> np.ndarray:
     return volume
 
 
-METHODS = ("auto", "direct", "gemm")
+METHODS = ("auto", "direct", "gemm", "fft")
 DEFAULT_MEMORY_LIMIT = 256 * 2**20  # bytes of working set beyond input and output
 # A band's gathered windows: large enough that each numpy call's work dwarfs the time it
 # holds the GIL (measured: 1–2 MiB bands ran 2× slower on two threads than 8 MiB ones).
 _BAND_TARGET_BYTES = 8 * 2**20
 _GEMM_RATE = 40e9  # float32 FLOP/s one core reaches on block-Toeplitz GEMMs (measured)
 _DIRECT_RATE = 4e9  # per core, per-tap products with C, N below 8 (measured)
+_FFT_RATE = 2e9  # per core: 5·n·log2(n) flops of float64 pocketfft, plus spectrum products
 
 
 def available_threads() -> int:
@@ -213,6 +214,7 @@ class Plan:
     method: str
     block: int  # outputs per GEMM row (gemm)
     band_rows: int  # output rows per band
+    fft_shape: tuple[int, int]  # transform size per band (fft)
     threads: int
     estimated_seconds: float
     reason: str
@@ -224,7 +226,10 @@ class Plan:
             f"{name} {seconds:.3g} s" for name, seconds in self.estimates.items()
             if name != self.method
         )  # fmt: skip
-        detail = f" (B = {self.block})" if self.method == "gemm" else ""
+        detail = {
+            "gemm": f" (B = {self.block})",
+            "fft": f" ({self.fft_shape[0]}×{self.fft_shape[1]} transforms)",
+        }.get(self.method, "")
         return (
             f"{self.method}{detail}: estimated {self.estimated_seconds:.3g} s on "
             f"{self.threads} thread{'s' if self.threads != 1 else ''}, bands of "
@@ -265,9 +270,17 @@ def plan_convolution(
     shape = methods.BandShape(geometry.out_width, stride, dilation, kh, kw)
     block = _choose_block(shape, n_filters)
     waste = methods.block_span(block, shape) / kw
+    fft_shape, fft_rows = _fft_band(volume_shape, geometry, kh, dilation, stride, threads,
+                                    memory_limit)  # fmt: skip
+    bands = -(-geometry.out_height // fft_rows)
+    size = fft_shape[0] * fft_shape[1]
+    fft_flops = bands * (
+        (channels + n_filters) * 2.5 * size * np.log2(size) + 4 * n_filters * channels * size
+    )
     estimates = {
         "gemm": flops * waste / (_GEMM_RATE * threads),
         "direct": flops / (_DIRECT_RATE * threads) + kh * kw * outputs * 4e-10 / threads,
+        "fft": fft_flops / (_FFT_RATE * threads),
     }
     if method == "auto":
         method = min(estimates, key=estimates.__getitem__)
@@ -288,7 +301,41 @@ def plan_convolution(
     _check_fits(smallest_band, "the input rows one band of output reads")
     if geometry.out_height >= 4 * threads:  # enough bands to keep every thread busy
         band_rows = min(band_rows, -(-geometry.out_height // (4 * threads)))
-    return Plan(method, block, band_rows, threads, estimates[method], reason, estimates)
+    if method == "fft":
+        band_rows = fft_rows
+    return Plan(method, block, band_rows, fft_shape, threads, estimates[method], reason, estimates)
+
+
+def _fft_band(
+    volume_shape: tuple[int, ...],
+    geometry: Geometry,
+    kh: int,
+    dilation: int,
+    stride: int,
+    threads: int,
+    memory_limit: int | None,
+) -> tuple[tuple[int, int], int]:
+    """Transform size and output rows per band for the FFT method.
+
+    Taller transforms waste less on the halo (reach − 1 rows per band) but cost memory:
+    take the tallest whose float64 planes fit the budget, and keep a band per thread.
+    """
+    _, width, channels = volume_shape
+    reach = (kh - 1) * dilation + 1
+    fft_width = methods.fast_length(width + geometry.left + geometry.right)
+    budget = (memory_limit or DEFAULT_MEMORY_LIMIT) // threads
+    per_row = fft_width * 8 * (2 * channels + 2)  # planes, spectra, products, result
+    # The fewest bands, in multiples of the thread count, whose transforms fit the budget;
+    # bands never shorter than the kernel's reach (below that the halo dominates).
+    bands = threads
+    while True:
+        rows = -(-geometry.out_height // bands)
+        height = methods.fast_length((rows - 1) * stride + reach)
+        if height * per_row <= budget or rows * stride <= reach or rows == 1:
+            break
+        bands += threads
+    rows = max(rows, (height - reach) // stride + 1)  # use all of the fast length
+    return (height, fft_width), rows
 
 
 def convolve(
@@ -448,6 +495,8 @@ def _run(
         extra = methods.band_width(plan.block, shape) - cols.size
         if extra > 0:  # columns only blocks past the edge read; their outputs are dropped
             cols = np.concatenate([cols, np.full(extra, -1)])
+    elif plan.method == "fft":
+        spectra = methods.fft_spectra(weights, plan.fft_shape, dilation)
 
     def compute(first: int) -> None:
         last = min(first + plan.band_rows, geometry.out_height)
@@ -456,6 +505,8 @@ def _run(
         target = out[first:last]
         if plan.method == "gemm":
             methods.gemm(band, matrix, plan.block, shape, target, bias)
+        elif plan.method == "fft":
+            methods.fft(band, spectra, plan.fft_shape, shape, target, bias)
         else:
             target[...] = 0 if bias is None else bias
             methods.direct(band, weights, shape, target)

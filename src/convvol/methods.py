@@ -118,3 +118,58 @@ def gemm(
         out[...] = result.reshape(rows, blocks * block, n_filters)[:, : shape.out_width]
     if bias is not None:
         out += bias
+
+
+def fast_length(minimum: int) -> int:
+    """The smallest 2^a·3^b·5^c ≥ ``minimum``: sizes pocketfft transforms fastest."""
+    best = 2 * minimum
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            size = power35
+            while size < minimum:
+                size *= 2
+            best = min(best, size)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+def fft_spectra(weights: np.ndarray, fft_shape: tuple[int, int], dilation: int) -> np.ndarray:
+    """Conjugate spectra of the (dilated) layers, N×C×Fh×(Fw/2+1): correlation by FFT."""
+    n_filters, channels, kh, kw = weights.shape
+    dilated = np.zeros((n_filters, channels, (kh - 1) * dilation + 1, (kw - 1) * dilation + 1))
+    dilated[:, :, ::dilation, ::dilation] = weights
+    return np.conj(np.fft.rfft2(dilated, s=fft_shape, axes=(2, 3)))
+
+
+def fft(
+    band: np.ndarray,
+    spectra: np.ndarray,
+    fft_shape: tuple[int, int],
+    shape: BandShape,
+    out: np.ndarray,
+    bias: np.ndarray | None,
+) -> None:
+    """Overlap-save: the band's circular cross-correlation, of which the valid part is exact.
+
+    The band is at most ``fft_shape`` in size, so wrapped-around terms fall only on
+    positions outside the output. Transforms run in float64: NumPy's float32 FFT is about
+    three times slower here, and float64 keeps large kernels exact to float32 rounding.
+    """
+    rows_in, cols_in, channels = band.shape
+    planes = np.empty((channels, *fft_shape))  # float64, planar, already transform-sized
+    planes[:, :rows_in, :cols_in] = band.transpose(2, 0, 1)
+    planes[:, rows_in:] = 0
+    planes[:, :rows_in, cols_in:] = 0
+    transformed = np.fft.rfft2(planes, axes=(1, 2))
+    products = np.einsum("chw,nchw->nhw", transformed, spectra)
+    correlation = np.fft.irfft2(products, s=fft_shape, axes=(1, 2))  # N × Fh × Fw
+    rows, step = out.shape[0], shape.stride
+    valid = correlation[
+        :, : (rows - 1) * step + 1 : step, : (shape.out_width - 1) * step + 1 : step
+    ]
+    out[...] = valid.transpose(1, 2, 0)
+    if bias is not None:
+        out += bias
