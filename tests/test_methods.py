@@ -109,8 +109,10 @@ def test_border_indices_follow_numpy_pad(size, border) -> None:
 
 
 def plan_for(shape, weights_shape, **options):
+    """The plan for random (full-rank) weights of this shape."""
     geometry = plan_geometry(shape[0], shape[1], *weights_shape[2:])
-    return plan_convolution(shape, weights_shape, geometry, **options)
+    weights = np.random.default_rng(0).standard_normal(weights_shape)
+    return plan_convolution(shape, weights, geometry, **options)
 
 
 def test_forced_methods_are_obeyed_and_explained() -> None:

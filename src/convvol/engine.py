@@ -121,7 +121,7 @@ def apply_activation(volume: np.ndarray, activation: str) -> np.ndarray:
     return volume
 
 
-METHODS = ("auto", "direct", "gemm", "fft")
+METHODS = ("auto", "direct", "gemm", "fft", "separable")
 DEFAULT_MEMORY_LIMIT = 256 * 2**20  # bytes of working set beyond input and output
 # A band's gathered windows: large enough that each numpy call's work dwarfs the time it
 # holds the GIL (measured: 1–2 MiB bands ran 2× slower on two threads than 8 MiB ones).
@@ -129,6 +129,7 @@ _BAND_TARGET_BYTES = 8 * 2**20
 _GEMM_RATE = 40e9  # float32 FLOP/s one core reaches on block-Toeplitz GEMMs (measured)
 _DIRECT_RATE = 4e9  # per core, per-tap products with C, N below 8 (measured)
 _FFT_RATE = 2e9  # per core: 5·n·log2(n) flops of float64 pocketfft, plus spectrum products
+_SEPARABLE_RATE = 25e9  # per core: the small Toeplitz products of the two passes
 
 
 def available_threads() -> int:
@@ -173,13 +174,20 @@ def pad_volume(
     return _gather(volume, rows, cols, cval)
 
 
-def _gather(volume: np.ndarray, rows: np.ndarray, cols: np.ndarray, cval: float) -> np.ndarray:
+def _gather(
+    volume: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    cval: float,
+    scratch: bool = False,
+) -> np.ndarray:
     """volume[rows][:, cols] as float32, with index −1 meaning the constant ``cval``.
 
     The image's own columns are copied as one slice; only the padded edges go through
     index maps, so a band costs about a memcpy.
     """
-    band = np.empty((rows.size, cols.size, volume.shape[2]), np.float32)
+    shape = (rows.size, cols.size, volume.shape[2])
+    band = methods.workspace.array("band", shape) if scratch else np.empty(shape, np.float32)
     inside_rows = rows >= 0
     if not inside_rows.any() or not (cols >= 0).any():  # only the constant border
         band[...] = cval
@@ -219,6 +227,7 @@ class Plan:
     estimated_seconds: float
     reason: str
     estimates: dict[str, float] = field(default_factory=dict)
+    separated: methods.Separated | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         """One line for --explain."""
@@ -229,6 +238,8 @@ class Plan:
         detail = {
             "gemm": f" (B = {self.block})",
             "fft": f" ({self.fft_shape[0]}×{self.fft_shape[1]} transforms)",
+            "separable": f" ({self.separated.rank if self.separated else 0} rank-one terms, "
+            f"B = {self.block})",
         }.get(self.method, "")
         return (
             f"{self.method}{detail}: estimated {self.estimated_seconds:.3g} s on "
@@ -251,7 +262,7 @@ def _choose_block(shape: methods.BandShape, n_filters: int) -> int:
 
 def plan_convolution(
     volume_shape: tuple[int, ...],
-    weights_shape: tuple[int, ...],
+    weights: np.ndarray,
     geometry: Geometry,
     *,
     stride: int = 1,
@@ -260,10 +271,13 @@ def plan_convolution(
     threads: int | None = None,
     memory_limit: int | None = None,
 ) -> Plan:
-    """Choose how to run a convolution, by a cost model of each method on this machine."""
+    """Choose how to run a convolution, by a cost model of each method on this machine.
+
+    ``weights`` are the N×C×kh×kw filters (their ranks decide whether ``separable`` pays).
+    """
     method = _check_choice(method, METHODS, "method")
     _, _, channels = volume_shape
-    n_filters, _, kh, kw = weights_shape
+    n_filters, _, kh, kw = weights.shape
     outputs = geometry.out_height * geometry.out_width
     flops = 2.0 * outputs * n_filters * channels * kh * kw
     threads = max(1, min(threads or available_threads(), geometry.out_height))
@@ -277,10 +291,14 @@ def plan_convolution(
     fft_flops = bands * (
         (channels + n_filters) * 2.5 * size * np.log2(size) + 4 * n_filters * channels * size
     )
+    ranks = methods.layer_ranks(np.asarray(weights))
+    sep_block = _choose_block(shape, 1)
+    sep_flops = methods.separable_flops(ranks, shape, geometry.out_height, sep_block)
     estimates = {
         "gemm": flops * waste / (_GEMM_RATE * threads),
         "direct": flops / (_DIRECT_RATE * threads) + kh * kw * outputs * 4e-10 / threads,
         "fft": fft_flops / (_FFT_RATE * threads),
+        "separable": sep_flops / (_SEPARABLE_RATE * threads),
     }
     if method == "auto":
         method = min(estimates, key=estimates.__getitem__)
@@ -295,7 +313,14 @@ def plan_convolution(
     # One output row reads the kernel's whole reach of input rows: the smallest band.
     reach = (kh - 1) * dilation + 1
     width = volume_shape[1] + geometry.left + geometry.right
-    if method == "gemm":
+    separated = None
+    if method == "separable":
+        block = sep_block
+        separated = methods.separate(np.asarray(weights), block, shape)
+        terms = int(ranks.sum()) + 2 * max(map(len, separated.terms))
+        row_bytes = 4 * methods.band_width(block, shape) * terms
+        band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
+    if method in ("gemm", "separable"):
         width = max(width, methods.band_width(block, shape))
     smallest_band = threads * (reach * width * channels * 4 + row_bytes)
     _check_fits(smallest_band, "the input rows one band of output reads")
@@ -303,7 +328,10 @@ def plan_convolution(
         band_rows = min(band_rows, -(-geometry.out_height // (4 * threads)))
     if method == "fft":
         band_rows = fft_rows
-    return Plan(method, block, band_rows, fft_shape, threads, estimates[method], reason, estimates)
+    return Plan(
+        method, block, band_rows, fft_shape, threads, estimates[method], reason, estimates,
+        separated,
+    )  # fmt: skip
 
 
 def _fft_band(
@@ -402,7 +430,7 @@ def convolve(
     if flip:
         weights = weights[:, :, ::-1, ::-1]
     plan = plan_convolution(
-        volume.shape, weights.shape, geometry, stride=stride, dilation=dilation,
+        volume.shape, weights, geometry, stride=stride, dilation=dilation,
         method=method, threads=threads, memory_limit=memory_limit,
     )  # fmt: skip
     return _run(volume, weights, bias, geometry, border, cval, int(stride), int(dilation), plan)
@@ -490,23 +518,27 @@ def _run(
     out = np.empty((geometry.out_height, geometry.out_width, n_filters), np.float32)
     cols = border_indices(width, geometry.left, geometry.right, border)
     all_rows = border_indices(height, geometry.top, geometry.bottom, border)
-    if plan.method == "gemm":
-        matrix = methods.toeplitz_weights(weights, plan.block, shape)
+    if plan.method in ("gemm", "separable"):
         extra = methods.band_width(plan.block, shape) - cols.size
         if extra > 0:  # columns only blocks past the edge read; their outputs are dropped
             cols = np.concatenate([cols, np.full(extra, -1)])
+    if plan.method == "gemm":
+        matrix = methods.toeplitz_weights(weights, plan.block, shape)
     elif plan.method == "fft":
         spectra = methods.fft_spectra(weights, plan.fft_shape, dilation)
 
     def compute(first: int) -> None:
         last = min(first + plan.band_rows, geometry.out_height)
         reach = (last - 1 - first) * stride + (kh - 1) * dilation + 1
-        band = _gather(volume, all_rows[first * stride : first * stride + reach], cols, cval)
+        band = _gather(volume, all_rows[first * stride : first * stride + reach], cols, cval, True)
         target = out[first:last]
         if plan.method == "gemm":
             methods.gemm(band, matrix, plan.block, shape, target, bias)
         elif plan.method == "fft":
             methods.fft(band, spectra, plan.fft_shape, shape, target, bias)
+        elif plan.method == "separable":
+            assert plan.separated is not None
+            methods.separable(band, plan.separated, shape, target, bias)
         else:
             target[...] = 0 if bias is None else bias
             methods.direct(band, weights, shape, target)
@@ -517,7 +549,17 @@ def _run(
             compute(first)
         return out
     # Our threads each run single-threaded BLAS: two levels of threads would fight.
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(plan.threads) as pool:
-        for done in pool.map(compute, starts):
+    with threadpool_limits(1, user_api="blas"):
+        for done in _pool(plan.threads).map(compute, starts):
             del done
     return out
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A lasting pool per thread count, so each worker keeps its scratch buffers warm."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="convvol")
+    return _POOLS[threads]
