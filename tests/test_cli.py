@@ -675,3 +675,37 @@ def test_sixteen_bit_rgb_tiff_is_one_rgb_page(workdir: Path) -> None:
         assert (image.mode, image.size, image.n_frames) == ("RGB", (512, 512), 1)
     exact = np.clip(convvol.apply_bank(convvol.read_volume(PHOTO), convvol.load_bank("blur")), 0, 1)
     assert np.abs(convvol.read_volume(workdir / "b.tif") - exact).max() <= 0.5 / 65535 + 1e-7
+
+
+# --- the engine's controls --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm", "fft", "separable"])
+def test_forced_methods_give_the_same_result(workdir: Path, method: str) -> None:
+    assert run("apply", PATTERN, "-f", "gradients", "-o", "auto.npy").exit_code == 0
+    result = run("apply", PATTERN, "-f", "gradients", "--method", method, "-o", "m.npy")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(workdir / "m.npy"), np.load(workdir / "auto.npy"), atol=1e-5)
+
+
+def test_explain_prints_each_layers_plan_on_stderr(workdir: Path) -> None:
+    result = run("apply", PHOTO, "-f", "blur", "-f", "edges", "--explain", "-o", "x.png")
+    assert result.exit_code == 0
+    assert "layer 1 (blur): separable" in result.stderr
+    assert "layer 2 (edges):" in result.stderr
+    assert "estimated" in result.stderr
+    assert result.stdout == ""
+    forced = run("apply", PHOTO, "-f", "edges", "--method", "fft", "--explain", "-o", "y.png")
+    assert "layer 1 (edges): fft" in forced.stderr
+    assert "forced with method=fft" in forced.stderr
+
+
+def test_compress_level_trades_size_for_speed(workdir: Path) -> None:
+    for level in ("0", "1", "9"):
+        result = run("apply", PHOTO, "-f", "blur", "--compress-level", level, "-o", f"{level}.png")
+        assert result.exit_code == 0
+    sizes = [(workdir / f"{level}.png").stat().st_size for level in ("0", "1", "9")]
+    assert sizes[0] > sizes[1] > sizes[2]
+    pixels = [read_png(workdir / f"{level}.png") for level in ("0", "1", "9")]
+    assert all(np.array_equal(pixels[0], p) for p in pixels[1:])  # lossless, whatever the level
+    assert run("apply", PHOTO, "-f", "blur", "--compress-level", "10").exit_code == 2

@@ -19,12 +19,13 @@ import click
 
 from convvol import __version__, console
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
-from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS
+from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
 from convvol.errors import BankError, ConvvolError, choice_hint
 from convvol.output import SCALES
-from convvol.pipeline import run_layers
+from convvol.pipeline import plan_layers, run_layers
 from convvol.volume import (
     CHANNEL_MODES,
+    DEFAULT_COMPRESS_LEVEL,
     FORMAT_ALIASES,
     FORMATS,
     OutputSet,
@@ -137,6 +138,8 @@ def engine_options(command: F) -> F:
                      help="Applied after the bias. Default none."),
         click.option("--flip/--no-flip", default=None,
                      help="True convolution (layers rotated 180°) instead of cross-correlation."),
+        click.option("--method", type=HintedChoice(METHODS), default=None,
+                     help="Force how the engine computes (auto: chosen by a cost model)."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -211,6 +214,14 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Bits per pixel value (16 for PNG and TIFF).",
 )
+@click.option(
+    "--compress-level",
+    type=click.IntRange(0, 9),
+    default=DEFAULT_COMPRESS_LEVEL,
+    show_default=True,
+    help="PNG zlib level: 1 is fast (as OpenCV), 6 is Pillow's default, 9 is smallest.",
+)
+@click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
     input_path: str,
@@ -221,6 +232,8 @@ def apply(
     channels: str,
     scale: str,
     depth: str,
+    compress_level: int,
+    explain: bool,
     quiet: bool,
     **settings: Any,
 ) -> None:
@@ -249,7 +262,14 @@ def apply(
         _check_template(template, split)
     volume = read_volume(input_path, channels=channels)
     names = _output_names(volume.shape[2], banks, bank_names, channels)
-    options: dict[str, Any] = {"scale": scale, "depth": int(depth)}
+    if explain:
+        shape = (volume.shape[0], volume.shape[1], volume.shape[2])
+        for number, (bank, plan) in enumerate(zip(banks, plan_layers(shape, banks, **settings),
+                                                  strict=True), start=1):  # fmt: skip
+            console.status(f"layer {number} ({bank.name}): {plan.describe()}")
+    options: dict[str, Any] = {
+        "scale": scale, "depth": int(depth), "compress_level": compress_level,
+    }  # fmt: skip
     if to_stdout:
         fmt = format_named(format_name or "png")
         check_encodable(fmt, len(names), int(depth), "standard output")
@@ -271,9 +291,11 @@ def apply(
 
     result = run_layers(volume, banks, **settings)
     with OutputSet() as outputs:
-        for index, (target, fmt) in enumerate(zip(targets, formats, strict=True)):
-            part = result.volume[:, :, index : index + 1] if split else result.volume
-            outputs.write(target, part, fmt=fmt, **options)
+        jobs = [
+            (target, result.volume[:, :, index : index + 1] if split else result.volume, fmt)
+            for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
+        ]
+        outputs.write_all(jobs, **options)
     if not quiet:
         height, width, depth_out = result.volume.shape
         shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"

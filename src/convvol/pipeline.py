@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from convvol.bank import Bank, BankWeights
-from convvol.engine import apply_activation, convolve
+from convvol.engine import Plan, apply_activation, convolve, plan_convolution, plan_geometry
 from convvol.errors import ParameterError, did_you_mean
 
-SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation", "flip")
+SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation", "flip", "method")
 ENGINE_DEFAULTS: dict[str, Any] = {
     "padding": "same",
     "border": "reflect",
@@ -25,6 +25,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "dilation": 1,
     "activation": "none",
     "flip": False,
+    "method": "auto",
 }
 
 
@@ -70,7 +71,7 @@ def apply_bank(volume: np.ndarray, bank: Bank, **overrides: Any) -> np.ndarray:
     """Apply a bank to an H×W×C volume; return the H'×W'×N float32 response.
 
     ``overrides`` are ``padding``, ``border``, ``cval``, ``stride``, ``dilation``,
-    ``activation`` and ``flip``; each beats the bank's ``defaults:``.
+    ``activation``, ``flip`` and ``method``; each beats the bank's ``defaults:``.
 
     >>> import numpy as np
     >>> from convvol import load_bank
@@ -78,6 +79,33 @@ def apply_bank(volume: np.ndarray, bank: Bank, **overrides: Any) -> np.ndarray:
     (4, 5, 3)
     """
     return run_layer(volume, bank, **overrides).volume
+
+
+def plan_layers(shape: tuple[int, int, int], banks: Sequence[Bank], **overrides: Any) -> list[Plan]:
+    """How each layer would run on a volume of ``shape``, without running it (--explain)."""
+    plans = []
+    height, width, channels = shape
+    for bank in banks:
+        settings = settings_for(bank, overrides)
+        weights = bank.resolve(channels).weights
+        if settings["flip"]:
+            weights = weights[:, :, ::-1, ::-1]
+        geometry = plan_geometry(
+            height, width, *weights.shape[2:], padding=settings["padding"],
+            stride=settings["stride"], dilation=settings["dilation"],
+        )  # fmt: skip
+        plans.append(
+            plan_convolution(
+                (height, width, channels),
+                weights,
+                geometry,
+                stride=settings["stride"],
+                dilation=settings["dilation"],
+                method=settings["method"],
+            )
+        )
+        height, width, channels = geometry.out_height, geometry.out_width, weights.shape[0]
+    return plans
 
 
 def run_layers(volume: np.ndarray, banks: Sequence[Bank], **overrides: Any) -> LayerResult:
