@@ -11,6 +11,7 @@ changing its contract.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -187,7 +188,9 @@ def _gather(
     index maps, so a band costs about a memcpy.
     """
     shape = (rows.size, cols.size, volume.shape[2])
-    band = methods.workspace.array("band", shape) if scratch else np.empty(shape, np.float32)
+    band = (
+        methods.Workspace.current().array("band", shape) if scratch else np.empty(shape, np.float32)
+    )
     inside_rows = rows >= 0
     if not inside_rows.any() or not (cols >= 0).any():  # only the constant border
         band[...] = cval
@@ -544,22 +547,27 @@ def _run(
             methods.direct(band, weights, shape, target)
 
     starts = range(0, geometry.out_height, plan.band_rows)
-    if plan.threads == 1 or len(starts) == 1:
-        for first in starts:
-            compute(first)
-        return out
-    # Our threads each run single-threaded BLAS: two levels of threads would fight.
-    with threadpool_limits(1, user_api="blas"):
-        for done in _pool(plan.threads).map(compute, starts):
-            del done
+    try:
+        if plan.threads == 1 or len(starts) == 1:
+            for first in starts:
+                compute(first)
+        else:
+            # Our threads each run single-threaded BLAS: two levels would fight.
+            with threadpool_limits(1, user_api="blas"):
+                for done in _pool(plan.threads).map(compute, starts):
+                    del done
+    finally:
+        methods.trim_workspaces()
     return out
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
     """A lasting pool per thread count, so each worker keeps its scratch buffers warm."""
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="convvol")
-    return _POOLS[threads]
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="convvol")
+        return _POOLS[threads]

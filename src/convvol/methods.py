@@ -19,21 +19,33 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 
-class Workspace(threading.local):
+class Workspace:
     """Scratch arrays reused from band to band, one set per thread.
 
     Fresh multi-megabyte arrays cost a page fault per 4 KiB on first touch, which on
     this class of machine took longer than the arithmetic of a band (measured: a
-    separable band ran in 3.8 ms on reused buffers, 11.6 ms on new ones).
+    separable band ran in 3.8 ms on reused buffers, 11.6 ms on new ones). Between calls
+    :func:`trim_workspaces` keeps at most a few MiB per thread.
     """
+
+    _lock = threading.Lock()
+    _by_thread: ClassVar[dict[int, Workspace]] = {}
 
     def __init__(self) -> None:
         self.buffers: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def current(cls) -> Workspace:
+        """This thread's workspace."""
+        ident = threading.get_ident()
+        with cls._lock:
+            return cls._by_thread.setdefault(ident, cls())
 
     def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         """An uninitialised array of ``shape``, valid until the next request for ``name``."""
@@ -45,7 +57,20 @@ class Workspace(threading.local):
         return buffer[:size].reshape(shape)
 
 
-workspace = Workspace()
+def trim_workspaces(keep_bytes: int = 32 * 2**20) -> None:
+    """Free scratch arrays beyond ``keep_bytes`` per thread, and those of ended threads."""
+    alive = {thread.ident for thread in threading.enumerate()}
+    with Workspace._lock:
+        for ident in list(Workspace._by_thread):
+            if ident not in alive:
+                del Workspace._by_thread[ident]
+                continue
+            buffers = Workspace._by_thread[ident].buffers
+            kept = 0
+            for name in sorted(buffers, key=lambda n: buffers[n].nbytes):
+                kept += buffers[name].nbytes
+                if kept > keep_bytes:
+                    del buffers[name]
 
 
 @dataclass(frozen=True)
@@ -121,7 +146,7 @@ def gemm(
     blocks = blocks_per_row(block, shape.out_width)
     span = block_span(block, shape)
     kh = shape.kernel_height
-    gathered = workspace.array("gemm.windows", (rows, blocks, kh, span * channels))
+    gathered = Workspace.current().array("gemm.windows", (rows, blocks, kh, span * channels))
     row_stride, pixel_stride, item = band.strides
     for i in range(kh):
         start = band[i * shape.dilation :]
@@ -140,7 +165,7 @@ def gemm(
         target = out.reshape(rows * blocks, block * n_filters)
         np.matmul(products, matrix, out=target)
     else:
-        result = workspace.array("gemm.result", (rows * blocks, block * n_filters))
+        result = Workspace.current().array("gemm.result", (rows * blocks, block * n_filters))
         np.matmul(products, matrix, out=result)
         out[...] = result.reshape(rows, blocks * block, n_filters)[:, : shape.out_width]
     if bias is not None:
@@ -186,7 +211,7 @@ def fft(
     three times slower here, and float64 keeps large kernels exact to float32 rounding.
     """
     rows_in, cols_in, channels = band.shape
-    planes = workspace.array("fft.planes", (channels, *fft_shape), np.float64)
+    planes = Workspace.current().array("fft.planes", (channels, *fft_shape), np.float64)
     planes[:, :rows_in, :cols_in] = band.transpose(2, 0, 1)
     planes[:, rows_in:] = 0
     planes[:, :rows_in, cols_in:] = 0
@@ -305,11 +330,16 @@ def separable(
     width = band.shape[1]
     step = shape.stride
     chunk = min(vertical_chunk(shape), rows)
+    scratch = Workspace.current()
+    total = sum(len(vectors) for vectors in separated.columns.values())
+    all_passes = scratch.array("separable.passes", (total, rows, width))
     passes: dict[int, np.ndarray] = {}
+    offset = 0
     for channel, vectors in separated.columns.items():
-        plane = workspace.array("separable.plane", band.shape[:2])
+        plane = scratch.array("separable.plane", band.shape[:2])
         plane[...] = band[:, :, channel]
-        passed = workspace.array(f"separable.pass{channel}", (len(vectors), rows, width))
+        passed = all_passes[offset : offset + len(vectors)]
+        offset += len(vectors)
         full = _vertical_toeplitz(vectors, chunk, shape)
         for first in range(0, rows, chunk):
             count = min(chunk, rows - first)
@@ -318,7 +348,7 @@ def separable(
             if len(vectors) == 1:  # the product is these rows of the pass: write in place
                 np.matmul(toeplitz, window, out=passed[0, first : first + count])
                 continue
-            product = workspace.array("separable.product", (toeplitz.shape[0], width))
+            product = Workspace.current().array("separable.product", (toeplitz.shape[0], width))
             np.matmul(toeplitz, window, out=product)
             passed[:, first : first + count] = product.reshape(-1, count, width)
         passes[channel] = passed
@@ -329,7 +359,7 @@ def separable(
         if not terms:
             out[:, :, n] = 0 if bias is None else bias[n]
             continue
-        gathered = workspace.array("separable.windows", (rows, blocks, len(terms), span))
+        gathered = Workspace.current().array("separable.windows", (rows, blocks, len(terms), span))
         for t, (channel, index) in enumerate(terms):
             plane = passes[channel][index]
             gathered[:, :, t] = as_strided(
@@ -337,7 +367,7 @@ def separable(
                 strides=(plane.strides[0], plane.strides[1] * block * step, plane.strides[1]),
                 writeable=False,
             )  # fmt: skip
-        result = workspace.array("separable.result", (rows * blocks, block))
+        result = Workspace.current().array("separable.result", (rows * blocks, block))
         np.matmul(gathered.reshape(rows * blocks, -1), separated.rows[n], out=result)
         out[:, :, n] = result.reshape(rows, blocks * block)[:, : shape.out_width]
         if bias is not None:
