@@ -1263,8 +1263,7 @@ def test_failed_encode_leaves_existing_target_untouched(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
-@pytest.mark.parametrize(("suffix", "depth"), [(".png", 8), (".tif", 8), (".tif", 16),
-                                               (".jpg", 8)])  # fmt: skip
+@pytest.mark.parametrize(("suffix", "depth"), [(".tif", 8), (".tif", 16), (".jpg", 8)])
 def test_failure_inside_pillow_save_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, depth: int
 ) -> None:
@@ -1281,6 +1280,24 @@ def test_failure_inside_pillow_save_leaves_no_file(
     assert path.read_bytes() == b"old contents"
     assert leftovers(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_failure_inside_the_png_writer_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int
+) -> None:
+    """convvol writes PNGs itself (deflating in parallel): a failure there is atomic too."""
+    path = tmp_path / "out.png"
+    path.write_bytes(b"old contents")
+
+    def failing_compressobj(*args: Any, **kwargs: Any) -> Any:
+        raise zlib.error("deflate failed midway")
+
+    monkeypatch.setattr(convvol.volume.zlib, "compressobj", failing_compressobj)
+    with pytest.raises((zlib.error, convvol.ConvvolError)):
+        write_volume(path, rng(41).random((400, 300, 3)), depth=depth)
+    assert path.read_bytes() == b"old contents"
+    assert leftovers(tmp_path) == []
 
 
 @contextmanager
