@@ -112,6 +112,16 @@ def plan_geometry(
     return Geometry(top, bottom, left, right, out_h, out_w)
 
 
+def as_volume(volume: np.ndarray) -> np.ndarray:
+    """The array as H×W×C (an H×W array is one channel); ParameterError if not 2- or 3-D."""
+    volume = np.asarray(volume)
+    if volume.ndim == 2:
+        volume = volume[:, :, np.newaxis]
+    if volume.ndim != 3:
+        raise ParameterError(f"volume must be H×W×C (3-D); got shape {volume.shape}")
+    return volume
+
+
 def apply_activation(volume: np.ndarray, activation: str) -> np.ndarray:
     """Apply ``none``, ``relu`` or ``abs`` in place and return the volume."""
     activation = _check_choice(activation, ACTIVATIONS, "activation")
@@ -162,17 +172,6 @@ def border_indices(size: int, before: int, after: int, border: str) -> np.ndarra
     period = 2 * (size - 1)
     folded = positions % period
     return np.where(folded < size, folded, period - folded)
-
-
-def pad_volume(
-    volume: np.ndarray, geometry: Geometry, *, border: str = "reflect", cval: float = 0.0
-) -> np.ndarray:
-    """Pad an H×W×C volume in space as ``numpy.pad`` does with mode ``border``."""
-    border = _check_choice(border, BORDERS, "border")
-    height, width, _ = volume.shape
-    rows = border_indices(height, geometry.top, geometry.bottom, border)
-    cols = border_indices(width, geometry.left, geometry.right, border)
-    return _gather(volume, rows, cols, cval)
 
 
 def _gather(
@@ -448,11 +447,7 @@ def _validate(
     dilation: int,
     cval: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Geometry, float]:
-    volume = np.asarray(volume)
-    if volume.ndim == 2:
-        volume = volume[:, :, np.newaxis]
-    if volume.ndim != 3:
-        raise ParameterError(f"volume must be H×W×C (3-D); got shape {volume.shape}")
+    volume = as_volume(volume)
     weights = np.asarray(weights)
     if weights.ndim != 4:
         raise ParameterError(f"weights must be N×C×kh×kw (4-D); got shape {weights.shape}")

@@ -141,7 +141,7 @@ def gemm(
 
     ``band`` has at least :func:`band_width` columns; ``out`` receives the rows it holds.
     """
-    rows, _, channels = band.shape
+    channels = band.shape[2]
     rows = out.shape[0]
     blocks = blocks_per_row(block, shape.out_width)
     span = block_span(block, shape)

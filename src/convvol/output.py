@@ -80,7 +80,8 @@ def _map_chunks(volume: np.ndarray, scale: str, top: float, out: np.ndarray) -> 
         out[first : first + part.shape[0]] = part
 
 
-def _as_volume(volume: np.ndarray) -> np.ndarray:
+def as_volume(volume: np.ndarray) -> np.ndarray:
+    """An H×W array as H×W×1; anything else as it is."""
     volume = np.asarray(volume)
     return volume[:, :, np.newaxis] if volume.ndim == 2 else volume
 
@@ -89,8 +90,8 @@ def to_unit(volume: np.ndarray, scale: str = "clip") -> np.ndarray:
     """Map an H×W×C float volume to [0, 1] by the rule ``scale`` (a new float32 array)."""
     _check(scale, 8)
     source = np.asarray(volume)
-    unit = np.empty(_as_volume(source).shape, np.float32)
-    _map_chunks(_as_volume(source), scale, 1.0, unit)
+    unit = np.empty(as_volume(source).shape, np.float32)
+    _map_chunks(as_volume(source), scale, 1.0, unit)
     return unit.reshape(source.shape)
 
 
@@ -108,7 +109,7 @@ def to_pixels(volume: np.ndarray, scale: str = "clip", depth: int = 8) -> np.nda
     One fused pass per cache-sized chunk; the same values as ``quantize(to_unit(...))``.
     """
     _check(scale, depth)
-    source = _as_volume(volume)
+    source = as_volume(volume)
     pixels = np.empty(source.shape, DEPTHS[depth])
     _map_chunks(source, scale, float(np.iinfo(DEPTHS[depth]).max), pixels)
     return pixels

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from convvol.bank import Bank, BankWeights
-from convvol.engine import Plan, apply_activation, convolve, plan_convolution, plan_geometry
+from convvol.engine import (
+    Plan,
+    apply_activation,
+    as_volume,
+    convolve,
+    plan_convolution,
+    plan_geometry,
+)
 from convvol.errors import ParameterError, did_you_mean
 
 SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation", "flip", "method")
@@ -52,11 +59,7 @@ class LayerResult:
 
 def run_layer(volume: np.ndarray, bank: Bank, **overrides: Any) -> LayerResult:
     """Apply one bank to an H×W×C volume; the output channels keep the filters' names."""
-    volume = np.asarray(volume)
-    if volume.ndim == 2:
-        volume = volume[:, :, np.newaxis]
-    if volume.ndim != 3:
-        raise ParameterError(f"volume must be H×W×C (3-D); got shape {volume.shape}")
+    volume = as_volume(volume)
     settings = settings_for(bank, overrides)
     resolved: BankWeights = bank.resolve(volume.shape[2])
     activation = settings.pop("activation")

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import OutputError, ParameterError, VolumeError, did_you_mean
-from convvol.output import to_pixels
+from convvol.output import as_volume, to_pixels
 
 NPY_MAGIC = b"\x93NUMPY"
 CHANNEL_MODES = ("rgb", "keep")
@@ -332,9 +332,7 @@ def encode_volume(
 
     ``target`` names the destination in error messages.
     """
-    volume = np.asarray(volume)
-    if volume.ndim == 2:
-        volume = volume[:, :, np.newaxis]
+    volume = as_volume(volume)
     if fmt.name == "npy":
         np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
         return
