@@ -57,14 +57,25 @@ class LayerResult:
     volume: np.ndarray
 
 
-def run_layer(volume: np.ndarray, bank: Bank, **overrides: Any) -> LayerResult:
-    """Apply one bank to an H×W×C volume; the output channels keep the filters' names."""
+def run_layer(
+    volume: np.ndarray,
+    bank: Bank,
+    *,
+    threads: int | None = None,
+    memory_limit: int | None = None,
+    **overrides: Any,
+) -> LayerResult:
+    """Apply one bank to an H×W×C volume; the output channels keep the filters' names.
+
+    ``threads`` and ``memory_limit`` go to the engine (:func:`~convvol.convolve`).
+    """
     volume = as_volume(volume)
     settings = settings_for(bank, overrides)
     resolved: BankWeights = bank.resolve(volume.shape[2])
     activation = settings.pop("activation")
     try:
-        response = convolve(volume, resolved.weights, resolved.bias, **settings)
+        response = convolve(volume, resolved.weights, resolved.bias, threads=threads,
+                            memory_limit=memory_limit, **settings)  # fmt: skip
     except ParameterError as error:
         raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
     return LayerResult(bank, resolved.names, apply_activation(response, activation))
@@ -84,7 +95,13 @@ def apply_bank(volume: np.ndarray, bank: Bank, **overrides: Any) -> np.ndarray:
     return run_layer(volume, bank, **overrides).volume
 
 
-def plan_layers(shape: tuple[int, int, int], banks: Sequence[Bank], **overrides: Any) -> list[Plan]:
+def plan_layers(
+    shape: tuple[int, int, int],
+    banks: Sequence[Bank],
+    *,
+    memory_limit: int | None = None,
+    **overrides: Any,
+) -> list[Plan]:
     """How each layer would run on a volume of ``shape``, without running it (--explain)."""
     plans = []
     height, width, channels = shape
@@ -105,18 +122,27 @@ def plan_layers(shape: tuple[int, int, int], banks: Sequence[Bank], **overrides:
                 stride=settings["stride"],
                 dilation=settings["dilation"],
                 method=settings["method"],
+                memory_limit=memory_limit,
             )
         )
         height, width, channels = geometry.out_height, geometry.out_width, weights.shape[0]
     return plans
 
 
-def run_layers(volume: np.ndarray, banks: Sequence[Bank], **overrides: Any) -> LayerResult:
+def run_layers(
+    volume: np.ndarray,
+    banks: Sequence[Bank],
+    *,
+    threads: int | None = None,
+    memory_limit: int | None = None,
+    **overrides: Any,
+) -> LayerResult:
     """Apply banks in order, each to the previous one's output; return the last layer."""
     if not banks:
         raise ParameterError("no filter bank given")
     result = None
     for bank in banks:
-        result = run_layer(volume if result is None else result.volume, bank, **overrides)
+        result = run_layer(volume if result is None else result.volume, bank, threads=threads,
+                           memory_limit=memory_limit, **overrides)  # fmt: skip
     assert result is not None
     return result
