@@ -11,13 +11,14 @@ import math
 import os
 import string
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from convvol import __version__, console
+from convvol import __version__, batch, console, outofcore
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
 from convvol.errors import BankError, ConvvolError, choice_hint
@@ -37,7 +38,7 @@ from convvol.volume import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-TEMPLATE_FIELDS = ("name", "index", "stem", "bank")
+TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath")
 
 
 class ConvvolGroup(click.Group):
@@ -120,6 +121,20 @@ class PaddingType(click.ParamType):  # type: ignore[type-arg]
         self.fail(f"{value!r} is not one of same, valid, full or an integer ≥ 0", param, ctx)
 
 
+class SizeType(click.ParamType):  # type: ignore[type-arg]
+    """Bytes, or a number with K, M, G or T (powers of 1024): 512M, 2G."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return outofcore.parse_size(value)
+        except ConvvolError as error:
+            self.fail(error.message + (f" ({error.hint})" if error.hint else ""), param, ctx)
+
+
 def engine_options(command: F) -> F:
     """The convolution settings, each overriding the bank's ``defaults:``."""
     options = [
@@ -146,6 +161,29 @@ def engine_options(command: F) -> F:
     return command
 
 
+def batch_options(command: F) -> F:
+    """Many files and big ones: workers, resuming, the memory budget, a Dask cluster."""
+    options = [
+        click.option("-j", "--jobs", "workers", type=click.IntRange(min=1), default=None,
+                     metavar="N",
+                     help="Files filtered at once, in worker processes. Default: the number "
+                     "of cores."),
+        click.option("--skip-existing", is_flag=True,
+                     help="Leave inputs whose outputs exist alone (resume a batch)."),
+        click.option("--max-memory", type=SizeType(), default=None,
+                     help="Memory budget per file (512M, 2G): .npy/.zarr to .npy/.zarr runs in "
+                     "strips within it (default 1G); otherwise a quarter of it bounds the "
+                     "engine's working set (default 256M)."),
+        click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+                     metavar="ADDRESS",
+                     help="Run on this Dask scheduler (tcp://host:8786), one task per file; "
+                     "default: $DASK_SCHEDULER_ADDRESS. Needs convvol[dask]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(
     name="convvol", cls=ConvvolGroup, context_settings={"help_option_names": ["-h", "--help"]}
 )
@@ -164,7 +202,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT")
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option(
     "-f",
     "--filters",
@@ -179,9 +217,9 @@ def cli(debug: bool) -> None:
     "--output",
     default=None,
     metavar="OUTPUT",
-    help="Output file, '-' for stdout, or with --split a template using {name}, "
-    "{index}, {stem}, {bank}. Default: {stem}_{bank}.png "
-    "({stem}_{bank}_{name}.png with --split).",
+    help="Output file, '-' for stdout, or a template using {stem}, {relpath}, {bank} "
+    "(and {name}, {index} with --split); several inputs need {stem}. "
+    "Default: {stem}_{bank}.png ({stem}_{bank}_{name}.png with --split).",
 )
 @click.option("--split", is_flag=True, help="Write each output channel as its own greyscale image.")
 @click.option(
@@ -222,9 +260,10 @@ def cli(debug: bool) -> None:
     help="PNG zlib level: 1 is fast (as OpenCV), 6 is Pillow's default, 9 is smallest.",
 )
 @click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
+@batch_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
-    input_path: str,
+    inputs: tuple[str, ...],
     bank_names: tuple[str, ...],
     output: str | None,
     split: bool,
@@ -234,22 +273,42 @@ def apply(
     depth: str,
     compress_level: int,
     explain: bool,
+    workers: int | None,
+    skip_existing: bool,
+    max_memory: int | None,
+    scheduler: str | None,
     quiet: bool,
     **settings: Any,
 ) -> None:
-    """Apply filter banks to an image or .npy volume (INPUT, or - for stdin).
+    """Apply filter banks to images, .npy volumes or Zarr arrays (INPUT, or - for stdin).
 
     Each bank's N filters give N output channels; repeated -f banks run in order, each on
-    the previous output, like stacked CNN layers.
+    the previous output, like stacked CNN layers. Several inputs (paths, directories,
+    quoted glob patterns) make a batch: files run in parallel, a bad file is reported
+    and the rest go on (exit 1 at the end).
 
     \b
     Examples:
         convvol apply photo.jpg -f edges --split -o 'out/{name}.png'
         convvol apply photo.jpg -f blur -o blurred.png
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
+        convvol apply 'photos/**/*.jpg' -f blur -o 'out/{relpath}/{stem}.png' --skip-existing
+        convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
     """
     banks = [load_bank(name) for name in bank_names]
     _check_cval(settings, banks)
+    encoding: dict[str, Any] = {
+        "scale": scale, "depth": int(depth), "compress_level": compress_level,
+    }  # fmt: skip
+    if scheduler or batch.is_batch(inputs):
+        _apply_batch(
+            inputs, banks, bank_names, output, split, format_name, channels, encoding,
+            settings, jobs=workers, skip_existing=skip_existing, max_memory=max_memory,
+            scheduler=scheduler, explain=explain, quiet=quiet,
+        )  # fmt: skip
+        return
+    (input_path,) = inputs
+    engine_limit = outofcore.engine_memory_limit(max_memory)
     to_stdout = output == "-"
     if to_stdout and split:
         raise click.UsageError("--split writes several files; give a template, not -")
@@ -260,25 +319,27 @@ def apply(
     template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
     if not to_stdout:
         _check_template(template, split)
+    fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
+              "bank": banks[-1].name, "relpath": "."}  # fmt: skip
+    if not to_stdout and not split:
+        target = template.format(**fields)
+        if outofcore.can_stream(input_path, target, split=False, format_name=format_name):
+            _apply_out_of_core(input_path, target, banks, bank_names, format_name, settings,
+                               max_memory, skip_existing, explain, quiet)  # fmt: skip
+            return
     volume = read_volume(input_path, channels=channels)
     names = _output_names(volume.shape[2], banks, bank_names, channels)
     if explain:
         shape = (volume.shape[0], volume.shape[1], volume.shape[2])
-        for number, (bank, plan) in enumerate(zip(banks, plan_layers(shape, banks, **settings),
-                                                  strict=True), start=1):  # fmt: skip
-            console.status(f"layer {number} ({bank.name}): {plan.describe()}")
-    options: dict[str, Any] = {
-        "scale": scale, "depth": int(depth), "compress_level": compress_level,
-    }  # fmt: skip
+        _explain(shape, banks, engine_limit, settings)
+    options = encoding
     if to_stdout:
         fmt = format_named(format_name or "png")
         check_encodable(fmt, len(names), int(depth), "standard output")
-        result = run_layers(volume, banks, **settings)
+        result = run_layers(volume, banks, memory_limit=engine_limit, **settings)
         write_volume("-", result.volume, format=fmt.name, **options)
         return
 
-    fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
-              "bank": banks[-1].name}  # fmt: skip
     targets = (
         [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
         if split
@@ -288,8 +349,12 @@ def apply(
     _check_targets(targets, input_path, template)
     for target, fmt in zip(targets, formats, strict=True):
         check_encodable(fmt, 1 if split else len(names), int(depth), target)
+    if skip_existing and all(os.path.exists(target) for target in targets):
+        if not quiet:
+            console.status(f"skipped {input_path}: {_shown(targets)} exists")
+        return
 
-    result = run_layers(volume, banks, **settings)
+    result = run_layers(volume, banks, memory_limit=engine_limit, **settings)
     with OutputSet() as outputs:
         jobs = [
             (target, result.volume[:, :, index : index + 1] if split else result.volume, fmt)
@@ -298,8 +363,134 @@ def apply(
         outputs.write_all(jobs, **options)
     if not quiet:
         height, width, depth_out = result.volume.shape
-        shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
-        console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+        console.status(f"wrote {_shown(targets)}: {height}×{width}×{depth_out} from {input_path}")
+
+
+def _shown(targets: list[str]) -> str:
+    return targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
+
+
+def _explain(
+    shape: tuple[int, int, int], banks: list[Bank], memory_limit: int | None, settings: Any
+) -> None:
+    plans = plan_layers(shape, banks, memory_limit=memory_limit, **settings)
+    for number, (bank, plan) in enumerate(zip(banks, plans, strict=True), start=1):
+        console.status(f"layer {number} ({bank.name}): {plan.describe()}")
+
+
+def _apply_out_of_core(
+    input_path: str,
+    target: str,
+    banks: list[Bank],
+    bank_names: tuple[str, ...],
+    format_name: str | None,
+    settings: dict[str, Any],
+    max_memory: int | None,
+    skip_existing: bool,
+    explain: bool,
+    quiet: bool,
+) -> None:
+    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory."""
+    _check_targets([target], input_path, target)
+    if skip_existing and os.path.exists(target):
+        if not quiet:
+            console.status(f"skipped {input_path}: {target} exists")
+        return
+    if explain:
+        source = outofcore.open_source(input_path)
+        source.close()
+        _explain(source.shape, banks, outofcore.engine_memory_limit(max_memory), settings)
+    layer = outofcore.filter_volume(
+        input_path, banks, target, budget=max_memory, labels=bank_names, format=format_name,
+        **settings,
+    )  # fmt: skip
+    if not quiet:
+        height, width, depth_out = layer.out_shape
+        console.status(f"wrote {target}: {height}×{width}×{depth_out} from {input_path}")
+
+
+def _apply_batch(
+    inputs: tuple[str, ...],
+    banks: list[Bank],
+    bank_names: tuple[str, ...],
+    output: str | None,
+    split: bool,
+    format_name: str | None,
+    channels: str,
+    encoding: dict[str, Any],
+    settings: dict[str, Any],
+    *,
+    jobs: int | None,
+    skip_existing: bool,
+    max_memory: int | None,
+    scheduler: str | None,
+    explain: bool,
+    quiet: bool,
+) -> None:
+    """Many inputs: check the plan, run it (workers or a cluster), report, exit 0/1/130."""
+    if output == "-":
+        raise click.UsageError("several inputs write several files; give -o a template with "
+                               "{stem}, not -")  # fmt: skip
+    if explain:
+        raise click.UsageError("--explain describes one input's plan; give one INPUT")
+    template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
+    _check_template(template, split)
+    items = batch.expand_inputs(inputs)
+    options = batch.BatchOptions(
+        banks=tuple(banks), template=template, labels=bank_names, split=split,
+        format_name=format_name, channels=channels, overrides=settings,
+        max_memory=max_memory, skip_existing=skip_existing, **encoding,
+    )  # fmt: skip
+    batch.check_plan(items, options)
+    first = batch.single_target(items[0], options)
+    if first and not (format_name is None and outofcore.is_zarr(first)):
+        format_named(format_name) if format_name else format_for_path(first)
+    client = None
+    if scheduler:
+        from convvol import distributed  # Dask is an optional extra
+
+        client = distributed.connect(scheduler)
+    progress = console.BatchProgress(len(items), enabled=not quiet and console.stderr_is_terminal())
+    started = time.perf_counter()
+
+    def report(result: batch.FileResult) -> None:
+        progress.advance(result.status, result.message, result.hint)
+
+    try:
+        with progress:
+            if client is not None:
+                from convvol import distributed
+
+                results = distributed.run_on_cluster(items, options, client, on_result=report)
+            else:
+                results = batch.run_local(items, options, jobs=jobs, on_result=report)
+    except KeyboardInterrupt:
+        console.status(_summary(progress.counts, time.perf_counter() - started))
+        console.error(
+            f"interrupted after {progress.done} of {len(items)} files; the finished ones are "
+            "complete", hint="rerun with --skip-existing to resume",
+        )  # fmt: skip
+        raise click.exceptions.Exit(130) from None
+    finally:
+        if client is not None:
+            client.close()
+    failures = [result.source for result in results if result.failed]
+    if not quiet or failures:
+        console.status(_summary(progress.counts, time.perf_counter() - started))
+    if failures:
+        listed = ", ".join(failures[:10]) + (f" and {len(failures) - 10} more"
+                                             if len(failures) > 10 else "")  # fmt: skip
+        console.error(f"{len(failures)} of {len(items)} files failed: {listed}")
+        raise click.exceptions.Exit(1)
+
+
+def _summary(counts: dict[str, int], seconds: float) -> str:
+    done = sum(counts.values())
+    rate = f" ({done / seconds:.1f} files/s)" if seconds > 0 and done else ""
+    return (
+        f"{counts['succeeded']} succeeded, {counts['failed']} failed, {counts['skipped']} "
+        f"skipped in {seconds:.1f} s{rate}"
+    )
 
 
 def _check_cval(settings: dict[str, Any], banks: list[Bank]) -> None:
@@ -342,7 +533,7 @@ def _output_names(
 
 def _check_template(template: str, split: bool) -> None:
     """Refuse a template that names unknown fields, converts, or maps channels to one file."""
-    allowed = TEMPLATE_FIELDS if split else ("stem", "bank")
+    allowed = TEMPLATE_FIELDS if split else ("stem", "bank", "relpath")
     try:
         parsed = list(string.Formatter().parse(template))
         fields = {field for _, field, _, _ in parsed if field is not None}
@@ -353,7 +544,7 @@ def _check_template(template: str, split: bool) -> None:
             raise ValueError(f"uses {{{unknown[0]}}}; templates{scope} may use {listing}")
         if any(conversion for *_, conversion in parsed):
             raise ValueError("conversions such as !r are not allowed")
-        template.format(name="x", index=0, stem="x", bank="x")  # format specs, e.g. {index:03d}
+        template.format(name="x", index=0, stem="x", bank="x", relpath="x")  # specs: {index:03d}
     except (ValueError, KeyError, IndexError) as error:
         raise click.BadParameter(f"{template!r}: {error}", param_hint="'-o'") from None
     if split and not fields & {"name", "index"}:
@@ -378,7 +569,7 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
             param_hint="'-o'",
         )
     for target in targets:
-        if Path(target).is_dir():
+        if Path(target).is_dir() and not outofcore.is_zarr(target):
             raise click.BadParameter(f"{target} is a directory", param_hint="'-o'")
 
 
