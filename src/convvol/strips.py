@@ -13,9 +13,8 @@ in-memory result, whatever memory, chunking or thread count it runs with.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -145,7 +144,7 @@ class LayerPlan:
         # BLAS's own threading changes its sums' rounding.
         single = self.plan.threads == 1 or math.ceil(height / self.band_rows) == 1
         try:
-            with nullcontext() if single else single_threaded_blas():
+            with nullcontext() if single else threadpool_limits(1, user_api="blas"):
                 if workers == 1:
                     for start in starts:
                         compute_band(start)
@@ -189,30 +188,6 @@ class LayerPlan:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limits: threadpool_limits | None = None
-
-
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread while any strip computes, however many threads compute strips
-    (Dask runs tasks on threads): the first sets the limit, the last restores it."""
-    global _blas_users, _blas_limits
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_limits = threadpool_limits(1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limits is not None:
-                _blas_limits.restore_original_limits()
-                _blas_limits = None
 
 
 def plan_layer(
