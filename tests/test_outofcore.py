@@ -188,6 +188,9 @@ def test_cli_zarr_in_and_out(workdir: Path) -> None:
     edges = convvol.apply_bank(VOLUME, convvol.load_bank("edges"))
     assert np.array_equal(zarr.open_array("edges.zarr", mode="r")[:], edges)
     assert not [p for p in workdir.iterdir() if p.name.startswith(".")]
+    # A Zarr array to an image is read whole.
+    assert run("apply", "blur.zarr", "-f", "edges", "-o", "edges.png", "-q").exit_code == 0
+    assert convvol.read_volume("edges.png").shape == (47, 39, 3)
 
 
 def test_cli_out_of_core_errors(workdir: Path) -> None:

@@ -406,6 +406,8 @@ def _format(format_name: str | None, target: str) -> Format:
 
 
 def _read(source: str, channels: str) -> np.ndarray:
+    if outofcore.is_zarr(source):
+        return outofcore.read_whole(source)
     if not is_url(source):
         return read_volume(source, channels=channels)
     filesystem, path = _filesystem(source)

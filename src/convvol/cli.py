@@ -327,7 +327,10 @@ def apply(
             _apply_out_of_core(input_path, target, banks, bank_names, format_name, settings,
                                max_memory, skip_existing, explain, quiet)  # fmt: skip
             return
-    volume = read_volume(input_path, channels=channels)
+    if outofcore.is_zarr(input_path):
+        volume = outofcore.read_whole(input_path)
+    else:
+        volume = read_volume(input_path, channels=channels)
     names = _output_names(volume.shape[2], banks, bank_names, channels)
     if explain:
         shape = (volume.shape[0], volume.shape[1], volume.shape[2])

@@ -244,6 +244,17 @@ def open_source(path: str | os.PathLike[str]) -> RowSource:
     return NpySource(path)
 
 
+def read_whole(path: str | os.PathLike[str]) -> np.ndarray:
+    """A Zarr array (or a ``.npy`` file) read whole, as float32 H×W×C, for outputs that need
+    the whole volume at once (images)."""
+    source = open_source(path)
+    try:
+        rows, _ = source.read(np.arange(source.shape[0]))
+    finally:
+        source.close()
+    return rows
+
+
 def can_stream(source: str, target: str, *, split: bool, format_name: str | None) -> bool:
     """Whether ``source`` → ``target`` goes strip by strip: a ``.npy`` file or Zarr array in,
     a ``.npy`` or Zarr volume out (not channels split into images)."""
