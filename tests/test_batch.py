@@ -258,7 +258,7 @@ def assert_complete_outputs(workdir: Path) -> list[Path]:
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 def test_interrupted_batch_leaves_complete_files_and_resumes(workdir: Path, how: str) -> None:
-    make_images(workdir / "in", 16, size=(160, 160))
+    make_images(workdir / "in", 32, size=(160, 160))
     (workdir / "slow.yaml").write_text(SLOW_BANK)
     process = start_batch(workdir)
     try:
@@ -280,11 +280,11 @@ def test_interrupted_batch_leaves_complete_files_and_resumes(workdir: Path, how:
         assert "rerun with --skip-existing" in stderr
         assert "Traceback" not in stderr
     finished = assert_complete_outputs(workdir)
-    assert 2 <= len(finished) < 16
+    assert 2 <= len(finished) < 32
     resumed = start_batch(workdir, "--skip-existing")
     _, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert f"{len(finished)} skipped" in stderr
     outputs = assert_complete_outputs(workdir)
-    assert len(outputs) == 16
+    assert len(outputs) == 32
     assert not [p for p in (workdir / "out").iterdir() if p.name.startswith(".")]
