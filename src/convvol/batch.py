@@ -304,7 +304,8 @@ def _key(path: str) -> str:
     return path if is_url(path) else os.path.realpath(path)
 
 
-def _exists(target: str) -> bool:
+def target_exists(target: str) -> bool:
+    """Whether an output is there already (a local path or an fsspec URL)."""
     if is_url(target):
         filesystem, path = _filesystem(target)
         return bool(filesystem.exists(path))
@@ -317,10 +318,8 @@ def absolute(items: Sequence[Item], options: BatchOptions) -> tuple[list[Item], 
     def fix(path: str) -> str:
         return path if is_url(path) or path == "-" else os.path.abspath(path)
 
-    return [replace(item, source=fix(item.source)) for item in items], replace(
-        options, template=fix(options.template) if not is_url(options.template) else
-        options.template,
-    )  # fmt: skip
+    fixed = [replace(item, source=fix(item.source)) for item in items]
+    return fixed, replace(options, template=fix(options.template))
 
 
 # --- one file -----------------------------------------------------------------------
@@ -336,16 +335,17 @@ def process_file(item: Item, options: BatchOptions, threads: int | None = None) 
     try:
         targets, status = _process(item, options, threads)
     except ConvvolError as error:
-        return _failed(item, error.message, error.hint, started)
+        return failure(item, error.message, error.hint, started)
     except MemoryError:
-        return _failed(item, "not enough memory for this image and bank",
+        return failure(item, "not enough memory for this image and bank",
                        "use --max-memory with .npy or .zarr outputs", started)  # fmt: skip
     except Exception as error:  # a batch outlives surprises; the message says what
-        return _failed(item, f"internal error: {type(error).__name__}: {error}", None, started)
+        return failure(item, f"internal error: {type(error).__name__}: {error}", None, started)
     return FileResult(item.source, status, tuple(targets), seconds=time.perf_counter() - started)
 
 
-def _failed(item: Item, message: str, hint: str | None, started: float) -> FileResult:
+def failure(item: Item, message: str, hint: str | None, started: float) -> FileResult:
+    """A failed result whose message names the file."""
     if item.source not in message:
         message = f"{item.source}: {message}"
     return FileResult(item.source, "failed", (), message, hint, time.perf_counter() - started)
@@ -353,7 +353,7 @@ def _failed(item: Item, message: str, hint: str | None, started: float) -> FileR
 
 def _process(item: Item, options: BatchOptions, threads: int | None) -> tuple[list[str], str]:
     target = single_target(item, options)
-    if target is not None and options.skip_existing and _exists(target):
+    if target is not None and options.skip_existing and target_exists(target):
         return [target], "skipped"
     if target is not None and outofcore.can_stream(
         item.source, target, split=False, format_name=options.format_name
@@ -377,7 +377,7 @@ def _process(item: Item, options: BatchOptions, threads: int | None) -> tuple[li
         if options.split
         else [options.template.format(**fields)]
     )  # fmt: skip
-    if options.split and options.skip_existing and all(map(_exists, targets)):
+    if options.split and options.skip_existing and all(map(target_exists, targets)):
         return targets, "skipped"
     formats = [_format(options.format_name, t) for t in targets]
     for each, fmt in zip(targets, formats, strict=True):

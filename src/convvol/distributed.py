@@ -266,14 +266,14 @@ def run_on_cluster(
     def submit_next() -> None:
         item = queue.pop()
         target = batch.single_target(item, options)
-        if target is not None and options.skip_existing and batch._exists(target):
+        if target is not None and options.skip_existing and batch.target_exists(target):
             keep(batch.FileResult(item.source, "skipped", (target,)))
             return
         if target is not None and outofcore.is_zarr(item.source) and outofcore.is_zarr(target):
             try:
                 future, temporary = _submit_zarr(client, item, options, target, retries)
             except ConvvolError as error:
-                keep(batch._failed(item, error.message, error.hint, time.perf_counter()))
+                keep(batch.failure(item, error.message, error.hint, time.perf_counter()))
                 return
             futures[future] = (item, target, temporary)
         else:
@@ -348,7 +348,7 @@ def _collect(
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
         message = str(error) or type(error).__name__
-        return batch._failed(item, f"{type(error).__name__}: {message}", None, started)
+        return batch.failure(item, f"{type(error).__name__}: {message}", None, started)
     if target is None:
         assert isinstance(result, batch.FileResult)
         return result
@@ -357,6 +357,6 @@ def _collect(
             outofcore.replace_directory(temporary, target)
         except OSError as error:
             error_message = OutputError(f"{target}: cannot write: {error.strerror or error}")
-            return batch._failed(item, error_message.message, None, started)
+            return batch.failure(item, error_message.message, None, started)
     return batch.FileResult(item.source, "succeeded", (target,),
                             seconds=time.perf_counter() - started)  # fmt: skip
