@@ -14,6 +14,7 @@ import numpy as np
 
 from convvol.bank import Bank, BankWeights
 from convvol.engine import (
+    DEFAULT_MEMORY_LIMIT,
     Plan,
     apply_activation,
     as_volume,
@@ -22,6 +23,7 @@ from convvol.engine import (
     plan_geometry,
 )
 from convvol.errors import ParameterError, did_you_mean
+from convvol.limits import available_memory, gib
 
 SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation", "flip", "method")
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -111,10 +113,80 @@ def plan_layers(shape: tuple[int, int, int], banks: Sequence[Bank], **overrides:
     return plans
 
 
+def estimate_memory(
+    shape: tuple[int, int, int], banks: Sequence[Bank], **overrides: Any
+) -> list[tuple[int, int]]:
+    """For each layer, the bytes a run holds at its peak and the bytes of its output.
+
+    At layer k the run holds the input volume, layer k−1's output, layer k's output, the
+    weights (float32, and once more as the method transforms them) and the engine's working
+    set (``memory_limit``, default 256 MiB). Raises ParameterError for an empty output.
+    """
+    height, width, channels = shape
+    held = input_bytes = 4 * height * width * channels
+    needs = []
+    for bank in banks:
+        settings = settings_for(bank, overrides)
+        kh, kw = bank.kernel_shape
+        outputs = sum(channels if f.depthwise else 1 for f in bank.filters)
+        geometry = plan_geometry(
+            height, width, kh, kw, padding=settings["padding"],
+            stride=settings["stride"], dilation=settings["dilation"],
+        )  # fmt: skip
+        output = 4 * geometry.out_height * geometry.out_width * outputs
+        weights = 2 * 4 * outputs * channels * kh * kw
+        needs.append((held + output + weights + DEFAULT_MEMORY_LIMIT, output))
+        held = input_bytes + output
+        height, width, channels = geometry.out_height, geometry.out_width, outputs
+    return needs
+
+
+def check_memory(
+    shape: tuple[int, int, int],
+    banks: Sequence[Bank],
+    *,
+    label: str | None = None,
+    writing: float = 0.0,
+    **overrides: Any,
+) -> None:
+    """Refuse, before any work, a run that would need more memory than is available.
+
+    ``shape`` is the input's (already in memory); ``writing`` is what writing the result
+    takes, as a multiple of its float32 bytes (the caller knows the format). ``label``
+    (the input's name) starts the message.
+    """
+    room = available_memory()
+    if room is None or not banks:
+        return
+    input_bytes = 4 * shape[0] * shape[1] * shape[2]
+    needs = estimate_memory(shape, banks, **overrides)
+    last_need, last_output = needs[-1]
+    needs[-1] = (max(last_need, input_bytes + int(last_output * (1 + writing))), last_output)
+    for number, (need, output) in enumerate(needs, start=1):
+        if need - input_bytes <= room:
+            continue
+        where = f"layer {number} (bank {banks[number - 1].name!r})" if len(banks) > 1 else (
+            f"bank {banks[0].name!r}"
+        )  # fmt: skip
+        raise ParameterError(
+            (f"{label}: " if label else "")
+            + f"the result is too large for memory: {where} would need about "
+            f"{gib(need - input_bytes)} more (its output alone is {gib(output)}), but only "
+            f"{gib(room)} is available",
+            hint="use a larger --stride (2 quarters the output), --padding valid, fewer "
+            "filters or a smaller image; an output takes H'×W'×filters×4 bytes",
+        )
+
+
 def run_layers(volume: np.ndarray, banks: Sequence[Bank], **overrides: Any) -> LayerResult:
-    """Apply banks in order, each to the previous one's output; return the last layer."""
+    """Apply banks in order, each to the previous one's output; return the last layer.
+
+    Refuses up front (ParameterError) a run whose estimated memory is more than is available.
+    """
     if not banks:
         raise ParameterError("no filter bank given")
+    volume = as_volume(volume)
+    check_memory(volume.shape, banks, **overrides)
     result = None
     for bank in banks:
         result = run_layer(volume if result is None else result.volume, bank, **overrides)
