@@ -1,7 +1,9 @@
 """The ``convvol`` command: Click options in, library calls, errors out as exit codes.
 
-Exit codes: 0 success; 2 usage or invalid input (bad options, banks, images, shapes);
-1 other failures (cannot write, internal errors); 130 interrupted.
+Exit codes: 0 success; 2 usage or invalid input (bad options, banks, images, shapes,
+inputs beyond the limits); 1 other failures (cannot write, internal errors); 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP); 141 the reader of
+standard output went away (``| head``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import string
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,11 +25,13 @@ from convvol import __version__, console
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
 from convvol.errors import BankError, ConvvolError, choice_hint
+from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.output import SCALES
-from convvol.pipeline import plan_layers, run_layers
+from convvol.pipeline import check_memory, plan_layers, run_layers
 from convvol.volume import (
     CHANNEL_MODES,
     DEFAULT_COMPRESS_LEVEL,
+    DEFAULT_MAX_PIXELS,
     FORMAT_ALIASES,
     FORMATS,
     OutputSet,
@@ -38,6 +44,23 @@ from convvol.volume import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 TEMPLATE_FIELDS = ("name", "index", "stem", "bank")
+BROKEN_PIPE_EXIT = 128 + 13  # as if killed by SIGPIPE, as cat or yes are under `| head`
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is: no output, exit 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupted(error: BaseException | None) -> int:
+    """Say why the run stopped; the exit code (130 for Ctrl-C, 128 + N for signal N)."""
+    signum = getattr(error, "signum", signal.SIGINT)
+    why = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    console.error(f"{why}; no output was written")
+    return 128 + int(signum)
 
 
 class ConvvolGroup(click.Group):
@@ -55,9 +78,8 @@ class ConvvolGroup(click.Group):
             hint = f"see '{context.command_path} --help'" if context else None
             console.error(error.format_message(), hint)
             sys.exit(error.exit_code)
-        except click.Abort:
-            console.error("interrupted; no output was written")
-            sys.exit(130)
+        except click.Abort as error:  # Ctrl-C outside a command, e.g. while parsing
+            sys.exit(_interrupted(error.__cause__))
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -68,17 +90,19 @@ class ConvvolGroup(click.Group):
         except ConvvolError as error:
             console.error(error.message, error.hint)
             ctx.exit(error.exit_code)
-        except KeyboardInterrupt:
-            console.error("interrupted; no output was written")
-            ctx.exit(130)
+        except KeyboardInterrupt as error:
+            ctx.exit(_interrupted(error))
         except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, as Unix filters do.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            ctx.exit(1)
+            # The reader went away (`| head`): stop quietly, as Unix filters do; what is
+            # still buffered for stdout goes nowhere instead of raising again at exit.
+            with suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(BROKEN_PIPE_EXIT)
         except MemoryError:
+            source = ctx.params.get("input_path")
             console.error(
-                "not enough memory for this image and bank",
+                (f"{source}: " if source else "") + "not enough memory for this image and bank",
                 hint="use a smaller image, a larger --stride, or fewer filters",
             )
             ctx.exit(1)
@@ -144,6 +168,20 @@ def engine_options(command: F) -> F:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def max_kernel_option(command: F) -> F:
+    """--max-kernel, for every command that reads banks."""
+    return click.option(
+        "--max-kernel",
+        type=click.IntRange(min=1),
+        default=MAX_KERNEL_SIDE,
+        show_default=True,
+        envvar="CONVVOL_MAX_KERNEL",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse banks with kernels more than N pixels a side.",
+    )(command)
 
 
 @click.group(
@@ -222,6 +260,18 @@ def cli(debug: bool) -> None:
     help="PNG zlib level: 1 is fast (as OpenCV), 6 is Pillow's default, 9 is smallest.",
 )
 @click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    envvar="CONVVOL_MAX_PIXELS",
+    show_envvar=True,
+    metavar="N",
+    help="Refuse images of more pixels (width × height) and .npy volumes of more than "
+    "4·N values, before decoding them; 0: no limit.",
+)
+@max_kernel_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
     input_path: str,
@@ -234,6 +284,8 @@ def apply(
     depth: str,
     compress_level: int,
     explain: bool,
+    max_pixels: int,
+    max_kernel: int,
     quiet: bool,
     **settings: Any,
 ) -> None:
@@ -248,7 +300,7 @@ def apply(
         convvol apply photo.jpg -f blur -o blurred.png
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
     """
-    banks = [load_bank(name) for name in bank_names]
+    banks = [load_bank(name, max_kernel=max_kernel) for name in bank_names]
     _check_cval(settings, banks)
     to_stdout = output == "-"
     if to_stdout and split:
@@ -260,10 +312,13 @@ def apply(
     template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
     if not to_stdout:
         _check_template(template, split)
-    volume = read_volume(input_path, channels=channels)
+    volume = read_volume(input_path, channels=channels, max_pixels=max_pixels)
     names = _output_names(volume.shape[2], banks, bank_names, channels)
+    shape = (volume.shape[0], volume.shape[1], volume.shape[2])
+    label = "<stdin>" if input_path == "-" else input_path
+    check_memory(shape, banks, label=label, writing=_writing_cost(template, format_name,
+                 to_stdout, int(depth)), **settings)  # fmt: skip
     if explain:
-        shape = (volume.shape[0], volume.shape[1], volume.shape[2])
         for number, (bank, plan) in enumerate(zip(banks, plan_layers(shape, banks, **settings),
                                                   strict=True), start=1):  # fmt: skip
             console.status(f"layer {number} ({bank.name}): {plan.describe()}")
@@ -300,6 +355,18 @@ def apply(
         height, width, depth_out = result.volume.shape
         shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
         console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+
+
+def _writing_cost(template: str, format_name: str | None, to_stdout: bool, depth: int) -> float:
+    """Memory for writing the result, as a multiple of its float32 bytes (an estimate).
+
+    An image takes its pixels, filtered rows and compressed bytes beside the result (up to
+    3 bytes a value at 8 bits, 6 at 16); .npy is written straight from it; standard output
+    holds the whole encoded file first.
+    """
+    name = format_name or ("png" if to_stdout else Path(template).suffix.lstrip("."))
+    cost = 0.0 if name.lower() == "npy" else 6 / 4 if depth == 16 else 3 / 4
+    return cost + (1.0 if to_stdout else 0.0)
 
 
 def _check_cval(settings: dict[str, Any], banks: list[Bank]) -> None:
@@ -372,7 +439,10 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
             f"{template!r} maps two output channels to the same file; include {{index}}",
             param_hint="'-o'",
         )
-    if input_path != "-" and Path(input_path).resolve() in resolved:
+    if input_path != "-" and any(
+        Path(input_path).resolve() == target or _same_file(input_path, target)
+        for target in resolved
+    ):
         raise click.BadParameter(
             f"{input_path} is the input: convvol never overwrites its input",
             param_hint="'-o'",
@@ -382,9 +452,18 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
             raise click.BadParameter(f"{target} is a directory", param_hint="'-o'")
 
 
+def _same_file(first: str | Path, second: str | Path) -> bool:
+    """True if both names are one file (a hard link too); False if either is missing."""
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):
+        return False
+
+
 @cli.command("list-filters")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list for programs.")
-def list_filters(as_json: bool) -> None:
+@max_kernel_option
+def list_filters(as_json: bool, max_kernel: int) -> None:
     """List every filter bank on the search path.
 
     The search path, first match wins: ./filters/, the directories in CONVVOL_FILTERS,
@@ -399,7 +478,7 @@ def list_filters(as_json: bool) -> None:
     for name, path in available_banks().items():
         entry: dict[str, Any] = {"name": name, "path": str(path)}
         try:
-            bank = load_bank(path)
+            bank = load_bank(path, max_kernel=max_kernel)
         except ConvvolError as error:
             entry.update(filters=None, shape=None, description="", error=error.message)
         else:
@@ -441,14 +520,15 @@ def list_filters(as_json: bool) -> None:
     help="Show the filters completed for a volume of this many channels "
     "(default: the depth the bank is written for, 3 for RGB).",
 )
-def show_filter(bank_name: str, depth: int | None) -> None:
+@max_kernel_option
+def show_filter(bank_name: str, depth: int | None, max_kernel: int) -> None:
     """Print every filter of a bank, one table per channel layer.
 
     \b
     Example:
         convvol show-filter edges
     """
-    bank = load_bank(bank_name)
+    bank = load_bank(bank_name, max_kernel=max_kernel)
     depth = depth or bank.default_channels
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
@@ -482,7 +562,8 @@ def _count(number: int, noun: str) -> str:
 
 @cli.command()
 @click.argument("banks", nargs=-1, required=True, metavar="BANK...")
-def validate(banks: tuple[str, ...]) -> None:
+@max_kernel_option
+def validate(banks: tuple[str, ...], max_kernel: int) -> None:
     """Check bank files (or names); exit 0 if all are valid, 2 otherwise.
 
     \b
@@ -492,7 +573,7 @@ def validate(banks: tuple[str, ...]) -> None:
     failed = 0
     for name in banks:
         try:
-            bank = load_bank(name)
+            bank = load_bank(name, max_kernel=max_kernel)
             resolved = bank.resolve(bank.default_channels)
         except ConvvolError as error:
             console.error(error.message, error.hint)
@@ -504,6 +585,22 @@ def validate(banks: tuple[str, ...]) -> None:
         raise click.exceptions.Exit(2)
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (kill, timeout, a closed terminal) clean up as Ctrl-C does.
+
+    A signal the parent told us to ignore (nohup) stays ignored.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, stop)
+
+
 def main() -> None:
     """Console-script entry point."""
+    _stop_on_signals()
     cli(prog_name="convvol")
