@@ -437,8 +437,15 @@ def parse_document(text: str, *, json_syntax: bool) -> Any:
         where = f"{_mark(mark)}: " if mark else ""
         problem = error.problem or error.context or "syntax error"
         raise BankError(f"{where}invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow, e.g. NUL
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - text.rfind("\n", 0, error.position)
+        raise BankError(
+            f"line {line}, column {column}: invalid YAML: the character "
+            f"U+{int(error.character):04X} is not allowed"
+        ) from None
     except yaml.YAMLError as error:
-        raise BankError(f"invalid YAML: {error}") from None
+        raise BankError(f"invalid YAML: {str(error).splitlines()[0]}") from None
     except RecursionError:  # the nesting limit should come first; never a traceback
         raise BankError(f"nested too deeply (the limit is {MAX_BANK_NESTING} levels)") from None
 
@@ -524,10 +531,7 @@ def _matrix(value: object, what: str, where: _Where) -> np.ndarray:
             )
         if width is None:
             width = len(row)
-            try:
-                kernels.check_kernel_shape(len(value), width, what)
-            except KernelError as error:
-                raise where.error(error.message, hint=error.hint) from None
+            _check_shape(len(value), width, what, where)
         elif len(row) != width:
             raise where.error(
                 f"{what}: row {row_index + 1} has {len(row)} values but row 1 has {width} "
@@ -563,7 +567,16 @@ def _layer(value: object, what: str, where: _Where) -> np.ndarray:
         layer = kernels.builtin_kernel(name, **{str(k): v for k, v in params.items()})
     except KernelError as error:
         raise where.error(f"{what}: {error.message}", hint=error.hint) from None
+    _check_shape(layer.shape[0], layer.shape[1], what, where)  # fixed sizes (sobel_x) too
     return layer
+
+
+def _check_shape(height: int, width: int, what: str, where: _Where) -> None:
+    """The kernel size limit (--max-kernel), as a BankError that says where."""
+    try:
+        kernels.check_kernel_shape(height, width, what)
+    except KernelError as error:
+        raise where.error(error.message, hint=error.hint) from None
 
 
 def _channel_index(key: object, where: _Where) -> int:
@@ -787,6 +800,19 @@ def read_bank_file(path: Path) -> Bank:
         raise BankError(f"{label}: no such bank file") from None
     except OSError as error:
         raise BankError(f"{label}: cannot read: {error.strerror or error}") from None
+    return bank_from_bytes(
+        raw, name=path.stem, json_syntax=path.suffix.lower() == ".json", source=path
+    )
+
+
+def bank_from_bytes(
+    raw: bytes, *, name: str, json_syntax: bool = False, source: Path | None = None
+) -> Bank:
+    """Parse and validate a bank file's bytes (UTF-8 JSON or YAML); what read_bank_file does.
+
+    ``source`` names the file in messages (else ``bank 'name'``).
+    """
+    label = str(source) if source else f"bank {name!r}"
     if len(raw) > MAX_BANK_BYTES:
         raise BankError(
             f"{label}: larger than {MAX_BANK_BYTES // 2**20} MiB, the limit for a bank file",
@@ -800,10 +826,10 @@ def read_bank_file(path: Path) -> Bank:
             f"{label}: not UTF-8 text (byte {error.start}): is this really a bank file?"
         ) from None
     try:
-        document = parse_document(text, json_syntax=path.suffix.lower() == ".json")
+        document = parse_document(text, json_syntax=json_syntax)
     except BankError as error:
         raise BankError(f"{label}, {error.message}", hint=error.hint) from None
-    return bank_from_document(document, name=path.stem, source=path)
+    return bank_from_document(document, name=name, source=source)
 
 
 # --- the search path ------------------------------------------------------------------
