@@ -55,6 +55,11 @@ _DIRECT_MODES = {
 _CONVERTED_MODES = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "PA": "RGBA",
                     "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}  # fmt: skip
 _SINGLE_CHANNEL_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# The first bytes of the common formats, to tell a damaged file from one of another kind.
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+}  # fmt: skip
 # What Pillow raises on damaged files (found by feeding it broken PNGs, TIFFs and JPEGs).
 _DECODE_ERRORS = (
     OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError,
@@ -326,10 +331,17 @@ def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | N
                 raise _too_large(label, f"{width}×{height}", width * height, max_pixels, "pixels")
             volume = _page_stack(image, stream, label, max_pixels)
             if volume is None:
-                volume = _image_to_volume(image, stream)
+                volume = _image_to_volume(image, stream, label)
                 if channels == "rgb":
                     volume = _as_rgb(volume)
     except UnidentifiedImageError:
+        stream.seek(0)
+        start = stream.read(8)
+        kind = next((kind for magic, kind in _SIGNATURES.items() if start.startswith(magic)), None)
+        if kind:
+            raise VolumeError(
+                f"{label}: a damaged or truncated {kind} file (its header cannot be read)"
+            ) from None
         raise VolumeError(
             f"{label}: not an image or .npy volume that convvol can read",
             hint="supported: PNG, JPEG, TIFF, BMP, WebP, GIF and the rest of what Pillow "
@@ -370,7 +382,7 @@ def _page_stack(
                 label, f"{page + 1} pages of {width}×{height}", values,
                 VALUES_PER_PIXEL * max_pixels, "values",
             )  # fmt: skip
-        layers.append(_image_to_volume(image, stream)[:, :, 0])
+        layers.append(_image_to_volume(image, stream, label)[:, :, 0])
     return np.stack(layers, axis=2)
 
 
@@ -386,7 +398,7 @@ def _direct_mode(image: Image.Image) -> Image.Image:
 EXIF_ORIENTATION = 0x0112
 
 
-def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
+def _image_to_volume(image: Image.Image, stream: BinaryIO, label: str) -> np.ndarray:
     """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → float32 H×W×C."""
     # load() clears the tile list, which tells 16-bit-per-sample colour apart.
     tiles = list(getattr(image, "tile", None) or [])
@@ -398,6 +410,8 @@ def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
     else:
         direct = _direct_mode(image)
         pixels, divisor = np.asarray(direct), _DIRECT_MODES[direct.mode]
+        if direct.mode == "F":  # float TIFFs may hold NaN or ±inf, which convvol refuses
+            _finite_float32(pixels[:, :, np.newaxis], label)
     # One pass, straight to float32: the same values as converting, then dividing.
     volume = np.empty(pixels.shape, np.float32)
     np.divide(pixels, np.float32(divisor), out=volume, casting="unsafe")
@@ -712,7 +726,16 @@ class OutputSet:
             missing.append(directory)
             directory = directory.parent
         for made in reversed(missing):
-            made.mkdir()
+            try:
+                made.mkdir()
+            except (FileExistsError, NotADirectoryError):
+                raise OutputError(
+                    f"{made}: a parent of this path is a file, not a directory"
+                ) from None
+            except OSError as error:
+                raise OutputError(
+                    f"{made}: cannot make this directory: {error.strerror or error}"
+                ) from None
             self._created.append(made)
 
     def commit(self) -> None:
