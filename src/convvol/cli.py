@@ -100,7 +100,7 @@ class ConvvolGroup(click.Group):
                 os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(BROKEN_PIPE_EXIT)
         except MemoryError:
-            source = ctx.params.get("input_path")
+            source = ctx.meta.get("convvol.input")  # set by apply
             console.error(
                 (f"{source}: " if source else "") + "not enough memory for this image and bank",
                 hint="use a smaller image, a larger --stride, or fewer filters",
@@ -300,6 +300,7 @@ def apply(
         convvol apply photo.jpg -f blur -o blurred.png
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
     """
+    click.get_current_context().meta["convvol.input"] = input_path  # for messages
     banks = [load_bank(name, max_kernel=max_kernel) for name in bank_names]
     _check_cval(settings, banks)
     to_stdout = output == "-"

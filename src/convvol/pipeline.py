@@ -129,10 +129,13 @@ def estimate_memory(
         settings = settings_for(bank, overrides)
         kh, kw = bank.kernel_shape
         outputs = sum(channels if f.depthwise else 1 for f in bank.filters)
-        geometry = plan_geometry(
-            height, width, kh, kw, padding=settings["padding"],
-            stride=settings["stride"], dilation=settings["dilation"],
-        )  # fmt: skip
+        try:
+            geometry = plan_geometry(
+                height, width, kh, kw, padding=settings["padding"],
+                stride=settings["stride"], dilation=settings["dilation"],
+            )  # fmt: skip
+        except ParameterError as error:
+            raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
         output = 4 * geometry.out_height * geometry.out_width * outputs
         weights = 2 * 4 * outputs * channels * kh * kw
         needs.append((held + output + weights + DEFAULT_MEMORY_LIMIT, output))
@@ -155,11 +158,16 @@ def check_memory(
     takes, as a multiple of its float32 bytes (the caller knows the format). ``label``
     (the input's name) starts the message.
     """
+    try:
+        needs = estimate_memory(shape, banks, **overrides)
+    except ParameterError as error:  # an empty output, say: name the input too
+        if not label:
+            raise
+        raise ParameterError(f"{label}: {error.message}", hint=error.hint) from None
     room = available_memory()
-    if room is None or not banks:
+    if room is None or not needs:
         return
     input_bytes = 4 * shape[0] * shape[1] * shape[2]
-    needs = estimate_memory(shape, banks, **overrides)
     last_need, last_output = needs[-1]
     needs[-1] = (max(last_need, input_bytes + int(last_output * (1 + writing))), last_output)
     for number, (need, output) in enumerate(needs, start=1):
