@@ -532,6 +532,28 @@ def test_bad_inputs_are_refused_clearly(workdir: Path, case: BadInput) -> None:
     assert TRIGGERED == []
 
 
+# Found by the fuzzer: libtiff itself prints "TIFFReadDirectory: Failed to read directory
+# at offset 8." on stderr before Pillow raises.
+DAMAGED_TIFF = (
+    b"II*\x00\x08\x00\x00\x00\t\x00\x00\x01\x04\x00\x01\x00\x00\x00\x05\x00\x00\x00\x01"
+    b"\x01\x04\x00\x01\x00\x00\x00\x04\x00\x00\x00\x02\x01\x03\x00\x01\x00\x00\x00\x08\x00"
+    b"\x00\x00\x03\x01\x03\x00\x01\x00\x00\x00\x04\x00\x01\x00\x009ed9\xad\x8f\x80\x00\x00II*"
+    b"\x00\x08\x00\x00\x00\t\x00\x00\x01\x04\x00\x01\x00\xff\xff\xff\xff\xff\xff\xff\x80\x00\x00"
+)
+
+
+def test_what_c_libraries_print_is_hidden(workdir: Path) -> None:
+    """The user sees convvol's one line, not libtiff's own complaint before it."""
+    (workdir / "damaged.tif").write_bytes(DAMAGED_TIFF)
+    process = convvol_process("apply", "damaged.tif", "-f", "edges", "-o", "x.png",
+                              cwd=workdir, stderr=subprocess.PIPE)  # fmt: skip
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert stderr.decode().splitlines() == [
+        "convvol: error: damaged.tif: damaged or truncated image (OSError: decoder error -2)"
+    ]
+
+
 def test_pixel_limit_is_checked_before_decoding(workdir: Path) -> None:
     """A 10-gigapixel bomb is refused in well under a second, without touching memory."""
     (workdir / "bomb.png").write_bytes(png_header_only(100_000, 100_000))

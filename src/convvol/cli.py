@@ -313,7 +313,8 @@ def apply(
     template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
     if not to_stdout:
         _check_template(template, split)
-    volume = read_volume(input_path, channels=channels, max_pixels=max_pixels)
+    with console.native_messages_hidden():
+        volume = read_volume(input_path, channels=channels, max_pixels=max_pixels)
     names = _output_names(volume.shape[2], banks, bank_names, channels)
     shape = (volume.shape[0], volume.shape[1], volume.shape[2])
     label = "<stdin>" if input_path == "-" else input_path

@@ -7,8 +7,10 @@ User text is never parsed as markup.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 
 import numpy as np
 from rich.columns import Columns
@@ -38,6 +40,26 @@ def error(message: str, hint: str | None = None) -> None:
     console.print(Text.assemble(("convvol: error: ", "bold red"), message))
     if hint:
         console.print(Text.assemble(("hint: ", "yellow"), hint))
+
+
+@contextmanager
+def native_messages_hidden() -> Iterator[None]:
+    """Hide what C libraries print straight to stderr inside the block (libtiff's "TIFFRead
+    Directory: ..." on a damaged file), so the user sees convvol's one line instead."""
+    with suppress(OSError, ValueError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to hide
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def status(message: str) -> None:
