@@ -14,14 +14,18 @@ import numpy as np
 
 from convvol.bank import Bank, BankWeights
 from convvol.engine import (
+    BandSink,
     Plan,
     apply_activation,
     as_volume,
-    convolve,
+    check_activation,
+    check_output_memory,
+    convolve_bands,
     plan_convolution,
     plan_geometry,
 )
 from convvol.errors import ParameterError, did_you_mean
+from convvol.output import DEPTHS, check_scale, pixels_into, to_pixels
 
 SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation", "flip", "method")
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -57,17 +61,60 @@ class LayerResult:
     volume: np.ndarray
 
 
-def run_layer(volume: np.ndarray, bank: Bank, **overrides: Any) -> LayerResult:
-    """Apply one bank to an H×W×C volume; the output channels keep the filters' names."""
+def run_layer(
+    volume: np.ndarray, bank: Bank, *, divisor: float = 1.0, **overrides: Any
+) -> LayerResult:
+    """Apply one bank to an H×W×C volume; the output channels keep the filters' names.
+
+    ``divisor`` divides the volume's values as they are read (stored pixels, as
+    :func:`convvol.volume.read_pixels` gives them).
+    """
     volume = as_volume(volume)
     settings = settings_for(bank, overrides)
     resolved: BankWeights = bank.resolve(volume.shape[2])
-    activation = settings.pop("activation")
+    activation = check_activation(settings.pop("activation"))
+    geometry = _layer_geometry(volume.shape, resolved, settings, bank)
+    response = np.empty((geometry[0], geometry[1], len(resolved.names)), np.float32)
+
+    def activate(first: int, band: np.ndarray) -> None:
+        apply_activation(band, activation)
+
+    _convolve_bands(volume, resolved, bank, activate, divisor, settings, out=response)
+    return LayerResult(bank, resolved.names, response)
+
+
+def _layer_geometry(
+    shape: tuple[int, ...], resolved: BankWeights, settings: dict[str, Any], bank: Bank
+) -> tuple[int, int]:
+    """The layer's output height and width; its memory checked before any allocation."""
+    weights = resolved.weights
     try:
-        response = convolve(volume, resolved.weights, resolved.bias, **settings)
+        geometry = plan_geometry(
+            shape[0], shape[1], *weights.shape[2:], padding=settings["padding"],
+            stride=settings["stride"], dilation=settings["dilation"],
+        )  # fmt: skip
+        check_output_memory(geometry, weights.shape[0])
     except ParameterError as error:
         raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
-    return LayerResult(bank, resolved.names, apply_activation(response, activation))
+    return geometry.out_height, geometry.out_width
+
+
+def _convolve_bands(
+    volume: np.ndarray,
+    resolved: BankWeights,
+    bank: Bank,
+    sink: BandSink,
+    divisor: float,
+    settings: dict[str, Any],
+    out: np.ndarray | None = None,
+) -> None:
+    try:
+        convolve_bands(
+            volume, resolved.weights, resolved.bias, sink=sink, divisor=divisor, out=out,
+            **settings,
+        )  # fmt: skip
+    except ParameterError as error:
+        raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
 
 
 def apply_bank(volume: np.ndarray, bank: Bank, **overrides: Any) -> np.ndarray:
@@ -111,12 +158,71 @@ def plan_layers(shape: tuple[int, int, int], banks: Sequence[Bank], **overrides:
     return plans
 
 
-def run_layers(volume: np.ndarray, banks: Sequence[Bank], **overrides: Any) -> LayerResult:
-    """Apply banks in order, each to the previous one's output; return the last layer."""
+def run_layers(
+    volume: np.ndarray, banks: Sequence[Bank], *, divisor: float = 1.0, **overrides: Any
+) -> LayerResult:
+    """Apply banks in order, each to the previous one's output; return the last layer.
+
+    ``divisor`` applies to ``volume`` (stored pixels), as in :func:`run_layer`.
+    """
     if not banks:
         raise ParameterError("no filter bank given")
     result = None
     for bank in banks:
-        result = run_layer(volume if result is None else result.volume, bank, **overrides)
+        if result is None:
+            result = run_layer(volume, bank, divisor=divisor, **overrides)
+        else:
+            result = run_layer(result.volume, bank, **overrides)
     assert result is not None
     return result
+
+
+@dataclass(frozen=True, eq=False)
+class RenderedResult:
+    """The last layer's output as the pixels an image file stores, with channel names."""
+
+    bank: Bank
+    names: tuple[str, ...]
+    pixels: np.ndarray
+
+
+def render_layers(
+    volume: np.ndarray,
+    banks: Sequence[Bank],
+    *,
+    scale: str = "clip",
+    depth: int = 8,
+    divisor: float = 1.0,
+    **overrides: Any,
+) -> RenderedResult:
+    """Apply banks in order and turn the last output into pixels (``to_pixels``).
+
+    The same pixels as ``to_pixels(run_layers(...).volume, scale, depth)``, but the last
+    layer's float output is never held whole: each band is activated and scaled as soon
+    as it is computed (except for ``minmax``, which needs every value first). With
+    ``divisor``, stored pixels go in without a float copy either.
+    """
+    if not banks:
+        raise ParameterError("no filter bank given")
+    *earlier, last = banks
+    source, source_divisor = volume, divisor
+    if earlier:
+        source = run_layers(volume, earlier, divisor=divisor, **overrides).volume
+        source_divisor = 1.0
+    if scale == "minmax":
+        result = run_layer(source, last, divisor=source_divisor, **overrides)
+        return RenderedResult(last, result.names, to_pixels(result.volume, scale, depth))
+    check_scale(scale, depth)
+    source = as_volume(source)
+    settings = settings_for(last, overrides)
+    resolved = last.resolve(source.shape[2])
+    activation = check_activation(settings.pop("activation"))
+    height, width = _layer_geometry(source.shape, resolved, settings, last)
+    pixels = np.empty((height, width, len(resolved.names)), DEPTHS[depth])
+
+    def render(first: int, band: np.ndarray) -> None:
+        apply_activation(band, activation)
+        pixels_into(band, pixels[first : first + band.shape[0]], scale)
+
+    _convolve_bands(source, resolved, last, render, source_divisor, settings)
+    return RenderedResult(last, resolved.names, pixels)

@@ -115,6 +115,24 @@ def read_volume(source: str | os.PathLike[str] | IO[bytes], *, channels: str = "
     file's own. ``.npy`` volumes (H×W×C, or H×W as C = 1) load unscaled, whatever
     ``channels`` says, and so do multi-page TIFF stacks of single-channel pages.
     """
+    pixels, divisor = read_pixels(source, channels=channels)
+    if pixels.dtype == np.float32 and divisor == 1.0:
+        return pixels
+    # One pass, straight to float32: the same values as converting, then dividing.
+    volume = np.empty(pixels.shape, np.float32)
+    np.divide(pixels, np.float32(divisor), out=volume, casting="unsafe")
+    return volume
+
+
+def read_pixels(
+    source: str | os.PathLike[str] | IO[bytes], *, channels: str = "rgb"
+) -> tuple[np.ndarray, float]:
+    """The values an image stores, H×W×C, and the divisor that maps them to [0, 1].
+
+    ``read_volume`` is these divided by the divisor in float32. The engine can take them
+    as they are (``divisor=``), so a large image never needs a float copy in memory.
+    ``.npy`` volumes come as float32 with divisor 1.
+    """
     if channels not in CHANNEL_MODES:
         raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
     label, stream = _open_source(source)
@@ -122,7 +140,7 @@ def read_volume(source: str | os.PathLike[str] | IO[bytes], *, channels: str = "
         magic = stream.read(len(NPY_MAGIC))
         stream.seek(0)
         if magic == NPY_MAGIC:
-            return _read_npy(stream, label)
+            return _read_npy(stream, label), 1.0
         if not magic:
             raise VolumeError(f"{label}: the file is empty")
         return _read_image(stream, label, channels)
@@ -173,14 +191,16 @@ def _read_npy(stream: BinaryIO, label: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
+def _read_image(stream: BinaryIO, label: str, channels: str) -> tuple[np.ndarray, float]:
     try:
         image = Image.open(stream)
-        volume = _page_stack(image, stream)
-        if volume is None:
-            volume = _image_to_volume(image, stream)
+        stack = _page_stack(image, stream)
+        if stack is None:
+            pixels, divisor = _image_pixels(image, stream)
             if channels == "rgb":
-                volume = _as_rgb(volume)
+                pixels = _as_rgb(pixels)
+        else:
+            pixels, divisor = stack
     except UnidentifiedImageError:
         raise VolumeError(
             f"{label}: not an image or .npy volume that convvol can read",
@@ -193,23 +213,32 @@ def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
-    return volume
+    return pixels, divisor
 
 
-def _page_stack(image: Image.Image, stream: BinaryIO) -> np.ndarray | None:
+def _page_stack(image: Image.Image, stream: BinaryIO) -> tuple[np.ndarray, float] | None:
     """A multi-page TIFF of same-size single-channel pages (as convvol writes) as one volume."""
     pages = int(getattr(image, "n_frames", 1))
     if image.format != "TIFF" or pages < 2:
         return None
     layers: list[np.ndarray] = []
+    divisors: list[float] = []
     for page in range(pages):
         image.seek(page)
         same_size = not layers or image.size == (layers[0].shape[1], layers[0].shape[0])
         if image.mode not in _SINGLE_CHANNEL_MODES or not same_size:
             image.seek(0)
             return None
-        layers.append(_image_to_volume(image, stream)[:, :, 0])
-    return np.stack(layers, axis=2)
+        pixels, divisor = _image_pixels(image, stream)
+        layers.append(pixels[:, :, 0])
+        divisors.append(divisor)
+    if len(set(divisors)) == 1:
+        return np.stack(layers, axis=2), divisors[0]
+    # Pages of different kinds: each to float32 by its own divisor.
+    volume = np.empty((*layers[0].shape, len(layers)), np.float32)
+    for c, (layer, divisor) in enumerate(zip(layers, divisors, strict=True)):
+        np.divide(layer, np.float32(divisor), out=volume[:, :, c], casting="unsafe")
+    return volume, 1.0
 
 
 def _direct_mode(image: Image.Image) -> Image.Image:
@@ -224,8 +253,9 @@ def _direct_mode(image: Image.Image) -> Image.Image:
 EXIF_ORIENTATION = 0x0112
 
 
-def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
-    """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → float32 H×W×C."""
+def _image_pixels(image: Image.Image, stream: BinaryIO) -> tuple[np.ndarray, float]:
+    """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → H×W×C
+    values and their divisor."""
     # load() clears the tile list, which tells 16-bit-per-sample colour apart.
     tiles = list(getattr(image, "tile", None) or [])
     image.load()
@@ -236,12 +266,9 @@ def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
     else:
         direct = _direct_mode(image)
         pixels, divisor = np.asarray(direct), _DIRECT_MODES[direct.mode]
-    # One pass, straight to float32: the same values as converting, then dividing.
-    volume = np.empty(pixels.shape, np.float32)
-    np.divide(pixels, np.float32(divisor), out=volume, casting="unsafe")
-    if volume.ndim == 2:
-        volume = volume[:, :, np.newaxis]
-    return _orient(volume, orientation)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return _orient(pixels, orientation), divisor
 
 
 def _orient(volume: np.ndarray, orientation: object) -> np.ndarray:
