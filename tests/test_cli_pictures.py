@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 from PIL import Image
 
 import convvol
 from convvol.bank import channel_names, load_bank
-from convvol.cli import cli
 from convvol.output import to_pixels
 from convvol.pictures import (
     BACKGROUND,
@@ -26,27 +24,11 @@ from convvol.pictures import (
     sheet_layout,
     thumbnail_size,
 )
+from test_cli import assert_clean_error, read_png, run
 
 REPO = Path(__file__).resolve().parents[1]
 PATTERN = REPO / "sample_images" / "pattern.png"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def run(*args: str | os.PathLike[str], stdin: bytes | None = None) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], input=stdin, catch_exceptions=False)
-
-
-def assert_clean_error(result: Result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith("convvol: error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-
-
-def read(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image)
 
 
 @pytest.fixture
@@ -64,11 +46,11 @@ def test_montage_shows_the_input_and_every_filter(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote edges.png" in result.stderr
     assert "wrote sheet.png: contact sheet of the input and 3 output channels" in result.stderr
-    sheet = read(workdir / "sheet.png")
+    sheet = read_png(workdir / "sheet.png")
     layout = sheet_layout(1 + 3, 256, 256)  # the RGB input, then the 3 filters of edges
     assert sheet.shape == (*layout.size, 3)
     volume = convvol.read_volume(PATTERN)
-    response = read(workdir / "edges.png")  # the RGB output: one channel per filter
+    response = read_png(workdir / "edges.png")  # the RGB output: one channel per filter
     y0, y1, x0, x1 = layout.tile_box(0)
     np.testing.assert_array_equal(sheet[y0:y1, x0:x1], to_pixels(volume))
     for index in range(3):
@@ -88,11 +70,13 @@ def test_montage_with_split_and_the_scale_rule(workdir: Path) -> None:
     assert sorted(p.name for p in (workdir / "out").iterdir()) == sorted(
         [f"{f.name}.png" for f in load_bank("gradients").filters] + ["pattern-gradients.png"]
     )
-    sheet = read(workdir / "out" / "pattern-gradients.png")
+    sheet = read_png(workdir / "out" / "pattern-gradients.png")
     layout = sheet_layout(4, 256, 256)
     for index, name in enumerate(f.name for f in load_bank("gradients").filters):
         y0, y1, x0, x1 = layout.tile_box(1 + index)
-        np.testing.assert_array_equal(sheet[y0:y1, x0:x1, 0], read(workdir / "out" / f"{name}.png"))
+        np.testing.assert_array_equal(
+            sheet[y0:y1, x0:x1, 0], read_png(workdir / "out" / f"{name}.png")
+        )
 
 
 def test_montage_of_stacked_layers_and_a_deep_input(workdir: Path) -> None:
@@ -104,7 +88,7 @@ def test_montage_of_stacked_layers_and_a_deep_input(workdir: Path) -> None:
                  "--montage", "sheet.png")  # fmt: skip
     assert result.exit_code == 0, result.output
     layout = sheet_layout(5 + 2, 20, 30)  # a tile per input channel, then 2 outputs
-    sheet = read(workdir / "sheet.png")
+    sheet = read_png(workdir / "sheet.png")
     assert sheet.shape == (*layout.size, 3)
     # Labels say which bank made a channel ("pair/smooth"): wider text than "smooth" alone.
     single = run("apply", "deep.npy", "-f", "pair.yaml", "-o", "one.tif", "--montage", "one.png")
@@ -114,7 +98,7 @@ def test_montage_of_stacked_layers_and_a_deep_input(workdir: Path) -> None:
     def inked_columns(picture: np.ndarray) -> int:
         return int((picture[y0:y1, x0:x1] != BACKGROUND).any(axis=(0, 2)).sum())
 
-    assert inked_columns(sheet) > inked_columns(read(workdir / "one.png"))
+    assert inked_columns(sheet) > inked_columns(read_png(workdir / "one.png"))
 
 
 def test_montage_may_be_a_jpeg_and_goes_with_stdout(workdir: Path) -> None:
@@ -182,7 +166,7 @@ def test_show_filter_image_draws_the_heat_maps(workdir: Path) -> None:
     assert "wrote kernels.png" in result.stderr
     resolved = load_bank("edges").resolve(3)
     layout = heatmap_layout(resolved, channel_names(3))
-    picture = read(workdir / "kernels.png")
+    picture = read_png(workdir / "kernels.png")
     assert picture.shape == (*layout.size, 3)
     red, _, blue = (int(v) for v in picture[layout.cell_box(0, 0, 0, 0)[0] + 1,
                                             layout.cell_box(0, 0, 0, 0)[2] + 1])  # fmt: skip
@@ -194,7 +178,7 @@ def test_show_filter_image_for_another_depth(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "blur_gray" in result.stdout
     layout = heatmap_layout(load_bank("blur").resolve(1), ["gray"])
-    assert read(workdir / "k.png").shape == (*layout.size, 3)
+    assert read_png(workdir / "k.png").shape == (*layout.size, 3)
 
 
 @pytest.mark.parametrize(

@@ -147,6 +147,29 @@ def engine_options(command: F) -> F:
     return command
 
 
+def channels_option(command: F) -> F:
+    """How images are read: --channels rgb|keep (apply, preview)."""
+    return click.option(
+        "--channels",
+        type=HintedChoice(CHANNEL_MODES),
+        default="rgb",
+        show_default=True,
+        help="rgb converts every image to 3 channels; keep keeps the file's own "
+        "(L=1, LA=2, RGB=3, RGBA=4).",
+    )(command)
+
+
+def scale_option(command: F) -> F:
+    """How float values become pixels: --scale (apply, preview)."""
+    return click.option(
+        "--scale",
+        type=HintedChoice(list(SCALES)),
+        default="clip",
+        show_default=True,
+        help="How values become pixels: clip, abs, minmax, signed.",
+    )(command)
+
+
 @click.group(
     name="convvol", cls=ConvvolGroup, context_settings={"help_option_names": ["-h", "--help"]}
 )
@@ -192,22 +215,9 @@ def cli(debug: bool) -> None:
     default=None,
     help="Output format; default: from OUTPUT's extension (png for -).",
 )
-@click.option(
-    "--channels",
-    type=HintedChoice(CHANNEL_MODES),
-    default="rgb",
-    show_default=True,
-    help="rgb converts every image to 3 channels; keep keeps the file's own "
-    "(L=1, LA=2, RGB=3, RGBA=4).",
-)
+@channels_option
 @engine_options
-@click.option(
-    "--scale",
-    type=HintedChoice(list(SCALES)),
-    default="clip",
-    show_default=True,
-    help="How responses become pixels: clip, abs, minmax, signed.",
-)
+@scale_option
 @click.option(
     "--depth",
     type=HintedChoice(["8", "16"]),
@@ -571,23 +581,11 @@ def _count(number: int, noun: str) -> str:
 
 @cli.command("preview")
 @click.argument("input_path", metavar="IMAGE_OR_NPY")
-@click.option(
-    "--channels",
-    type=HintedChoice(CHANNEL_MODES),
-    default="rgb",
-    show_default=True,
-    help="How images are read, as for apply: rgb, or keep the file's own channels.",
-)
+@channels_option
 @click.option(
     "--split", is_flag=True, help="Each channel as its own greyscale thumbnail, with its name."
 )
-@click.option(
-    "--scale",
-    type=HintedChoice(list(SCALES)),
-    default="clip",
-    show_default=True,
-    help="How values become pixels, as for apply: clip, abs, minmax, signed.",
-)
+@scale_option
 @click.option(
     "--width",
     type=click.IntRange(min=1),
