@@ -57,6 +57,9 @@ VALUE_CELL = 44
 HEATMAP_SIDE = 264
 MAX_SIDE = 4096
 MIN_TINT = 0.05  # a non-zero weight is at least this far from neutral on the colour map
+LEGEND_WIDTH = 256  # the colour bar under the maps, and its numbers under it
+LEGEND_BAR = 12
+LEGEND_HEIGHT = LEGEND_BAR + LABEL_BAND
 
 # ColorBrewer's RdBu, from −1 (dark blue) through 0 (neutral #f7f7f7) to +1 (dark red).
 DIVERGING = np.array(
@@ -447,11 +450,6 @@ class HeatmapLayout:
         y0 = self.size[0] - MARGIN - LEGEND_HEIGHT
         x0 = MARGIN + self.label_width
         return y0, y0 + LEGEND_BAR, x0, x0 + LEGEND_WIDTH
-
-
-LEGEND_WIDTH = 256
-LEGEND_BAR = 12
-LEGEND_HEIGHT = LEGEND_BAR + LABEL_BAND
 
 
 def heatmap_layout(
