@@ -20,6 +20,7 @@ from convvol.errors import (
     VolumeError,
 )
 from convvol.kernels import builtin_kernel
+from convvol.pictures import contact_sheet, kernel_heatmaps
 from convvol.pipeline import LayerResult, apply_bank, run_layers
 from convvol.volume import read_volume, write_volume
 
@@ -39,7 +40,9 @@ __all__ = [
     "apply_bank",
     "bank_from_document",
     "builtin_kernel",
+    "contact_sheet",
     "convolve",
+    "kernel_heatmaps",
     "load_bank",
     "read_volume",
     "run_layers",

@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 
 import click
 
-from convvol import __version__, console
+from convvol import __version__, console, pictures
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
-from convvol.errors import BankError, ConvvolError, choice_hint
+from convvol.errors import BankError, ConvvolError, ParameterError, choice_hint
 from convvol.output import SCALES
 from convvol.pipeline import plan_layers, run_layers
 from convvol.volume import (
@@ -28,6 +28,7 @@ from convvol.volume import (
     DEFAULT_COMPRESS_LEVEL,
     FORMAT_ALIASES,
     FORMATS,
+    Format,
     OutputSet,
     check_encodable,
     format_for_path,
@@ -146,6 +147,29 @@ def engine_options(command: F) -> F:
     return command
 
 
+def channels_option(command: F) -> F:
+    """How images are read: --channels rgb|keep (apply, preview)."""
+    return click.option(
+        "--channels",
+        type=HintedChoice(CHANNEL_MODES),
+        default="rgb",
+        show_default=True,
+        help="rgb converts every image to 3 channels; keep keeps the file's own "
+        "(L=1, LA=2, RGB=3, RGBA=4).",
+    )(command)
+
+
+def scale_option(command: F) -> F:
+    """How float values become pixels: --scale (apply, preview)."""
+    return click.option(
+        "--scale",
+        type=HintedChoice(list(SCALES)),
+        default="clip",
+        show_default=True,
+        help="How values become pixels: clip, abs, minmax, signed.",
+    )(command)
+
+
 @click.group(
     name="convvol", cls=ConvvolGroup, context_settings={"help_option_names": ["-h", "--help"]}
 )
@@ -191,22 +215,9 @@ def cli(debug: bool) -> None:
     default=None,
     help="Output format; default: from OUTPUT's extension (png for -).",
 )
-@click.option(
-    "--channels",
-    type=HintedChoice(CHANNEL_MODES),
-    default="rgb",
-    show_default=True,
-    help="rgb converts every image to 3 channels; keep keeps the file's own "
-    "(L=1, LA=2, RGB=3, RGBA=4).",
-)
+@channels_option
 @engine_options
-@click.option(
-    "--scale",
-    type=HintedChoice(list(SCALES)),
-    default="clip",
-    show_default=True,
-    help="How responses become pixels: clip, abs, minmax, signed.",
-)
+@scale_option
 @click.option(
     "--depth",
     type=HintedChoice(["8", "16"]),
@@ -222,6 +233,18 @@ def cli(debug: bool) -> None:
     help="PNG zlib level: 1 is fast (as OpenCV), 6 is Pillow's default, 9 is smallest.",
 )
 @click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
+@click.option(
+    "--montage",
+    metavar="SHEET",
+    default=None,
+    help="Also write a contact sheet: the input and every output channel, labelled, on a "
+    "grid (format from SHEET's extension; {stem} and {bank} may be used).",
+)
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Draw each output channel as a thumbnail on stderr, if it is a terminal.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
     input_path: str,
@@ -234,6 +257,8 @@ def apply(
     depth: str,
     compress_level: int,
     explain: bool,
+    montage: str | None,
+    preview: bool,
     quiet: bool,
     **settings: Any,
 ) -> None:
@@ -247,6 +272,7 @@ def apply(
         convvol apply photo.jpg -f edges --split -o 'out/{name}.png'
         convvol apply photo.jpg -f blur -o blurred.png
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
+        convvol apply photo.jpg -f edges -o edges.png --montage sheet.png --preview
     """
     banks = [load_bank(name) for name in bank_names]
     _check_cval(settings, banks)
@@ -260,6 +286,8 @@ def apply(
     template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
     if not to_stdout:
         _check_template(template, split)
+    if montage is not None:
+        _check_template(montage, split=False, option="'--montage'")
     volume = read_volume(input_path, channels=channels)
     names = _output_names(volume.shape[2], banks, bank_names, channels)
     if explain:
@@ -270,36 +298,56 @@ def apply(
     options: dict[str, Any] = {
         "scale": scale, "depth": int(depth), "compress_level": compress_level,
     }  # fmt: skip
-    if to_stdout:
-        fmt = format_named(format_name or "png")
-        check_encodable(fmt, len(names), int(depth), "standard output")
-        result = run_layers(volume, banks, **settings)
-        write_volume("-", result.volume, format=fmt.name, **options)
-        return
-
     fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
               "bank": banks[-1].name}  # fmt: skip
-    targets = (
-        [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
-        if split
-        else [template.format(**fields)]
-    )
-    formats = [format_named(format_name) if format_name else format_for_path(t) for t in targets]
-    _check_targets(targets, input_path, template)
-    for target, fmt in zip(targets, formats, strict=True):
-        check_encodable(fmt, 1 if split else len(names), int(depth), target)
+    targets: list[str] = []
+    if to_stdout:
+        stdout_format = format_named(format_name or "png")
+        check_encodable(stdout_format, len(names), int(depth), "standard output")
+    else:
+        targets = (
+            [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
+            if split
+            else [template.format(**fields)]
+        )
+        formats = [format_named(format_name) if format_name else format_for_path(t)
+                   for t in targets]  # fmt: skip
+        _check_targets(targets, input_path, template)
+        for target, fmt in zip(targets, formats, strict=True):
+            check_encodable(fmt, 1 if split else len(names), int(depth), target)
+    sheet = _montage_target(montage.format(**fields), input_path, targets) if montage else None
 
     result = run_layers(volume, banks, **settings)
+    # With several layers, a channel's name alone does not say which bank made it.
+    labels = tuple(f"{banks[-1].name}/{name}" if len(banks) > 1 else name for name in names)
     with OutputSet() as outputs:
-        jobs = [
-            (target, result.volume[:, :, index : index + 1] if split else result.volume, fmt)
-            for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
-        ]
-        outputs.write_all(jobs, **options)
+        if sheet is not None:  # first, so that a failure here leaves stdout untouched
+            source = fields["stem"] if input_path == "-" else Path(input_path).name
+            title = " > ".join([source, *(bank.name for bank in banks)]) + f"  (--scale {scale})"
+            picture = pictures.contact_sheet(
+                volume, result.volume, labels, scale=scale, title=title,
+                input_names=channel_names(volume.shape[2]),
+            )  # fmt: skip
+            outputs.write(sheet[0], pictures.as_unit_volume(picture), fmt=sheet[1],
+                          scale="clip", depth=8, compress_level=compress_level)  # fmt: skip
+        if to_stdout:
+            write_volume("-", result.volume, format=stdout_format.name, **options)
+        else:
+            jobs = [
+                (target, result.volume[:, :, index : index + 1] if split else result.volume, fmt)
+                for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
+            ]
+            outputs.write_all(jobs, **options)
     if not quiet:
         height, width, depth_out = result.volume.shape
-        shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
-        console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+        if targets:
+            shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
+            console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+        if sheet is not None:
+            console.status(f"wrote {sheet[0]}: contact sheet of the input and "
+                           f"{_count(depth_out, 'output channel')}")  # fmt: skip
+    if preview:
+        console.preview(pictures.volume_pictures(result.volume, labels, scale=scale), stderr=True)
 
 
 def _check_cval(settings: dict[str, Any], banks: list[Bank]) -> None:
@@ -340,7 +388,7 @@ def _output_names(
     return names
 
 
-def _check_template(template: str, split: bool) -> None:
+def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
     """Refuse a template that names unknown fields, converts, or maps channels to one file."""
     allowed = TEMPLATE_FIELDS if split else ("stem", "bank")
     try:
@@ -355,7 +403,7 @@ def _check_template(template: str, split: bool) -> None:
             raise ValueError("conversions such as !r are not allowed")
         template.format(name="x", index=0, stem="x", bank="x")  # format specs, e.g. {index:03d}
     except (ValueError, KeyError, IndexError) as error:
-        raise click.BadParameter(f"{template!r}: {error}", param_hint="'-o'") from None
+        raise click.BadParameter(f"{template!r}: {error}", param_hint=option) from None
     if split and not fields & {"name", "index"}:
         raise click.BadParameter(
             f"{template!r} would write every channel to the same file; "
@@ -380,6 +428,36 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
     for target in targets:
         if Path(target).is_dir():
             raise click.BadParameter(f"{target} is a directory", param_hint="'-o'")
+
+
+def _picture_target(target: str, option: str, taken: dict[str, str]) -> tuple[str, Format]:
+    """Check a picture's file before any work: a file, its format known, no path taken.
+
+    ``taken`` maps paths already in use (the input, the outputs) to what they are.
+    """
+    if target == "-":
+        raise click.BadParameter("a picture goes to a file, not standard output", param_hint=option)
+    try:
+        fmt = format_for_path(target)
+    except ParameterError as error:
+        known = ", ".join(ext for f in FORMATS.values() for ext in f.extensions)
+        raise click.BadParameter(
+            f"{error.message}; use one of {known}", param_hint=option
+        ) from None
+    resolved = Path(target).resolve()
+    for path, what in taken.items():
+        if path != "-" and Path(path).resolve() == resolved:
+            raise click.BadParameter(f"{target} is {what}", param_hint=option)
+    if resolved.is_dir():
+        raise click.BadParameter(f"{target} is a directory", param_hint=option)
+    return target, fmt
+
+
+def _montage_target(target: str, input_path: str, outputs: list[str]) -> tuple[str, Format]:
+    """The contact sheet's path and format; never the input or one of the outputs."""
+    taken = dict.fromkeys(outputs, "an output of this run")
+    taken[input_path] = "the input: convvol never overwrites its input"
+    return _picture_target(target, "'--montage'", taken)
 
 
 @cli.command("list-filters")
@@ -441,15 +519,24 @@ def list_filters(as_json: bool) -> None:
     help="Show the filters completed for a volume of this many channels "
     "(default: the depth the bank is written for, 3 for RGB).",
 )
-def show_filter(bank_name: str, depth: int | None) -> None:
+@click.option(
+    "--image",
+    metavar="FILE",
+    default=None,
+    help="Also draw every filter as a row of heat maps, one per channel layer, into FILE "
+    "(format from its extension).",
+)
+def show_filter(bank_name: str, depth: int | None, image: str | None) -> None:
     """Print every filter of a bank, one table per channel layer.
 
     \b
     Example:
         convvol show-filter edges
+        convvol show-filter edges --image kernels.png
     """
     bank = load_bank(bank_name)
     depth = depth or bank.default_channels
+    target = _picture_target(image, "'--image'", _bank_file(bank)) if image else None
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
     kh, kw = bank.kernel_shape
@@ -474,10 +561,57 @@ def show_filter(bank_name: str, depth: int | None) -> None:
             extras.append("zero on " + ", ".join(zero))
         header = name + (f": {description}" if description else "")
         console.show_layers(f"{header} ({'; '.join(extras)})", layers)
+    if target is not None:
+        shape = "x".join(map(str, resolved.weights.shape))
+        title = f"{bank.name} · {shape} (N x C x kh x kw)"
+        picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
+        write_volume(target[0], pictures.as_unit_volume(picture), format=target[1].name)
+        height, width = picture.shape[:2]
+        console.status(f"wrote {target[0]}: {width}×{height} heat maps of {bank.name}")
+
+
+def _bank_file(bank: Bank) -> dict[str, str]:
+    """The bank's own file, as a path a picture must not overwrite."""
+    return {str(bank.source): "the bank's file"} if bank.source else {}
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+@cli.command("preview")
+@click.argument("input_path", metavar="IMAGE_OR_NPY")
+@channels_option
+@click.option(
+    "--split", is_flag=True, help="Each channel as its own greyscale thumbnail, with its name."
+)
+@scale_option
+@click.option(
+    "--width",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Columns to draw in (default: the terminal's width, and at most its height).",
+)
+def preview_command(
+    input_path: str, channels: str, split: bool, scale: str, width: int | None
+) -> None:
+    """Draw an image or .npy volume (or - for stdin) in the terminal, in colour.
+
+    A 1- or 3-channel volume is one thumbnail (grey or colour; alpha is left out); other
+    depths, or --split, give one greyscale thumbnail per channel, side by side, each with
+    its name. Nothing is drawn when stdout is not a terminal.
+
+    \b
+    Example:
+        convvol preview photo.jpg
+        convvol apply photo.jpg -f gradients -o - --format npy | convvol preview - --scale signed
+    """
+    volume = read_volume(input_path, channels=channels)
+    height, width_px, depth = volume.shape
+    source = "stdin" if input_path == "-" else Path(input_path).name
+    whole = None if split else f"{source} {width_px}×{height}×{depth}"
+    shown = pictures.volume_pictures(volume, channel_names(depth), scale=scale, whole=whole)
+    console.preview(shown, columns=width)
 
 
 @cli.command()
