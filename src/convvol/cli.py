@@ -22,7 +22,7 @@ from convvol.bank import Bank, available_banks, channel_names, load_bank, search
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
 from convvol.errors import BankError, ConvvolError, ParameterError, choice_hint
 from convvol.output import SCALES
-from convvol.pipeline import plan_layers, run_layers
+from convvol.pipeline import plan_layers, render_layers, run_layers
 from convvol.volume import (
     CHANNEL_MODES,
     DEFAULT_COMPRESS_LEVEL,
@@ -33,6 +33,8 @@ from convvol.volume import (
     check_encodable,
     format_for_path,
     format_named,
+    pixels_to_volume,
+    read_pixels,
     read_volume,
     write_volume,
 )
@@ -288,10 +290,10 @@ def apply(
         _check_template(template, split)
     if montage is not None:
         _check_template(montage, split=False, option="'--montage'")
-    volume = read_volume(input_path, channels=channels)
-    names = _output_names(volume.shape[2], banks, bank_names, channels)
+    stored, divisor = read_pixels(input_path, channels=channels)
+    names = _output_names(stored.shape[2], banks, bank_names, channels)
     if explain:
-        shape = (volume.shape[0], volume.shape[1], volume.shape[2])
+        shape = (stored.shape[0], stored.shape[1], stored.shape[2])
         for number, (bank, plan) in enumerate(zip(banks, plan_layers(shape, banks, **settings),
                                                   strict=True), start=1):  # fmt: skip
             console.status(f"layer {number} ({bank.name}): {plan.describe()}")
@@ -317,29 +319,43 @@ def apply(
             check_encodable(fmt, 1 if split else len(names), int(depth), target)
     sheet = _montage_target(montage.format(**fields), input_path, targets) if montage else None
 
-    result = run_layers(volume, banks, **settings)
+    # Only image files to write: the last layer goes straight to pixels, band by band,
+    # never held as floats (the same pixels, less memory and time).
+    as_pixels = (
+        sheet is None
+        and not preview
+        and all(fmt.name != "npy" for fmt in ([stdout_format] if to_stdout else formats))
+    )
+    if as_pixels:
+        rendered = render_layers(
+            stored, banks, scale=scale, depth=int(depth), divisor=divisor, **settings
+        )
+        outcome, options["quantized"] = rendered.pixels, True
+    else:
+        outcome = run_layers(stored, banks, divisor=divisor, **settings).volume
     # With several layers, a channel's name alone does not say which bank made it.
     labels = tuple(f"{banks[-1].name}/{name}" if len(banks) > 1 else name for name in names)
     with OutputSet() as outputs:
         if sheet is not None:  # first, so that a failure here leaves stdout untouched
+            volume = pixels_to_volume(stored, divisor)
             source = fields["stem"] if input_path == "-" else Path(input_path).name
             title = " > ".join([source, *(bank.name for bank in banks)]) + f"  (--scale {scale})"
             picture = pictures.contact_sheet(
-                volume, result.volume, labels, scale=scale, title=title,
+                volume, outcome, labels, scale=scale, title=title,
                 input_names=channel_names(volume.shape[2]),
             )  # fmt: skip
             outputs.write(sheet[0], pictures.as_unit_volume(picture), fmt=sheet[1],
                           scale="clip", depth=8, compress_level=compress_level)  # fmt: skip
         if to_stdout:
-            write_volume("-", result.volume, format=stdout_format.name, **options)
+            write_volume("-", outcome, format=stdout_format.name, **options)
         else:
             jobs = [
-                (target, result.volume[:, :, index : index + 1] if split else result.volume, fmt)
+                (target, outcome[:, :, index : index + 1] if split else outcome, fmt)
                 for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
             ]
             outputs.write_all(jobs, **options)
     if not quiet:
-        height, width, depth_out = result.volume.shape
+        height, width, depth_out = outcome.shape
         if targets:
             shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
             console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
@@ -347,7 +363,7 @@ def apply(
             console.status(f"wrote {sheet[0]}: contact sheet of the input and "
                            f"{_count(depth_out, 'output channel')}")  # fmt: skip
     if preview:
-        console.preview(pictures.volume_pictures(result.volume, labels, scale=scale), stderr=True)
+        console.preview(pictures.volume_pictures(outcome, labels, scale=scale), stderr=True)
 
 
 def _check_cval(settings: dict[str, Any], banks: list[Bank]) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import OutputError, ParameterError, VolumeError, did_you_mean
-from convvol.output import as_volume, to_pixels
+from convvol.output import DEPTHS, as_volume, to_pixels
 
 NPY_MAGIC = b"\x93NUMPY"
 CHANNEL_MODES = ("rgb", "keep")
@@ -115,7 +115,11 @@ def read_volume(source: str | os.PathLike[str] | IO[bytes], *, channels: str = "
     file's own. ``.npy`` volumes (H×W×C, or H×W as C = 1) load unscaled, whatever
     ``channels`` says, and so do multi-page TIFF stacks of single-channel pages.
     """
-    pixels, divisor = read_pixels(source, channels=channels)
+    return pixels_to_volume(*read_pixels(source, channels=channels))
+
+
+def pixels_to_volume(pixels: np.ndarray, divisor: float) -> np.ndarray:
+    """Stored values (as :func:`read_pixels` gives them) as a float32 volume in [0, 1]."""
     if pixels.dtype == np.float32 and divisor == 1.0:
         return pixels
     # One pass, straight to float32: the same values as converting, then dividing.
@@ -354,17 +358,25 @@ def encode_volume(
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     target: str = "output",
+    quantized: bool = False,
 ) -> None:
     """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy.
 
-    ``target`` names the destination in error messages.
+    ``target`` names the destination in error messages. ``quantized`` says ``volume``
+    holds pixels already (``to_pixels``'s uint8 or uint16 for ``depth``): they are
+    written as they are.
     """
     volume = as_volume(volume)
+    if quantized and (fmt.name == "npy" or volume.dtype != DEPTHS.get(depth)):
+        raise ParameterError(
+            f"{target}: quantized pixels must be {np.dtype(DEPTHS.get(depth, np.uint8)).name} "
+            f"for an image format; got {volume.dtype} for {fmt.name}"
+        )
     if fmt.name == "npy":
         np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
         return
     check_encodable(fmt, volume.shape[2], depth, target)
-    pixels = to_pixels(volume, scale, depth)
+    pixels = volume if quantized else to_pixels(volume, scale, depth)
     channels = pixels.shape[2]
     if fmt.name == "png":
         _write_png(stream, pixels, compress_level)
@@ -621,15 +633,19 @@ def write_volume(
     scale: str = "clip",
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    quantized: bool = False,
 ) -> None:
     """Write an H×W×C volume to a path (atomically), ``"-"`` (stdout) or a binary stream.
 
     The format comes from ``format`` or else the path's extension. Images store 1
     (greyscale) or 3 (RGB) channels, TIFF any number (one page each); pixels follow
     ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16 bits). ``.npy`` stores the
-    float32 volume unscaled.
+    float32 volume unscaled. ``quantized=True`` writes pixels that ``to_pixels`` (or
+    ``render_layers``) made already, as they are.
     """
-    options: dict[str, Any] = {"scale": scale, "depth": depth, "compress_level": compress_level}
+    options: dict[str, Any] = {
+        "scale": scale, "depth": depth, "compress_level": compress_level, "quantized": quantized,
+    }  # fmt: skip
     to_stdout = isinstance(target, str | os.PathLike) and str(target) == "-"
     if isinstance(target, str | os.PathLike) and not to_stdout:
         fmt = format_named(format) if format else format_for_path(target)
