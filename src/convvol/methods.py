@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -100,6 +100,13 @@ class DirectGroup:
     filters: tuple[int, ...]
     channels: tuple[int, int]  # the range [first, last) of channels they read
     layers: np.ndarray  # len(filters) × (last − first) × kh × kw
+    matrices: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def matrix(self, count: int, shape: BandShape) -> np.ndarray:
+        """The stacked Toeplitz matrix for chunks of ``count`` rows, built once per count."""
+        if count not in self.matrices:  # a race only builds the same matrix twice
+            self.matrices[count] = _direct_matrix(self.layers, count, shape)
+        return self.matrices[count]
 
 
 def direct_groups(weights: np.ndarray) -> list[DirectGroup]:
@@ -182,7 +189,7 @@ def direct(
         target = out[first : first + chunks * count].reshape(chunks, count, width, -1)
         for group in groups:
             lo, hi = group.channels[0] - used[0], group.channels[1] - used[0]
-            matrix = _direct_matrix(group.layers, count, shape)
+            matrix = group.matrix(count, shape)
             result = scratch.array("direct.result", (chunks, matrix.shape[0], width))
             np.matmul(matrix, stack[:, lo:hi].reshape(chunks, -1, width), out=result)
             result = result.reshape(chunks, len(group.filters), count, width)
