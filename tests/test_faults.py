@@ -563,6 +563,14 @@ def test_pixel_limit_is_checked_before_decoding(workdir: Path) -> None:
     assert_refused(result, 2, ("bomb.png", "--max-pixels"))
 
 
+def test_preview_has_the_same_limit(workdir: Path) -> None:
+    (workdir / "bomb.png").write_bytes(png_header_only(20_000, 20_000))
+    result = run("preview", "bomb.png")
+    assert_refused(result, 2, ("bomb.png", "400,000,000 pixels", "limit of 178,956,970"))
+    result = run("preview", PATTERN, "--max-pixels", "100")
+    assert_refused(result, 2, ("65,536 pixels", "limit of 100"))
+
+
 def test_pixel_limit_can_be_raised_or_lifted(workdir: Path) -> None:
     for args in (["--max-pixels", "65536"], ["--max-pixels", "0"]):
         result = run("apply", PATTERN, "-f", "blur", "-o", "ok.png", *args)
@@ -915,6 +923,7 @@ def test_memory_error_names_the_input(workdir: Path, monkeypatch: pytest.MonkeyP
         raise MemoryError
 
     monkeypatch.setattr("convvol.cli.run_layers", exhausted)
+    monkeypatch.setattr("convvol.cli.render_layers", exhausted)
     result = run("apply", PATTERN, "-f", "edges", "-o", "x.png")
     assert_refused(result, 1, (str(PATTERN), "not enough memory"))
     assert everything(workdir) == set()

@@ -21,23 +21,26 @@ from typing import Any, TypeVar
 
 import click
 
-from convvol import __version__, console
+from convvol import __version__, console, pictures
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
-from convvol.errors import BankError, ConvvolError, choice_hint
+from convvol.errors import BankError, ConvvolError, ParameterError, choice_hint
 from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.output import SCALES
-from convvol.pipeline import check_memory, plan_layers, run_layers
+from convvol.pipeline import check_memory, plan_layers, render_layers, run_layers
 from convvol.volume import (
     CHANNEL_MODES,
     DEFAULT_COMPRESS_LEVEL,
     DEFAULT_MAX_PIXELS,
     FORMAT_ALIASES,
     FORMATS,
+    Format,
     OutputSet,
     check_encodable,
     format_for_path,
     format_named,
+    pixels_to_volume,
+    read_pixels,
     read_volume,
     write_volume,
 )
@@ -170,6 +173,44 @@ def engine_options(command: F) -> F:
     return command
 
 
+def channels_option(command: F) -> F:
+    """How images are read: --channels rgb|keep (apply, preview)."""
+    return click.option(
+        "--channels",
+        type=HintedChoice(CHANNEL_MODES),
+        default="rgb",
+        show_default=True,
+        help="rgb converts every image to 3 channels; keep keeps the file's own "
+        "(L=1, LA=2, RGB=3, RGBA=4).",
+    )(command)
+
+
+def scale_option(command: F) -> F:
+    """How float values become pixels: --scale (apply, preview)."""
+    return click.option(
+        "--scale",
+        type=HintedChoice(list(SCALES)),
+        default="clip",
+        show_default=True,
+        help="How values become pixels: clip, abs, minmax, signed.",
+    )(command)
+
+
+def max_pixels_option(command: F) -> F:
+    """--max-pixels, for every command that reads images (apply, preview)."""
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=0),
+        default=DEFAULT_MAX_PIXELS,
+        show_default=True,
+        envvar="CONVVOL_MAX_PIXELS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse images of more pixels (width × height) and .npy volumes of more than "
+        "4·N values, before decoding them; 0: no limit.",
+    )(command)
+
+
 def max_kernel_option(command: F) -> F:
     """--max-kernel, for every command that reads banks."""
     return click.option(
@@ -229,22 +270,9 @@ def cli(debug: bool) -> None:
     default=None,
     help="Output format; default: from OUTPUT's extension (png for -).",
 )
-@click.option(
-    "--channels",
-    type=HintedChoice(CHANNEL_MODES),
-    default="rgb",
-    show_default=True,
-    help="rgb converts every image to 3 channels; keep keeps the file's own "
-    "(L=1, LA=2, RGB=3, RGBA=4).",
-)
+@channels_option
 @engine_options
-@click.option(
-    "--scale",
-    type=HintedChoice(list(SCALES)),
-    default="clip",
-    show_default=True,
-    help="How responses become pixels: clip, abs, minmax, signed.",
-)
+@scale_option
 @click.option(
     "--depth",
     type=HintedChoice(["8", "16"]),
@@ -261,16 +289,18 @@ def cli(debug: bool) -> None:
 )
 @click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
 @click.option(
-    "--max-pixels",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
-    envvar="CONVVOL_MAX_PIXELS",
-    show_envvar=True,
-    metavar="N",
-    help="Refuse images of more pixels (width × height) and .npy volumes of more than "
-    "4·N values, before decoding them; 0: no limit.",
+    "--montage",
+    metavar="SHEET",
+    default=None,
+    help="Also write a contact sheet: the input and every output channel, labelled, on a "
+    "grid (format from SHEET's extension; {stem} and {bank} may be used).",
 )
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Draw each output channel as a thumbnail on stderr, if it is a terminal.",
+)
+@max_pixels_option
 @max_kernel_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
@@ -284,6 +314,8 @@ def apply(
     depth: str,
     compress_level: int,
     explain: bool,
+    montage: str | None,
+    preview: bool,
     max_pixels: int,
     max_kernel: int,
     quiet: bool,
@@ -299,6 +331,7 @@ def apply(
         convvol apply photo.jpg -f edges --split -o 'out/{name}.png'
         convvol apply photo.jpg -f blur -o blurred.png
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
+        convvol apply photo.jpg -f edges -o edges.png --montage sheet.png --preview
     """
     click.get_current_context().meta["convvol.input"] = input_path  # for messages
     banks = [load_bank(name, max_kernel=max_kernel) for name in bank_names]
@@ -313,13 +346,12 @@ def apply(
     template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
     if not to_stdout:
         _check_template(template, split)
+    if montage is not None:
+        _check_template(montage, split=False, option="'--montage'")
     with console.native_messages_hidden():
-        volume = read_volume(input_path, channels=channels, max_pixels=max_pixels)
-    names = _output_names(volume.shape[2], banks, bank_names, channels)
-    shape = (volume.shape[0], volume.shape[1], volume.shape[2])
-    label = "<stdin>" if input_path == "-" else input_path
-    check_memory(shape, banks, label=label, writing=_writing_cost(template, format_name,
-                 to_stdout, int(depth)), **settings)  # fmt: skip
+        stored, divisor = read_pixels(input_path, channels=channels, max_pixels=max_pixels)
+    names = _output_names(stored.shape[2], banks, bank_names, channels)
+    shape = (stored.shape[0], stored.shape[1], stored.shape[2])
     if explain:
         for number, (bank, plan) in enumerate(zip(banks, plan_layers(shape, banks, **settings),
                                                   strict=True), start=1):  # fmt: skip
@@ -327,47 +359,93 @@ def apply(
     options: dict[str, Any] = {
         "scale": scale, "depth": int(depth), "compress_level": compress_level,
     }  # fmt: skip
-    if to_stdout:
-        fmt = format_named(format_name or "png")
-        check_encodable(fmt, len(names), int(depth), "standard output")
-        result = run_layers(volume, banks, **settings)
-        write_volume("-", result.volume, format=fmt.name, **options)
-        return
-
     fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
               "bank": banks[-1].name}  # fmt: skip
-    targets = (
-        [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
-        if split
-        else [template.format(**fields)]
+    targets: list[str] = []
+    if to_stdout:
+        stdout_format = format_named(format_name or "png")
+        check_encodable(stdout_format, len(names), int(depth), "standard output")
+    else:
+        targets = (
+            [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
+            if split
+            else [template.format(**fields)]
+        )
+        formats = [format_named(format_name) if format_name else format_for_path(t)
+                   for t in targets]  # fmt: skip
+        _check_targets(targets, input_path, template)
+        for target, fmt in zip(targets, formats, strict=True):
+            check_encodable(fmt, 1 if split else len(names), int(depth), target)
+    sheet = _montage_target(montage.format(**fields), input_path, targets) if montage else None
+
+    # Only image files to write: the last layer goes straight to pixels, band by band,
+    # never held as floats (the same pixels, less memory and time).
+    as_pixels = (
+        sheet is None
+        and not preview
+        and all(fmt.name != "npy" for fmt in ([stdout_format] if to_stdout else formats))
     )
-    formats = [format_named(format_name) if format_name else format_for_path(t) for t in targets]
-    _check_targets(targets, input_path, template)
-    for target, fmt in zip(targets, formats, strict=True):
-        check_encodable(fmt, 1 if split else len(names), int(depth), target)
-
-    result = run_layers(volume, banks, **settings)
+    streamed = as_pixels and scale != "minmax"  # minmax needs every value first
+    check_memory(
+        shape, banks, label="<stdin>" if input_path == "-" else input_path,
+        input_bytes=stored.nbytes, output_bytes=int(depth) // 8 if streamed else 4,
+        writing=_writing_cost(formats if not to_stdout else [stdout_format], to_stdout,
+                              int(depth), as_pixels),
+        **settings,
+    )  # fmt: skip
+    if as_pixels:
+        rendered = render_layers(
+            stored, banks, scale=scale, depth=int(depth), divisor=divisor, **settings
+        )
+        outcome, options["quantized"] = rendered.pixels, True
+    else:
+        outcome = run_layers(stored, banks, divisor=divisor, **settings).volume
+    # With several layers, a channel's name alone does not say which bank made it.
+    labels = tuple(f"{banks[-1].name}/{name}" if len(banks) > 1 else name for name in names)
     with OutputSet() as outputs:
-        jobs = [
-            (target, result.volume[:, :, index : index + 1] if split else result.volume, fmt)
-            for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
-        ]
-        outputs.write_all(jobs, **options)
+        if sheet is not None:  # first, so that a failure here leaves stdout untouched
+            volume = pixels_to_volume(stored, divisor)
+            source = fields["stem"] if input_path == "-" else Path(input_path).name
+            title = " > ".join([source, *(bank.name for bank in banks)]) + f"  (--scale {scale})"
+            picture = pictures.contact_sheet(
+                volume, outcome, labels, scale=scale, title=title,
+                input_names=channel_names(volume.shape[2]),
+            )  # fmt: skip
+            outputs.write(sheet[0], pictures.as_unit_volume(picture), fmt=sheet[1],
+                          scale="clip", depth=8, compress_level=compress_level)  # fmt: skip
+        if to_stdout:
+            write_volume("-", outcome, format=stdout_format.name, **options)
+        else:
+            jobs = [
+                (target, outcome[:, :, index : index + 1] if split else outcome, fmt)
+                for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
+            ]
+            outputs.write_all(jobs, **options)
     if not quiet:
-        height, width, depth_out = result.volume.shape
-        shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
-        console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+        height, width, depth_out = outcome.shape
+        if targets:
+            shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
+            console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+        if sheet is not None:
+            console.status(f"wrote {sheet[0]}: contact sheet of the input and "
+                           f"{_count(depth_out, 'output channel')}")  # fmt: skip
+    if preview:
+        console.preview(pictures.volume_pictures(outcome, labels, scale=scale), stderr=True)
 
 
-def _writing_cost(template: str, format_name: str | None, to_stdout: bool, depth: int) -> float:
-    """Memory for writing the result, as a multiple of its float32 bytes (an estimate).
+def _writing_cost(formats: list[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
+    """Memory for writing the result, as a multiple of its bytes in memory (an estimate).
 
-    An image takes its pixels, filtered rows and compressed bytes beside the result (up to
-    3 bytes a value at 8 bits, 6 at 16); .npy is written straight from it; standard output
-    holds the whole encoded file first.
+    Pixels made from floats, PNG's filtered rows and the compressed bytes come beside the
+    result (from pixels, only the last two); .npy is written straight from it; standard
+    output holds the whole encoded file first.
     """
-    name = format_name or ("png" if to_stdout else Path(template).suffix.lstrip("."))
-    cost = 0.0 if name.lower() == "npy" else 6 / 4 if depth == 16 else 3 / 4
+    if all(fmt.name == "npy" for fmt in formats):
+        cost = 0.0
+    elif as_pixels:
+        cost = 2.0
+    else:
+        cost = 3 * (depth // 8) / 4
     return cost + (1.0 if to_stdout else 0.0)
 
 
@@ -409,7 +487,7 @@ def _output_names(
     return names
 
 
-def _check_template(template: str, split: bool) -> None:
+def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
     """Refuse a template that names unknown fields, converts, or maps channels to one file."""
     allowed = TEMPLATE_FIELDS if split else ("stem", "bank")
     try:
@@ -424,7 +502,7 @@ def _check_template(template: str, split: bool) -> None:
             raise ValueError("conversions such as !r are not allowed")
         template.format(name="x", index=0, stem="x", bank="x")  # format specs, e.g. {index:03d}
     except (ValueError, KeyError, IndexError) as error:
-        raise click.BadParameter(f"{template!r}: {error}", param_hint="'-o'") from None
+        raise click.BadParameter(f"{template!r}: {error}", param_hint=option) from None
     if split and not fields & {"name", "index"}:
         raise click.BadParameter(
             f"{template!r} would write every channel to the same file; "
@@ -460,6 +538,36 @@ def _same_file(first: str | Path, second: str | Path) -> bool:
         return os.path.samefile(first, second)
     except (OSError, ValueError):
         return False
+
+
+def _picture_target(target: str, option: str, taken: dict[str, str]) -> tuple[str, Format]:
+    """Check a picture's file before any work: a file, its format known, no path taken.
+
+    ``taken`` maps paths already in use (the input, the outputs) to what they are.
+    """
+    if target == "-":
+        raise click.BadParameter("a picture goes to a file, not standard output", param_hint=option)
+    try:
+        fmt = format_for_path(target)
+    except ParameterError as error:
+        known = ", ".join(ext for f in FORMATS.values() for ext in f.extensions)
+        raise click.BadParameter(
+            f"{error.message}; use one of {known}", param_hint=option
+        ) from None
+    resolved = Path(target).resolve()
+    for path, what in taken.items():
+        if path != "-" and (Path(path).resolve() == resolved or _same_file(path, target)):
+            raise click.BadParameter(f"{target} is {what}", param_hint=option)
+    if resolved.is_dir():
+        raise click.BadParameter(f"{target} is a directory", param_hint=option)
+    return target, fmt
+
+
+def _montage_target(target: str, input_path: str, outputs: list[str]) -> tuple[str, Format]:
+    """The contact sheet's path and format; never the input or one of the outputs."""
+    taken = dict.fromkeys(outputs, "an output of this run")
+    taken[input_path] = "the input: convvol never overwrites its input"
+    return _picture_target(target, "'--montage'", taken)
 
 
 @cli.command("list-filters")
@@ -522,16 +630,25 @@ def list_filters(as_json: bool, max_kernel: int) -> None:
     help="Show the filters completed for a volume of this many channels "
     "(default: the depth the bank is written for, 3 for RGB).",
 )
+@click.option(
+    "--image",
+    metavar="FILE",
+    default=None,
+    help="Also draw every filter as a row of heat maps, one per channel layer, into FILE "
+    "(format from its extension).",
+)
 @max_kernel_option
-def show_filter(bank_name: str, depth: int | None, max_kernel: int) -> None:
+def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel: int) -> None:
     """Print every filter of a bank, one table per channel layer.
 
     \b
     Example:
         convvol show-filter edges
+        convvol show-filter edges --image kernels.png
     """
     bank = load_bank(bank_name, max_kernel=max_kernel)
     depth = depth or bank.default_channels
+    target = _picture_target(image, "'--image'", _bank_file(bank)) if image else None
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
     kh, kw = bank.kernel_shape
@@ -556,10 +673,59 @@ def show_filter(bank_name: str, depth: int | None, max_kernel: int) -> None:
             extras.append("zero on " + ", ".join(zero))
         header = name + (f": {description}" if description else "")
         console.show_layers(f"{header} ({'; '.join(extras)})", layers)
+    if target is not None:
+        shape = "x".join(map(str, resolved.weights.shape))
+        title = f"{bank.name} · {shape} (N x C x kh x kw)"
+        picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
+        write_volume(target[0], pictures.as_unit_volume(picture), format=target[1].name)
+        height, width = picture.shape[:2]
+        console.status(f"wrote {target[0]}: {width}×{height} heat maps of {bank.name}")
+
+
+def _bank_file(bank: Bank) -> dict[str, str]:
+    """The bank's own file, as a path a picture must not overwrite."""
+    return {str(bank.source): "the bank's file"} if bank.source else {}
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+@cli.command("preview")
+@click.argument("input_path", metavar="IMAGE_OR_NPY")
+@channels_option
+@click.option(
+    "--split", is_flag=True, help="Each channel as its own greyscale thumbnail, with its name."
+)
+@scale_option
+@click.option(
+    "--width",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Columns to draw in (default: the terminal's width, and at most its height).",
+)
+@max_pixels_option
+def preview_command(
+    input_path: str, channels: str, split: bool, scale: str, width: int | None, max_pixels: int
+) -> None:
+    """Draw an image or .npy volume (or - for stdin) in the terminal, in colour.
+
+    A 1- or 3-channel volume is one thumbnail (grey or colour; alpha is left out); other
+    depths, or --split, give one greyscale thumbnail per channel, side by side, each with
+    its name. Nothing is drawn when stdout is not a terminal.
+
+    \b
+    Example:
+        convvol preview photo.jpg
+        convvol apply photo.jpg -f gradients -o - --format npy | convvol preview - --scale signed
+    """
+    with console.native_messages_hidden():
+        volume = read_volume(input_path, channels=channels, max_pixels=max_pixels)
+    height, width_px, depth = volume.shape
+    source = "stdin" if input_path == "-" else Path(input_path).name
+    whole = None if split else f"{source} {width_px}×{height}×{depth}"
+    shown = pictures.volume_pictures(volume, channel_names(depth), scale=scale, whole=whole)
+    console.preview(shown, columns=width)
 
 
 @cli.command()

@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import OutputError, ParameterError, VolumeError, did_you_mean
 from convvol.limits import gib
-from convvol.output import as_volume, to_pixels
+from convvol.output import DEPTHS, as_volume, to_pixels
 
 NPY_MAGIC = b"\x93NUMPY"
 CHANNEL_MODES = ("rgb", "keep")
@@ -146,6 +146,31 @@ def read_volume(
     volumes of more than 4× as many values (H×W×C); 0 or None turns the check off.
     A .npy volume must hold finite values that float32 can represent.
     """
+    return pixels_to_volume(*read_pixels(source, channels=channels, max_pixels=max_pixels))
+
+
+def pixels_to_volume(pixels: np.ndarray, divisor: float) -> np.ndarray:
+    """Stored values (as :func:`read_pixels` gives them) as a float32 volume in [0, 1]."""
+    if pixels.dtype == np.float32 and divisor == 1.0:
+        return pixels
+    # One pass, straight to float32: the same values as converting, then dividing.
+    volume = np.empty(pixels.shape, np.float32)
+    np.divide(pixels, np.float32(divisor), out=volume, casting="unsafe")
+    return volume
+
+
+def read_pixels(
+    source: str | os.PathLike[str] | IO[bytes],
+    *,
+    channels: str = "rgb",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, float]:
+    """The values an image stores, H×W×C, and the divisor that maps them to [0, 1].
+
+    ``read_volume`` is these divided by the divisor in float32. The engine can take them
+    as they are (``divisor=``), so a large image never needs a float copy in memory.
+    ``.npy`` volumes come as float32 with divisor 1. ``max_pixels`` as for read_volume.
+    """
     if channels not in CHANNEL_MODES:
         raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
     if (
@@ -160,7 +185,7 @@ def read_volume(
         magic = stream.read(len(NPY_MAGIC))
         stream.seek(0)
         if magic == NPY_MAGIC:
-            return _read_npy(stream, label, limit)
+            return _read_npy(stream, label, limit), 1.0
         if not magic:
             raise VolumeError(f"{label}: the file is empty")
         return _read_image(stream, label, channels, limit)
@@ -319,7 +344,9 @@ def _open_image(stream: BinaryIO) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | None) -> np.ndarray:
+def _read_image(
+    stream: BinaryIO, label: str, channels: str, max_pixels: int | None
+) -> tuple[np.ndarray, float]:
     try:
         with warnings.catch_warnings():
             # Pillow warns about odd metadata (corrupt EXIF, ...) as it reads; the pixels
@@ -329,11 +356,13 @@ def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | N
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise _too_large(label, f"{width}×{height}", width * height, max_pixels, "pixels")
-            volume = _page_stack(image, stream, label, max_pixels)
-            if volume is None:
-                volume = _image_to_volume(image, stream, label)
+            stack = _page_stack(image, stream, label, max_pixels)
+            if stack is None:
+                pixels, divisor = _image_pixels(image, stream, label)
                 if channels == "rgb":
-                    volume = _as_rgb(volume)
+                    pixels = _as_rgb(pixels)
+            else:
+                pixels, divisor = stack
     except UnidentifiedImageError:
         stream.seek(0)
         start = stream.read(8)
@@ -356,12 +385,12 @@ def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | N
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
-    return volume
+    return pixels, divisor
 
 
 def _page_stack(
     image: Image.Image, stream: BinaryIO, label: str, max_pixels: int | None
-) -> np.ndarray | None:
+) -> tuple[np.ndarray, float] | None:
     """A multi-page TIFF of same-size single-channel pages (as convvol writes) as one volume."""
     if image.format != "TIFF":  # other formats' n_frames can mean reading every frame
         return None
@@ -369,6 +398,7 @@ def _page_stack(
     if pages < 2:
         return None
     layers: list[np.ndarray] = []
+    divisors: list[float] = []
     for page in range(pages):
         image.seek(page)
         same_size = not layers or image.size == (layers[0].shape[1], layers[0].shape[0])
@@ -382,8 +412,16 @@ def _page_stack(
                 label, f"{page + 1} pages of {width}×{height}", values,
                 VALUES_PER_PIXEL * max_pixels, "values",
             )  # fmt: skip
-        layers.append(_image_to_volume(image, stream, label)[:, :, 0])
-    return np.stack(layers, axis=2)
+        pixels, divisor = _image_pixels(image, stream, label)
+        layers.append(pixels[:, :, 0])
+        divisors.append(divisor)
+    if len(set(divisors)) == 1:
+        return np.stack(layers, axis=2), divisors[0]
+    # Pages of different kinds: each to float32 by its own divisor.
+    volume = np.empty((*layers[0].shape, len(layers)), np.float32)
+    for c, (layer, divisor) in enumerate(zip(layers, divisors, strict=True)):
+        np.divide(layer, np.float32(divisor), out=volume[:, :, c], casting="unsafe")
+    return volume, 1.0
 
 
 def _direct_mode(image: Image.Image) -> Image.Image:
@@ -398,8 +436,9 @@ def _direct_mode(image: Image.Image) -> Image.Image:
 EXIF_ORIENTATION = 0x0112
 
 
-def _image_to_volume(image: Image.Image, stream: BinaryIO, label: str) -> np.ndarray:
-    """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → float32 H×W×C."""
+def _image_pixels(image: Image.Image, stream: BinaryIO, label: str) -> tuple[np.ndarray, float]:
+    """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → H×W×C
+    values and their divisor."""
     # load() clears the tile list, which tells 16-bit-per-sample colour apart.
     tiles = list(getattr(image, "tile", None) or [])
     image.load()
@@ -412,12 +451,9 @@ def _image_to_volume(image: Image.Image, stream: BinaryIO, label: str) -> np.nda
         pixels, divisor = np.asarray(direct), _DIRECT_MODES[direct.mode]
         if direct.mode == "F":  # float TIFFs may hold NaN or ±inf, which convvol refuses
             _finite_float32(pixels[:, :, np.newaxis], label)
-    # One pass, straight to float32: the same values as converting, then dividing.
-    volume = np.empty(pixels.shape, np.float32)
-    np.divide(pixels, np.float32(divisor), out=volume, casting="unsafe")
-    if volume.ndim == 2:
-        volume = volume[:, :, np.newaxis]
-    return _orient(volume, orientation)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return _orient(pixels, orientation), divisor
 
 
 def _orient(volume: np.ndarray, orientation: object) -> np.ndarray:
@@ -503,17 +539,25 @@ def encode_volume(
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     target: str = "output",
+    quantized: bool = False,
 ) -> None:
     """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy.
 
-    ``target`` names the destination in error messages.
+    ``target`` names the destination in error messages. ``quantized`` says ``volume``
+    holds pixels already (``to_pixels``'s uint8 or uint16 for ``depth``): they are
+    written as they are.
     """
     volume = as_volume(volume)
+    if quantized and (fmt.name == "npy" or volume.dtype != DEPTHS.get(depth)):
+        raise ParameterError(
+            f"{target}: quantized pixels must be {np.dtype(DEPTHS.get(depth, np.uint8)).name} "
+            f"for an image format; got {volume.dtype} for {fmt.name}"
+        )
     if fmt.name == "npy":
         np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
         return
     check_encodable(fmt, volume.shape[2], depth, target)
-    pixels = to_pixels(volume, scale, depth)
+    pixels = volume if quantized else to_pixels(volume, scale, depth)
     channels = pixels.shape[2]
     if fmt.name == "png":
         _write_png(stream, pixels, compress_level)
@@ -812,15 +856,19 @@ def write_volume(
     scale: str = "clip",
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    quantized: bool = False,
 ) -> None:
     """Write an H×W×C volume to a path (atomically), ``"-"`` (stdout) or a binary stream.
 
     The format comes from ``format`` or else the path's extension. Images store 1
     (greyscale) or 3 (RGB) channels, TIFF any number (one page each); pixels follow
     ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16 bits). ``.npy`` stores the
-    float32 volume unscaled.
+    float32 volume unscaled. ``quantized=True`` writes pixels that ``to_pixels`` (or
+    ``render_layers``) made already, as they are.
     """
-    options: dict[str, Any] = {"scale": scale, "depth": depth, "compress_level": compress_level}
+    options: dict[str, Any] = {
+        "scale": scale, "depth": depth, "compress_level": compress_level, "quantized": quantized,
+    }  # fmt: skip
     to_stdout = isinstance(target, str | os.PathLike) and str(target) == "-"
     if isinstance(target, str | os.PathLike) and not to_stdout:
         fmt = format_named(format) if format else format_for_path(target)
