@@ -310,12 +310,14 @@ def plan_convolution(
     shape = methods.BandShape(geometry.out_width, stride, dilation, kh, kw)
     block = _choose_block(shape, n_filters)
     waste = methods.block_span(block, shape) / kw
-    fft_shape, fft_rows = _fft_band(volume_shape, geometry, kh, dilation, stride, threads,
-                                    memory_limit)  # fmt: skip
+    fft_shape, fft_rows, tiles = _fft_band(volume_shape, geometry, (kh, kw), dilation, stride,
+                                           threads, memory_limit)  # fmt: skip
     bands = -(-geometry.out_height // fft_rows)
     size = fft_shape[0] * fft_shape[1]
-    fft_flops = bands * (
-        (channels + n_filters) * 2.5 * size * np.log2(size) + 4 * n_filters * channels * size
+    fft_flops = (
+        bands
+        * tiles
+        * ((channels + n_filters) * 2.5 * size * np.log2(size) + 4 * n_filters * channels * size)
     )
     groups = methods.direct_groups(np.asarray(weights))
     ranks = methods.layer_ranks(np.asarray(weights))
@@ -372,33 +374,32 @@ def plan_convolution(
 def _fft_band(
     volume_shape: tuple[int, ...],
     geometry: Geometry,
-    kh: int,
+    kernel: tuple[int, int],
     dilation: int,
     stride: int,
     threads: int,
     memory_limit: int | None,
-) -> tuple[tuple[int, int], int]:
-    """Transform size and output rows per band for the FFT method.
+) -> tuple[tuple[int, int], int, int]:
+    """Transform size, output rows per band and column tiles per band for the FFT method.
 
-    Taller transforms waste less on the halo (reach − 1 rows per band) but cost memory:
-    take the tallest whose float64 planes fit the budget, and keep a band per thread.
+    Tiles of a few hundred pixels a side: larger transforms waste less on the halo
+    (reach − 1 pixels per tile) but run slower per point once they leave the cache
+    (measured: 27 ns per output at 320×320, 35 ns at 576×2160, for a 31×31×3 filter).
     """
-    _, width, channels = volume_shape
-    reach = (kh - 1) * dilation + 1
-    fft_width = methods.fast_length(width + geometry.left + geometry.right)
+    channels = volume_shape[2]
+    reach_h, reach_w = ((k - 1) * dilation + 1 for k in kernel)
     budget = (memory_limit or DEFAULT_MEMORY_LIMIT) // threads
-    per_row = fft_width * 8 * (2 * channels + 2)  # planes, spectra, products, result
-    # The fewest bands, in multiples of the thread count, whose transforms fit the budget;
-    # bands never shorter than the kernel's reach (below that the halo dominates).
-    bands = threads
+    side = methods.fast_length(max(320, 6 * max(reach_h, reach_w)))
     while True:
-        rows = -(-geometry.out_height // bands)
-        height = methods.fast_length((rows - 1) * stride + reach)
-        if height * per_row <= budget or rows * stride <= reach or rows == 1:
+        height = min(side, methods.fast_length((geometry.out_height - 1) * stride + reach_h))
+        width = min(side, methods.fast_length((geometry.out_width - 1) * stride + reach_w))
+        # planes, their spectra, products and result, per thread
+        if height * width * 8 * (3 * channels + 2) <= budget or side <= 2 * max(reach_h, reach_w):
             break
-        bands += threads
-    rows = max(rows, (height - reach) // stride + 1)  # use all of the fast length
-    return (height, fft_width), rows
+        side = methods.fast_length(side * 3 // 4)
+    rows = (height - reach_h) // stride + 1
+    tile = (width - reach_w) // stride + 1
+    return (height, width), rows, -(-geometry.out_width // tile)
 
 
 def convolve(

@@ -301,25 +301,30 @@ def fft(
     out: np.ndarray,
     bias: np.ndarray | None,
 ) -> None:
-    """Overlap-save: the band's circular cross-correlation, of which the valid part is exact.
+    """Overlap-save in column tiles: each tile's circular cross-correlation, of which the
+    valid part is exact.
 
-    The band is at most ``fft_shape`` in size, so wrapped-around terms fall only on
+    Band rows and tile columns fit ``fft_shape``, so wrapped-around terms fall only on
     positions outside the output. Transforms run in float64: NumPy's float32 FFT is about
     three times slower here, and float64 keeps large kernels exact to float32 rounding.
     """
     rows_in, cols_in, channels = band.shape
-    planes = Workspace.current().array("fft.planes", (channels, *fft_shape), np.float64)
-    planes[:, :rows_in, :cols_in] = band.transpose(2, 0, 1)
-    planes[:, rows_in:] = 0
-    planes[:, :rows_in, cols_in:] = 0
-    transformed = np.fft.rfft2(planes, axes=(1, 2))
-    products = np.einsum("chw,nchw->nhw", transformed, spectra)
-    correlation = np.fft.irfft2(products, s=fft_shape, axes=(1, 2))  # N × Fh × Fw
     rows, step = out.shape[0], shape.stride
-    valid = correlation[
-        :, : (rows - 1) * step + 1 : step, : (shape.out_width - 1) * step + 1 : step
-    ]
-    out[...] = valid.transpose(1, 2, 0)
+    reach = (shape.kernel_width - 1) * shape.dilation + 1
+    tile = (fft_shape[1] - reach) // step + 1  # output columns per transform
+    planes = Workspace.current().array("fft.planes", (channels, *fft_shape), np.float64)
+    planes[:, rows_in:] = 0
+    for first in range(0, shape.out_width, tile):
+        count = min(tile, shape.out_width - first)
+        start = first * step
+        stop = min(cols_in, start + (count - 1) * step + reach)
+        planes[:, :rows_in, : stop - start] = band[:, start:stop].transpose(2, 0, 1)
+        planes[:, :rows_in, stop - start :] = 0
+        transformed = np.fft.rfft2(planes, axes=(1, 2))
+        products = np.einsum("chw,nchw->nhw", transformed, spectra)
+        correlation = np.fft.irfft2(products, s=fft_shape, axes=(1, 2))  # N × Fh × Fw
+        valid = correlation[:, : (rows - 1) * step + 1 : step, : (count - 1) * step + 1 : step]
+        out[:, first : first + count] = valid.transpose(1, 2, 0)
     if bias is not None:
         out += bias
 
