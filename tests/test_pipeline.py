@@ -448,3 +448,20 @@ def test_convolve_bands_hands_every_output_row_to_the_sink_once():
 def test_convolve_bands_refuses_a_divisor_that_is_not_positive():
     with pytest.raises(ParameterError, match="divisor"):
         convolve_bands(random_volume(), np.ones((1, 3, 1, 1)), sink=print, divisor=0.0)
+
+
+def test_convolve_bands_checks_out():
+    volume = random_volume(8, 9)
+    weights = np.ones((2, 3, 3, 3))
+    with pytest.raises(ParameterError, match="out must be"):
+        convolve_bands(volume, weights, sink=print, out=np.empty((8, 9, 3), np.float32))
+
+
+def test_bias_reaches_bands_that_are_not_contiguous_rows():
+    volume = random_volume(20, 9)
+    weights = np.random.default_rng(8).normal(size=(2, 3, 3, 3))
+    bias = np.array([0.5, -2.0])
+    holder = np.zeros((20, 9, 4), np.float32)
+    out = holder[:, :, ::2]  # every other channel: rows are not contiguous
+    convolve_bands(volume, weights, bias, sink=lambda first, band: None, out=out)
+    np.testing.assert_allclose(out, convolve(volume, weights, bias), rtol=1e-6, atol=1e-6)

@@ -512,6 +512,11 @@ def convolve_bands(
     border = _check_choice(border, BORDERS, "border")
     if not (np.isfinite(divisor) and divisor > 0):
         raise ParameterError(f"divisor must be a positive number; got {divisor!r}")
+    expected = (geometry.out_height, geometry.out_width, weights.shape[0])
+    if out is not None and (out.shape != expected or out.dtype != np.float32):
+        raise ParameterError(
+            f"out must be a float32 array of shape {expected}; got {out.dtype} {out.shape}"
+        )
     if flip:
         weights = weights[:, :, ::-1, ::-1]
     plan = plan_convolution(
