@@ -22,6 +22,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ("bank", "volume")
+# libFuzzer runs a target again as a program of its own (for -merge=1), so the targets are
+# executable scripts (#!/usr/bin/env python3): this Python comes first on the PATH.
+ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                              os.environ.get("PATH", "")])}  # fmt: skip
 
 
 def fuzz(target: str, seconds: int, extra: list[str]) -> int:
@@ -29,29 +33,32 @@ def fuzz(target: str, seconds: int, extra: list[str]) -> int:
     artifacts = HERE / "artifacts" / target
     artifacts.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, str(HERE / f"fuzz_{target}.py"), str(corpus),
+        str(HERE / f"fuzz_{target}.py"), str(corpus),
         f"-max_total_time={seconds}", "-timeout=20", "-rss_limit_mb=3072",
         f"-artifact_prefix={artifacts}{os.sep}", "-print_final_stats=1", *extra,
     ]  # fmt: skip
     print("$", " ".join(command), flush=True)
-    return subprocess.run(command, check=False).returncode
+    return subprocess.run(command, env=ENV, check=False).returncode
 
 
 def merge(target: str) -> int:
     """Keep only the inputs that add coverage (libFuzzer's -merge=1), in place."""
     corpus = HERE / "corpus" / target
     with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, str(HERE / f"fuzz_{target}.py"), "-merge=1", scratch,
-                   str(corpus)]  # fmt: skip
+        command = [str(HERE / f"fuzz_{target}.py"), "-merge=1", scratch, str(corpus)]
         print("$", " ".join(command), flush=True)
-        code = subprocess.run(command, check=False).returncode
-        if code == 0:
-            seeds = {p.name: p.read_bytes() for p in corpus.glob("seed-*")}
-            shutil.rmtree(corpus)
-            shutil.copytree(scratch, corpus)
-            for name, data in seeds.items():  # the seeds stay, by name
-                (corpus / name).write_bytes(data)
-        return code
+        code = subprocess.run(command, env=ENV, check=False).returncode
+        kept = list(Path(scratch).iterdir())
+        if code != 0 or not kept:  # never trade a corpus for an empty one
+            print(f"merge of {corpus} failed; the corpus is left as it was", file=sys.stderr)
+            return code or 1
+        seeds = {p.name: p.read_bytes() for p in corpus.glob("seed-*")}
+        shutil.rmtree(corpus)
+        shutil.copytree(scratch, corpus)
+        for name, data in seeds.items():  # the seeds stay, by name
+            (corpus / name).write_bytes(data)
+        print(f"{corpus}: {len(kept)} inputs that add coverage, and the seeds", flush=True)
+        return 0
 
 
 def main() -> None:
