@@ -399,6 +399,7 @@ def test_interrupt_exits_130_without_output(workdir: Path, monkeypatch: pytest.M
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli_module, "run_layers", interrupted)
+    monkeypatch.setattr(cli_module, "render_layers", interrupted)
     result = run("apply", PATTERN, "-f", "edges", "-o", "x.png")
     assert result.exit_code == 130
     assert list(workdir.iterdir()) == []
@@ -411,6 +412,7 @@ def test_internal_errors_are_one_line_unless_debug(
         raise RuntimeError("something unforeseen")
 
     monkeypatch.setattr(cli_module, "run_layers", broken)
+    monkeypatch.setattr(cli_module, "render_layers", broken)
     result = run("apply", PATTERN, "-f", "edges", "-o", "x.png")
     assert_clean_error(result, 1, "internal error", "something unforeseen", "--debug")
     with pytest.raises(RuntimeError):

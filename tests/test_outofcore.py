@@ -126,6 +126,25 @@ def test_bad_inputs_are_volume_errors(workdir: Path) -> None:
     assert not (workdir / "out.npy").exists()
 
 
+def test_limits_and_values_as_for_every_input(workdir: Path) -> None:
+    bank = convvol.load_bank("blur")
+    with pytest.raises(VolumeError, match="more than the limit") as caught:
+        outofcore.filter_volume("volume.npy", [bank], "out.npy", max_pixels=100)
+    assert "--max-pixels" in (caught.value.hint or "")
+    outofcore.filter_volume("volume.npy", [bank], "out.npy", max_pixels=0)  # 0: no limit
+    spoiled = VOLUME.astype(np.float64)
+    spoiled[40, 7, 2] = np.nan
+    np.save("nan.npy", spoiled)
+    with pytest.raises(VolumeError, match=r"not finite, the first nan at row 40, column 7"):
+        outofcore.filter_volume("nan.npy", [bank], "bad.npy", budget=TINY)
+    assert not (workdir / "bad.npy").exists()
+    # A Fortran-ordered .npy is read whole (a strip of rows is not contiguous there).
+    np.save("fortran.npy", np.asfortranarray(VOLUME))
+    assert not outofcore.can_stream("fortran.npy", "f.npy", split=False, format_name=None)
+    assert run("apply", "fortran.npy", "-f", "blur", "-o", "f.npy", "-q").exit_code == 0
+    assert np.array_equal(np.load("f.npy"), convvol.apply_bank(VOLUME, bank))
+
+
 def test_failure_midway_leaves_the_old_output(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,12 +163,12 @@ def test_failure_midway_leaves_the_old_output(
     assert sorted(p.name for p in workdir.iterdir()) == ["out.npy", "volume.npy"]
 
 
-def test_mapped_input_pages_are_released(workdir: Path) -> None:
+def test_sources_give_padded_rows(workdir: Path) -> None:
     source = outofcore.open_source("volume.npy")
     assert isinstance(source, outofcore.NpySource)
-    rows, index = source.read(np.array([-1, 3, 2, 1, 0, 1, 2, 46]))
-    assert np.array_equal(rows, VOLUME[[0, 1, 2, 3, 46]])
-    assert index.tolist() == [-1, 3, 2, 1, 0, 1, 2, 4]
+    padded = source.rows(np.array([-1, 3, 2, 1, 0, 1, 2, 46]), cval=0.5)
+    assert np.all(padded[0] == 0.5)
+    assert np.array_equal(padded[1:], VOLUME[[3, 2, 1, 0, 1, 2, 46]])
     source.close()
 
 

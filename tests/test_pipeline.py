@@ -16,6 +16,9 @@ from convvol import (
     load_bank,
     run_layers,
 )
+from convvol.engine import convolve_bands
+from convvol.output import to_pixels
+from convvol.pipeline import render_layers
 
 SOBEL_X = builtin_kernel("sobel_x")
 
@@ -384,3 +387,81 @@ def test_edges_bank_with_activation_none_keeps_the_sign():
     volume[:, 3:, 0] = 1.0  # red rises to the right
     out = apply_bank(volume, load_bank("edges"), activation="none")
     assert np.all(out[:, [2, 3], 0] == -3.0)  # [1, 0, −1] is a right-to-left difference
+
+
+# --- streamed: stored pixels in, pixels out, the same values --------------------------
+
+
+@pytest.mark.parametrize("scale", ["clip", "abs", "signed", "minmax"])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_render_layers_gives_to_pixels_of_run_layers(scale, depth):
+    stored = np.random.default_rng(3).integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    banks = [load_bank("blur"), load_bank("edges")]
+    volume = stored.astype(np.float32) / np.float32(255)
+    expected = to_pixels(run_layers(volume, banks, activation="none").volume, scale, depth)
+    rendered = render_layers(
+        stored, banks, scale=scale, depth=depth, divisor=255.0, activation="none"
+    )
+    assert rendered.pixels.dtype == expected.dtype
+    np.testing.assert_array_equal(rendered.pixels, expected)
+    assert rendered.names == ("red_vertical", "luminance_edges", "blue_horizontal")
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm", "fft", "separable"])
+def test_render_layers_applies_the_activation_per_band(method):
+    volume = random_volume(50, 33, seed=4)
+    bank = make_bank(SOBEL_FILTER, {"name": "l", "kernel": "laplacian"})
+    for activation in ("relu", "abs"):
+        expected = to_pixels(apply_bank(volume, bank, activation=activation, method=method))
+        rendered = render_layers(volume, [bank], activation=activation, method=method)
+        np.testing.assert_array_equal(rendered.pixels, expected)
+
+
+@pytest.mark.parametrize(("dtype", "divisor"), [(np.uint8, 255.0), (np.uint16, 65535.0)])
+def test_stored_pixels_with_a_divisor_match_the_float_volume(dtype, divisor):
+    stored = np.random.default_rng(5).integers(0, np.iinfo(dtype).max, (30, 20, 3), dtype)
+    volume = np.divide(stored, np.float32(divisor), dtype=np.float32)
+    bank = load_bank("edges")
+    for border in ("reflect", "constant", "wrap"):
+        np.testing.assert_array_equal(
+            run_layers(stored, [bank], divisor=divisor, border=border).volume,
+            run_layers(volume, [bank], border=border).volume,
+        )
+
+
+def test_convolve_bands_hands_every_output_row_to_the_sink_once():
+    volume = random_volume(200, 30, seed=6)
+    weights = np.random.default_rng(7).normal(size=(2, 3, 3, 3))
+    seen = np.zeros(200, int)
+    collected = np.full((200, 30, 2), np.nan, np.float32)
+
+    def sink(first: int, band: np.ndarray) -> None:
+        seen[first : first + band.shape[0]] += 1
+        collected[first : first + band.shape[0]] = band
+
+    geometry = convolve_bands(volume, weights, sink=sink, threads=2, memory_limit=2**14)
+    assert (geometry.out_height, geometry.out_width) == (200, 30)
+    assert (seen == 1).all()
+    np.testing.assert_array_equal(collected, convolve(volume, weights, threads=1))
+
+
+def test_convolve_bands_refuses_a_divisor_that_is_not_positive():
+    with pytest.raises(ParameterError, match="divisor"):
+        convolve_bands(random_volume(), np.ones((1, 3, 1, 1)), sink=print, divisor=0.0)
+
+
+def test_convolve_bands_checks_out():
+    volume = random_volume(8, 9)
+    weights = np.ones((2, 3, 3, 3))
+    with pytest.raises(ParameterError, match="out must be"):
+        convolve_bands(volume, weights, sink=print, out=np.empty((8, 9, 3), np.float32))
+
+
+def test_bias_reaches_bands_that_are_not_contiguous_rows():
+    volume = random_volume(20, 9)
+    weights = np.random.default_rng(8).normal(size=(2, 3, 3, 3))
+    bias = np.array([0.5, -2.0])
+    holder = np.zeros((20, 9, 4), np.float32)
+    out = holder[:, :, ::2]  # every other channel: rows are not contiguous
+    convolve_bands(volume, weights, bias, sink=lambda first, band: None, out=out)
+    np.testing.assert_allclose(out, convolve(volume, weights, bias), rtol=1e-6, atol=1e-6)

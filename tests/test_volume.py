@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 import convvol
 import convvol.volume
 from convvol import read_volume, write_volume
-from convvol.volume import OutputSet
+from convvol.volume import OutputSet, pixels_to_volume, read_pixels
 
 REPO = Path(__file__).parents[1]
 SAMPLES = REPO / "sample_images"
@@ -1466,3 +1466,15 @@ def test_astronaut_round_trips(tmp_path: Path, suffix: str, depth: int) -> None:
     write_volume(path, volume, depth=depth)
     back = read_volume(path)
     np.testing.assert_allclose(back, volume, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("image", ["astronaut.png", "pattern.png"])
+@pytest.mark.parametrize("channels", ["rgb", "keep"])
+def test_read_pixels_divided_is_read_volume(image: str, channels: str) -> None:
+    path = Path(__file__).parents[1] / "sample_images" / image
+    stored, divisor = read_pixels(path, channels=channels)
+    assert stored.dtype == np.uint8
+    assert divisor == 255.0
+    np.testing.assert_array_equal(
+        pixels_to_volume(stored, divisor), read_volume(path, channels=channels)
+    )

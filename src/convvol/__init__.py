@@ -10,7 +10,7 @@ turns a volume into an H'×W'×N volume, as one layer of a CNN does.
 """
 
 from convvol.bank import Bank, Filter, bank_from_document, load_bank
-from convvol.engine import convolve
+from convvol.engine import convolve, convolve_bands
 from convvol.errors import (
     BankError,
     ConvvolError,
@@ -20,8 +20,9 @@ from convvol.errors import (
     VolumeError,
 )
 from convvol.kernels import builtin_kernel
-from convvol.pipeline import LayerResult, apply_bank, run_layers
-from convvol.volume import read_volume, write_volume
+from convvol.pictures import contact_sheet, kernel_heatmaps
+from convvol.pipeline import LayerResult, RenderedResult, apply_bank, render_layers, run_layers
+from convvol.volume import pixels_to_volume, read_pixels, read_volume, write_volume
 
 __version__ = "1.0.0"
 
@@ -34,14 +35,21 @@ __all__ = [
     "LayerResult",
     "OutputError",
     "ParameterError",
+    "RenderedResult",
     "VolumeError",
     "__version__",
     "apply_bank",
     "bank_from_document",
     "builtin_kernel",
+    "contact_sheet",
     "convolve",
+    "convolve_bands",
+    "kernel_heatmaps",
     "load_bank",
+    "pixels_to_volume",
+    "read_pixels",
     "read_volume",
+    "render_layers",
     "run_layers",
     "write_volume",
 ]

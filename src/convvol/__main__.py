@@ -1,5 +1,10 @@
 """``python -m convvol`` runs the command line."""
 
-from convvol.cli import main
+import sys
+
+try:
+    from convvol.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python is still importing: no traceback either
+    sys.exit(130)
 
 main()

@@ -44,6 +44,12 @@ NAME_PATTERN = re.compile(r"^[\w.+-]+$")
 MAX_FILTERS = 4096
 MAX_CHANNEL_INDEX = 4095
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Limits on what a bank file may make convvol do (see the README's "Faults" section).
+MAX_BANK_BYTES = 16 * 2**20  # the file itself
+MAX_BANK_VALUES = 2**20  # numbers, texts, lists and mappings, YAML aliases expanded
+MAX_BANK_NESTING = 64  # lists and mappings inside each other
+MAX_BANK_WEIGHTS = kernels.MAX_KERNEL_WEIGHTS  # as written, and as resolved (N×C×kh×kw)
+MAX_NUMBER_LENGTH = 400  # characters of one YAML or JSON integer (float32 needs 39 digits)
 
 
 def channel_names(channels: int) -> list[str]:
@@ -192,8 +198,17 @@ class Bank:
 
     def resolve(self, channels: int) -> BankWeights:
         """Complete every filter for a volume of ``channels`` channels (raises BankError)."""
+        kh, kw = self.kernel_shape
+        size = sum(channels if f.depthwise else 1 for f in self.filters) * channels * kh * kw
+        if size > MAX_BANK_WEIGHTS:
+            raise BankError(
+                f"{self._label()}: for a volume of {_count(channels, 'channel')} the bank would "
+                f"hold {size // (channels * kh * kw)}×{channels}×{kh}×{kw} = {size:,} weights, "
+                f"more than the limit of {MAX_BANK_WEIGHTS:,}",
+                hint="use fewer channels, filters or a smaller kernel",
+            )
+        weights32 = np.empty((size // (channels * kh * kw), channels, kh, kw), np.float32)
         names: list[str] = []
-        stacks: list[np.ndarray] = []
         biases: list[float] = []
         sources: list[int] = []
         for index, filt in enumerate(self.filters):
@@ -211,12 +226,11 @@ class Bank:
                         f"channel named {name!r}, as filter {other!r} does",
                         hint="rename one of the filters",
                     )
+                with np.errstate(over="ignore"):
+                    weights32[len(names)] = weights
                 names.append(name)
-                stacks.append(weights)
                 biases.append(bias)
                 sources.append(index)
-        with np.errstate(over="ignore"):
-            weights32 = np.stack(stacks).astype(np.float32)
         if not np.isfinite(weights32).all():
             raise BankError(
                 f"{self._label()}: after scale and normalize some weights are beyond float32's "
@@ -248,7 +262,76 @@ class _Located(dict[Any, Any]):
 
 
 class _BankLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, recording mapping lines and refusing duplicate keys."""
+    """PyYAML's safe loader, recording mapping lines and refusing duplicate keys.
+
+    While composing, it counts what each node holds with aliases expanded, so a "billion
+    laughs" document is refused before anything is built from it, and it bounds nesting
+    before Python's recursion limit would.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nesting = 0
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node): (values, depth), expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self.check_event(yaml.AliasEvent):
+            alias: Any = super().compose_node(parent, index)
+            if id(alias) not in self._sizes:
+                raise BankError(f"{_mark(mark)}: an alias inside the node it refers to")
+            return alias
+        self._nesting += 1
+        if self._nesting > MAX_BANK_NESTING:
+            raise BankError(f"{_mark(mark)}: nested more than {MAX_BANK_NESTING} levels deep")
+        node: Any = super().compose_node(parent, index)
+        self._nesting -= 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        sizes = [self._sizes[id(child)] for child in children]
+        values = 1 + sum(size[0] for size in sizes)
+        depth = 1 + max((size[1] for size in sizes), default=0)
+        if values > MAX_BANK_VALUES:
+            raise BankError(
+                f"{_mark(mark)}: holds more than {MAX_BANK_VALUES:,} values "
+                "(numbers, texts, lists and mappings, with aliases expanded)"
+            )
+        if depth > MAX_BANK_NESTING:
+            raise BankError(
+                f"{_mark(mark)}: nested more than {MAX_BANK_NESTING} levels deep "
+                "(with aliases expanded)"
+            )
+        self._sizes[id(node)] = (values, depth)
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError, TypeError) as error:  # e.g. a date that is not one
+            raise BankError(
+                f"{_mark(node.start_mark)}: cannot read {_shorten(str(node.value))}: {error}"
+            ) from None
+
+
+def _mark(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _shorten(text: str, length: int = 40) -> str:
+    return repr(text if len(text) <= length else text[: length - 3] + "...")
+
+
+def _construct_int(loader: _BankLoader, node: yaml.ScalarNode) -> Any:
+    """YAML integers, refusing ones so long that reading them is slow (``1:0:0:...``)."""
+    if len(node.value) > MAX_NUMBER_LENGTH:
+        raise BankError(
+            f"{_mark(node.start_mark)}: a number of {len(node.value):,} characters "
+            f"(at most {MAX_NUMBER_LENGTH})"
+        )
+    return loader.construct_yaml_int(node)
 
 
 def _construct_mapping(loader: _BankLoader, node: yaml.MappingNode) -> Any:
@@ -274,6 +357,7 @@ def _construct_mapping(loader: _BankLoader, node: yaml.MappingNode) -> Any:
 
 
 _BankLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_BankLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 # YAML 1.1 (PyYAML) reads 1e-3 as text; YAML 1.2 and JSON read it as a number, as people expect.
 _BankLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -295,28 +379,92 @@ def _reject_json_constant(name: str) -> float:
     raise BankError(f"{name} is not a finite number")
 
 
-def parse_document(text: str, *, json_syntax: bool) -> Any:
-    """Parse bank text as JSON or (safe) YAML, raising BankError with line/column on errors."""
-    if json_syntax:
-        try:
-            return json.loads(
-                text,
-                object_pairs_hook=_reject_duplicate_json_keys,
-                parse_constant=_reject_json_constant,
-            )
-        except json.JSONDecodeError as error:
+def _json_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise BankError(f"a number of {len(text):,} characters (at most {MAX_NUMBER_LENGTH})")
+    return int(text)
+
+
+# A JSON string (escapes included) or a bracket: enough to measure nesting before parsing.
+_JSON_NESTING_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_json_nesting(text: str) -> None:
+    """Refuse nesting beyond MAX_BANK_NESTING before json.loads recurses into it."""
+    depth = 0
+    for match in _JSON_NESTING_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_BANK_NESTING:
+                line = text.count("\n", 0, match.start()) + 1
+                column = match.start() - text.rfind("\n", 0, match.start())
+                raise BankError(f"line {line}, column {column}: nested more than {MAX_BANK_NESTING}"
+                                " levels deep")  # fmt: skip
+        elif token in ("]", "}"):
+            depth -= 1
+
+
+def _check_values(document: object) -> None:
+    """Refuse a parsed JSON document of more than MAX_BANK_VALUES values (YAML counts its own)."""
+    pending, values = [document], 0
+    while pending:
+        value = pending.pop()
+        values += 1
+        if values > MAX_BANK_VALUES:
             raise BankError(
-                f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
-            ) from None
+                f"holds more than {MAX_BANK_VALUES:,} values (numbers, texts, lists and mappings)"
+            )
+        if isinstance(value, dict):
+            pending.extend(value.values())
+            values += len(value)  # the keys
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
+def parse_document(text: str, *, json_syntax: bool) -> Any:
+    """Parse bank text as JSON or (safe) YAML, raising BankError with line/column on errors.
+
+    Documents beyond the limits (MAX_BANK_VALUES values, MAX_BANK_NESTING levels) are
+    refused while parsing, before they can take memory or time.
+    """
     try:
+        if json_syntax:
+            return _parse_json(text)
         return yaml.load(text, Loader=_BankLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        where = f"{_mark(mark)}: " if mark else ""
         problem = error.problem or error.context or "syntax error"
         raise BankError(f"{where}invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow, e.g. NUL
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - text.rfind("\n", 0, error.position)
+        raise BankError(
+            f"line {line}, column {column}: invalid YAML: the character "
+            f"U+{int(error.character):04X} is not allowed"
+        ) from None
     except yaml.YAMLError as error:
-        raise BankError(f"invalid YAML: {error}") from None
+        raise BankError(f"invalid YAML: {str(error).splitlines()[0]}") from None
+    except RecursionError:  # the nesting limit should come first; never a traceback
+        raise BankError(f"nested too deeply (the limit is {MAX_BANK_NESTING} levels)") from None
+
+
+def _parse_json(text: str) -> Any:
+    _check_json_nesting(text)
+    try:
+        document = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_json_keys,
+            parse_constant=_reject_json_constant,
+            parse_int=_json_int,
+        )
+    except json.JSONDecodeError as error:
+        raise BankError(
+            f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
+        ) from None
+    _check_values(document)
+    return document
 
 
 class _Where:
@@ -373,11 +521,8 @@ def _show(value: object) -> str:
 
 def _matrix(value: object, what: str, where: _Where) -> np.ndarray:
     """A non-empty rectangular list of lists of finite numbers, as a float64 2-D array."""
-    limit = kernels.MAX_KERNEL_SIDE
     if not isinstance(value, list) or not value:
         raise where.error(f"{what} must be a non-empty list of rows, got {_show(value)}")
-    if len(value) > limit:
-        raise where.error(f"{what} has {len(value)} rows; the limit is {limit}")
     width = None
     for row_index, row in enumerate(value):
         if not isinstance(row, list) or not row:
@@ -386,8 +531,7 @@ def _matrix(value: object, what: str, where: _Where) -> np.ndarray:
             )
         if width is None:
             width = len(row)
-            if width > limit:
-                raise where.error(f"{what} has {width} columns; the limit is {limit}")
+            _check_shape(len(value), width, what, where)
         elif len(row) != width:
             raise where.error(
                 f"{what}: row {row_index + 1} has {len(row)} values but row 1 has {width} "
@@ -423,7 +567,16 @@ def _layer(value: object, what: str, where: _Where) -> np.ndarray:
         layer = kernels.builtin_kernel(name, **{str(k): v for k, v in params.items()})
     except KernelError as error:
         raise where.error(f"{what}: {error.message}", hint=error.hint) from None
+    _check_shape(layer.shape[0], layer.shape[1], what, where)  # fixed sizes (sobel_x) too
     return layer
+
+
+def _check_shape(height: int, width: int, what: str, where: _Where) -> None:
+    """The kernel size limit (--max-kernel), as a BankError that says where."""
+    try:
+        kernels.check_kernel_shape(height, width, what)
+    except KernelError as error:
+        raise where.error(error.message, hint=error.hint) from None
 
 
 def _channel_index(key: object, where: _Where) -> int:
@@ -440,6 +593,19 @@ def _channel_index(key: object, where: _Where) -> int:
         hint=did_you_mean(str(key), CHANNEL_KEYS)
         or f"channels are red|r, green|g, blue|b, alpha|a or an index 0..{MAX_CHANNEL_INDEX}",
     )
+
+
+def _text(value: object, what: str, where: _Where) -> str:
+    """Text that can be printed: a string with no unpaired surrogates (JSON allows "\\ud800")."""
+    if not isinstance(value, str):
+        raise where.error(f"{what} must be text, got {_show(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise where.error(
+            f"{what} holds {value[error.start]!r}, half of a UTF-16 surrogate pair"
+        ) from None
+    return value
 
 
 def _name(value: object, what: str, where: _Where) -> str:
@@ -500,9 +666,7 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
         stack = [_layer(value, f"weights[{i}]", where) for i, value in enumerate(spec)]
         _same_shapes(enumerate(stack), "weights", where)
         weights = np.stack(stack)
-    description = document.get("description", "")
-    if not isinstance(description, str):
-        raise where.error(f"description must be text, got {_show(description)}")
+    description = _text(document.get("description", ""), "description", where)
     given = (
         [kernel] if kernel is not None else [weights] if weights is not None else layers.values()
     )
@@ -520,6 +684,13 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
         depthwise=flags["depthwise"],
         line=where.line,
     )
+
+
+def _weights_written(filt: Filter) -> int:
+    kh, kw = filt.kernel_shape
+    if filt.weights is not None:
+        return int(filt.weights.size)
+    return kh * kw * (len(filt.layers) if filt.layers is not None else 1)
 
 
 def _same_shapes(layers: Any, what: str, where: _Where) -> None:
@@ -574,9 +745,7 @@ def bank_from_document(document: object, *, name: str, source: Path | None = Non
     _check_keys(document, BANK_KEYS, "the bank", where)
     if "name" in document:
         name = _name(document["name"], "name", where)
-    description = document.get("description", "")
-    if not isinstance(description, str):
-        raise where.error(f"description must be text, got {_show(description)}")
+    description = _text(document.get("description", ""), "description", where)
     filter_docs = document.get("filters")
     if not isinstance(filter_docs, list) or not filter_docs:
         raise where.error(
@@ -585,7 +754,16 @@ def bank_from_document(document: object, *, name: str, source: Path | None = Non
         )
     if len(filter_docs) > MAX_FILTERS:
         raise where.error(f"the bank has {len(filter_docs)} filters; the limit is {MAX_FILTERS}")
-    filters = tuple(_parse_filter(doc, index, where) for index, doc in enumerate(filter_docs))
+    parsed: list[Filter] = []
+    written = 0  # weights held so far: each builtin kernel is built as it is read
+    for index, doc in enumerate(filter_docs):
+        parsed.append(_parse_filter(doc, index, where))
+        written += _weights_written(parsed[-1])
+        if written > MAX_BANK_WEIGHTS:
+            raise where.at(_filter_label(index, parsed[-1].name), doc).error(
+                f"the bank's filters hold more than {MAX_BANK_WEIGHTS:,} weights so far"
+            )
+    filters = tuple(parsed)
     seen: dict[str, int] = {}
     for index, filt in enumerate(filters):
         if filt.name in seen:
@@ -616,11 +794,31 @@ def read_bank_file(path: Path) -> Bank:
     if path.is_dir():
         raise BankError(f"{label}: is a directory, not a bank file")
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as stream:  # at most the limit: /dev/zero is a file too
+            raw = stream.read(MAX_BANK_BYTES + 1)
     except FileNotFoundError:
         raise BankError(f"{label}: no such bank file") from None
     except OSError as error:
         raise BankError(f"{label}: cannot read: {error.strerror or error}") from None
+    return bank_from_bytes(
+        raw, name=path.stem, json_syntax=path.suffix.lower() == ".json", source=path
+    )
+
+
+def bank_from_bytes(
+    raw: bytes, *, name: str, json_syntax: bool = False, source: Path | None = None
+) -> Bank:
+    """Parse and validate a bank file's bytes (UTF-8 JSON or YAML); what read_bank_file does.
+
+    ``source`` names the file in messages (else ``bank 'name'``).
+    """
+    label = str(source) if source else f"bank {name!r}"
+    if len(raw) > MAX_BANK_BYTES:
+        raise BankError(
+            f"{label}: larger than {MAX_BANK_BYTES // 2**20} MiB, the limit for a bank file",
+            hint="is this really a bank file? Larger kernels are better made by built-ins "
+            "such as {gaussian: {sigma: 20}}",
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -628,10 +826,10 @@ def read_bank_file(path: Path) -> Bank:
             f"{label}: not UTF-8 text (byte {error.start}): is this really a bank file?"
         ) from None
     try:
-        document = parse_document(text, json_syntax=path.suffix.lower() == ".json")
+        document = parse_document(text, json_syntax=json_syntax)
     except BankError as error:
         raise BankError(f"{label}, {error.message}", hint=error.hint) from None
-    return bank_from_document(document, name=path.stem, source=path)
+    return bank_from_document(document, name=name, source=source)
 
 
 # --- the search path ------------------------------------------------------------------
@@ -681,6 +879,8 @@ def find_bank(name_or_path: str | os.PathLike[str]) -> Path:
     if looks_like_path:
         if path.is_dir():
             raise BankError(f"{text}: is a directory, not a bank file")
+        if path.exists():  # a pipe, as from <(...), or a device: read, within the limit
+            return path
         raise BankError(f"{text}: no such bank file")
     banks = available_banks()
     if text in banks:
@@ -692,10 +892,16 @@ def find_bank(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
-def load_bank(name_or_path: str | os.PathLike[str]) -> Bank:
+def load_bank(name_or_path: str | os.PathLike[str], *, max_kernel: int | None = None) -> Bank:
     """Load a bank by file path or by name on the search path (``edges`` → ``edges.yaml``).
+
+    ``max_kernel`` raises (or lowers) the limit on a kernel's side, by default
+    :data:`convvol.kernels.MAX_KERNEL_SIDE` (1025) pixels.
 
     >>> load_bank("edges").filters[0].name
     'red_vertical'
     """
-    return read_bank_file(find_bank(name_or_path))
+    if max_kernel is None:
+        return read_bank_file(find_bank(name_or_path))
+    with kernels.kernel_side_limit(max_kernel):
+        return read_bank_file(find_bank(name_or_path))

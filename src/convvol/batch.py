@@ -38,8 +38,10 @@ from convvol import outofcore, strips
 from convvol.bank import Bank
 from convvol.engine import available_threads
 from convvol.errors import ConvvolError, OutputError, ParameterError, VolumeError
+from convvol.pipeline import check_memory
 from convvol.volume import (
     DEFAULT_COMPRESS_LEVEL,
+    DEFAULT_MAX_PIXELS,
     Format,
     OutputSet,
     check_encodable,
@@ -238,6 +240,7 @@ class BatchOptions:
     depth: int = 8
     compress_level: int = DEFAULT_COMPRESS_LEVEL
     max_memory: int | None = None  # bytes per file (out-of-core budget, engine share)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # input limit, as read_volume's
     skip_existing: bool = False
 
 
@@ -360,10 +363,14 @@ def _process(item: Item, options: BatchOptions, threads: int | None) -> tuple[li
     ):
         outofcore.filter_volume(
             item.source, options.banks, target, budget=options.max_memory, threads=threads,
-            labels=options.labels or None, format=options.format_name, **options.overrides,
+            labels=options.labels or None, format=options.format_name,
+            max_pixels=options.max_pixels, **options.overrides,
         )  # fmt: skip
         return [target], "succeeded"
-    volume = _read(item.source, options.channels)
+    volume = _read(item.source, options.channels, options.max_pixels)
+    # Refused up front, as on the command line, if the machine has no room for the run.
+    check_memory(volume.shape, options.banks, label=item.source, input_bytes=volume.nbytes,
+                 **options.overrides)  # fmt: skip
     layers = strips.plan_layers(
         (volume.shape[0], volume.shape[1], volume.shape[2]), options.banks,
         memory_limit=outofcore.engine_memory_limit(options.max_memory),
@@ -405,11 +412,11 @@ def _format(format_name: str | None, target: str) -> Format:
     return format_named(format_name) if format_name else format_for_path(target)
 
 
-def _read(source: str, channels: str) -> np.ndarray:
+def _read(source: str, channels: str, max_pixels: int | None) -> np.ndarray:
     if outofcore.is_zarr(source):
-        return outofcore.read_whole(source)
+        return outofcore.read_whole(source, max_pixels=max_pixels)
     if not is_url(source):
-        return read_volume(source, channels=channels)
+        return read_volume(source, channels=channels, max_pixels=max_pixels)
     filesystem, path = _filesystem(source)
     try:
         data = filesystem.cat_file(path)
@@ -419,7 +426,7 @@ def _read(source: str, channels: str) -> np.ndarray:
         raise VolumeError(f"{source}: cannot read: {error}") from None
     stream = io.BytesIO(data)
     stream.name = source  # read_volume names the file in its messages
-    return read_volume(stream, channels=channels)
+    return read_volume(stream, channels=channels, max_pixels=max_pixels)
 
 
 def _write_url(target: str, volume: np.ndarray, fmt: Format, encoding: dict[str, Any]) -> None:

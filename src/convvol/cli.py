@@ -1,7 +1,9 @@
 """The ``convvol`` command: Click options in, library calls, errors out as exit codes.
 
-Exit codes: 0 success; 2 usage or invalid input (bad options, banks, images, shapes);
-1 other failures (cannot write, internal errors); 130 interrupted.
+Exit codes: 0 success; 2 usage or invalid input (bad options, banks, images, shapes,
+inputs beyond the limits); 1 other failures (cannot write, internal errors); 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP); 141 the reader of
+standard output went away (``| head``).
 """
 
 from __future__ import annotations
@@ -9,36 +11,60 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import string
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from convvol import __version__, batch, console, outofcore
+from convvol import __version__, batch, console, outofcore, pictures
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
-from convvol.errors import BankError, ConvvolError, choice_hint
+from convvol.errors import BankError, ConvvolError, ParameterError, choice_hint
+from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.output import SCALES
-from convvol.pipeline import plan_layers, run_layers
+from convvol.pipeline import check_memory, plan_layers, render_layers, run_layers
 from convvol.volume import (
     CHANNEL_MODES,
     DEFAULT_COMPRESS_LEVEL,
+    DEFAULT_MAX_PIXELS,
     FORMAT_ALIASES,
     FORMATS,
+    Format,
     OutputSet,
     check_encodable,
     format_for_path,
     format_named,
+    pixels_to_volume,
+    read_pixels,
     read_volume,
     write_volume,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath")
+BROKEN_PIPE_EXIT = 128 + 13  # as if killed by SIGPIPE, as cat or yes are under `| head`
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is: no output, exit 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupted(error: BaseException | None) -> int:
+    """Say why the run stopped; the exit code (130 for Ctrl-C, 128 + N for signal N)."""
+    signum = getattr(error, "signum", signal.SIGINT)
+    why = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    console.error(f"{why}; no output was written")
+    return 128 + int(signum)
 
 
 class ConvvolGroup(click.Group):
@@ -56,9 +82,8 @@ class ConvvolGroup(click.Group):
             hint = f"see '{context.command_path} --help'" if context else None
             console.error(error.format_message(), hint)
             sys.exit(error.exit_code)
-        except click.Abort:
-            console.error("interrupted; no output was written")
-            sys.exit(130)
+        except click.Abort as error:  # Ctrl-C outside a command, e.g. while parsing
+            sys.exit(_interrupted(error.__cause__))
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -69,17 +94,19 @@ class ConvvolGroup(click.Group):
         except ConvvolError as error:
             console.error(error.message, error.hint)
             ctx.exit(error.exit_code)
-        except KeyboardInterrupt:
-            console.error("interrupted; no output was written")
-            ctx.exit(130)
+        except KeyboardInterrupt as error:
+            ctx.exit(_interrupted(error))
         except BrokenPipeError:
-            # The reader went away (`| head`): stop quietly, as Unix filters do.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            ctx.exit(1)
+            # The reader went away (`| head`): stop quietly, as Unix filters do; what is
+            # still buffered for stdout goes nowhere instead of raising again at exit.
+            with suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(BROKEN_PIPE_EXIT)
         except MemoryError:
+            source = ctx.meta.get("convvol.input")  # set by apply
             console.error(
-                "not enough memory for this image and bank",
+                (f"{source}: " if source else "") + "not enough memory for this image and bank",
                 hint="use a smaller image, a larger --stride, or fewer filters",
             )
             ctx.exit(1)
@@ -161,6 +188,58 @@ def engine_options(command: F) -> F:
     return command
 
 
+def channels_option(command: F) -> F:
+    """How images are read: --channels rgb|keep (apply, preview)."""
+    return click.option(
+        "--channels",
+        type=HintedChoice(CHANNEL_MODES),
+        default="rgb",
+        show_default=True,
+        help="rgb converts every image to 3 channels; keep keeps the file's own "
+        "(L=1, LA=2, RGB=3, RGBA=4).",
+    )(command)
+
+
+def scale_option(command: F) -> F:
+    """How float values become pixels: --scale (apply, preview)."""
+    return click.option(
+        "--scale",
+        type=HintedChoice(list(SCALES)),
+        default="clip",
+        show_default=True,
+        help="How values become pixels: clip, abs, minmax, signed.",
+    )(command)
+
+
+def max_pixels_option(command: F) -> F:
+    """--max-pixels, for every command that reads images (apply, preview)."""
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=0),
+        default=DEFAULT_MAX_PIXELS,
+        show_default=True,
+        envvar="CONVVOL_MAX_PIXELS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse images of more pixels (width × height) and .npy volumes of more than "
+        "4·N values, before decoding them; 0: no limit.",
+    )(command)
+
+
+def max_kernel_option(command: F) -> F:
+    """--max-kernel, for every command that reads banks."""
+    return click.option(
+        "--max-kernel",
+        type=click.IntRange(min=1),
+        default=MAX_KERNEL_SIDE,
+        show_default=True,
+        envvar="CONVVOL_MAX_KERNEL",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse banks with kernels more than N pixels a side.",
+    )(command)
+
+
 def batch_options(command: F) -> F:
     """Many files and big ones: workers, resuming, the memory budget, a Dask cluster."""
     options = [
@@ -229,22 +308,9 @@ def cli(debug: bool) -> None:
     default=None,
     help="Output format; default: from OUTPUT's extension (png for -).",
 )
-@click.option(
-    "--channels",
-    type=HintedChoice(CHANNEL_MODES),
-    default="rgb",
-    show_default=True,
-    help="rgb converts every image to 3 channels; keep keeps the file's own "
-    "(L=1, LA=2, RGB=3, RGBA=4).",
-)
+@channels_option
 @engine_options
-@click.option(
-    "--scale",
-    type=HintedChoice(list(SCALES)),
-    default="clip",
-    show_default=True,
-    help="How responses become pixels: clip, abs, minmax, signed.",
-)
+@scale_option
 @click.option(
     "--depth",
     type=HintedChoice(["8", "16"]),
@@ -260,6 +326,20 @@ def cli(debug: bool) -> None:
     help="PNG zlib level: 1 is fast (as OpenCV), 6 is Pillow's default, 9 is smallest.",
 )
 @click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
+@click.option(
+    "--montage",
+    metavar="SHEET",
+    default=None,
+    help="Also write a contact sheet: the input and every output channel, labelled, on a "
+    "grid (format from SHEET's extension; {stem} and {bank} may be used).",
+)
+@click.option(
+    "--preview",
+    is_flag=True,
+    help="Draw each output channel as a thumbnail on stderr, if it is a terminal.",
+)
+@max_pixels_option
+@max_kernel_option
 @batch_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
@@ -273,6 +353,10 @@ def apply(
     depth: str,
     compress_level: int,
     explain: bool,
+    montage: str | None,
+    preview: bool,
+    max_pixels: int,
+    max_kernel: int,
     workers: int | None,
     skip_existing: bool,
     max_memory: int | None,
@@ -292,23 +376,27 @@ def apply(
         convvol apply photo.jpg -f edges --split -o 'out/{name}.png'
         convvol apply photo.jpg -f blur -o blurred.png
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
+        convvol apply photo.jpg -f edges -o edges.png --montage sheet.png --preview
         convvol apply 'photos/**/*.jpg' -f blur -o 'out/{relpath}/{stem}.png' --skip-existing
         convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
     """
-    banks = [load_bank(name) for name in bank_names]
+    banks = [load_bank(name, max_kernel=max_kernel) for name in bank_names]
     _check_cval(settings, banks)
-    encoding: dict[str, Any] = {
-        "scale": scale, "depth": int(depth), "compress_level": compress_level,
-    }  # fmt: skip
+    settings["memory_limit"] = outofcore.engine_memory_limit(max_memory)
     if scheduler or batch.is_batch(inputs):
+        if montage is not None or preview:
+            raise click.UsageError("--montage and --preview show one input; give one INPUT")
+        encoding: dict[str, Any] = {
+            "scale": scale, "depth": int(depth), "compress_level": compress_level,
+        }  # fmt: skip
         _apply_batch(
             inputs, banks, bank_names, output, split, format_name, channels, encoding,
             settings, jobs=workers, skip_existing=skip_existing, max_memory=max_memory,
-            scheduler=scheduler, explain=explain, quiet=quiet,
+            max_pixels=max_pixels, scheduler=scheduler, explain=explain, quiet=quiet,
         )  # fmt: skip
         return
     (input_path,) = inputs
-    engine_limit = outofcore.engine_memory_limit(max_memory)
+    click.get_current_context().meta["convvol.input"] = input_path  # for messages
     to_stdout = output == "-"
     if to_stdout and split:
         raise click.UsageError("--split writes several files; give a template, not -")
@@ -319,64 +407,132 @@ def apply(
     template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
     if not to_stdout:
         _check_template(template, split)
+    if montage is not None:
+        _check_template(montage, split=False, option="'--montage'")
     fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
               "bank": banks[-1].name, "relpath": "."}  # fmt: skip
-    if not to_stdout and not split:
-        target = template.format(**fields)
-        if outofcore.can_stream(input_path, target, split=False, format_name=format_name):
-            _apply_out_of_core(input_path, target, banks, bank_names, format_name, settings,
-                               max_memory, skip_existing, explain, quiet)  # fmt: skip
-            return
-    if outofcore.is_zarr(input_path):
-        volume = outofcore.read_whole(input_path)
-    else:
-        volume = read_volume(input_path, channels=channels)
-    names = _output_names(volume.shape[2], banks, bank_names, channels)
+    target = None if to_stdout or split else template.format(**fields)
+    if (
+        target
+        and montage is None
+        and not preview
+        and outofcore.can_stream(input_path, target, split=False, format_name=format_name)
+    ):
+        _apply_out_of_core(input_path, target, banks, bank_names, format_name, settings,
+                           max_memory, max_pixels, skip_existing, explain, quiet)  # fmt: skip
+        return
+    with console.native_messages_hidden():
+        if outofcore.is_zarr(input_path):  # a Zarr array to an image: read whole
+            stored, divisor = outofcore.read_whole(input_path, max_pixels=max_pixels), 1.0
+        else:
+            stored, divisor = read_pixels(input_path, channels=channels, max_pixels=max_pixels)
+    names = _output_names(stored.shape[2], banks, bank_names, channels)
+    shape = (stored.shape[0], stored.shape[1], stored.shape[2])
     if explain:
-        shape = (volume.shape[0], volume.shape[1], volume.shape[2])
-        _explain(shape, banks, engine_limit, settings)
-    options = encoding
+        for number, (bank, plan) in enumerate(zip(banks, plan_layers(shape, banks, **settings),
+                                                  strict=True), start=1):  # fmt: skip
+            console.status(f"layer {number} ({bank.name}): {plan.describe()}")
+    options: dict[str, Any] = {
+        "scale": scale, "depth": int(depth), "compress_level": compress_level,
+    }  # fmt: skip
+    targets: list[str] = []
     if to_stdout:
-        fmt = format_named(format_name or "png")
-        check_encodable(fmt, len(names), int(depth), "standard output")
-        result = run_layers(volume, banks, memory_limit=engine_limit, **settings)
-        write_volume("-", result.volume, format=fmt.name, **options)
-        return
+        stdout_format = format_named(format_name or "png")
+        check_encodable(stdout_format, len(names), int(depth), "standard output")
+    else:
+        targets = (
+            [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
+            if split
+            else [template.format(**fields)]
+        )
+        formats = [format_named(format_name) if format_name else format_for_path(t)
+                   for t in targets]  # fmt: skip
+        _check_targets(targets, input_path, template)
+        for each, fmt in zip(targets, formats, strict=True):
+            check_encodable(fmt, 1 if split else len(names), int(depth), each)
+        if skip_existing and all(os.path.exists(each) for each in targets):
+            if not quiet:
+                console.status(f"skipped {input_path}: {_shown(targets)} exists")
+            return
+    sheet = _montage_target(montage.format(**fields), input_path, targets) if montage else None
 
-    targets = (
-        [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
-        if split
-        else [template.format(**fields)]
+    # Only image files to write: the last layer goes straight to pixels, band by band,
+    # never held as floats (the same pixels, less memory and time).
+    as_pixels = (
+        sheet is None
+        and not preview
+        and all(fmt.name != "npy" for fmt in ([stdout_format] if to_stdout else formats))
     )
-    formats = [format_named(format_name) if format_name else format_for_path(t) for t in targets]
-    _check_targets(targets, input_path, template)
-    for target, fmt in zip(targets, formats, strict=True):
-        check_encodable(fmt, 1 if split else len(names), int(depth), target)
-    if skip_existing and all(os.path.exists(target) for target in targets):
-        if not quiet:
-            console.status(f"skipped {input_path}: {_shown(targets)} exists")
-        return
-
-    result = run_layers(volume, banks, memory_limit=engine_limit, **settings)
+    streamed = as_pixels and scale != "minmax"  # minmax needs every value first
+    check_memory(
+        shape, banks, label="<stdin>" if input_path == "-" else input_path,
+        input_bytes=stored.nbytes, output_bytes=int(depth) // 8 if streamed else 4,
+        writing=_writing_cost(formats if not to_stdout else [stdout_format], to_stdout,
+                              int(depth), as_pixels),
+        **settings,
+    )  # fmt: skip
+    if as_pixels:
+        rendered = render_layers(
+            stored, banks, scale=scale, depth=int(depth), divisor=divisor, **settings
+        )
+        outcome, options["quantized"] = rendered.pixels, True
+    else:
+        outcome = run_layers(stored, banks, divisor=divisor, **settings).volume
+    # With several layers, a channel's name alone does not say which bank made it.
+    labels = tuple(f"{banks[-1].name}/{name}" if len(banks) > 1 else name for name in names)
     with OutputSet() as outputs:
-        jobs = [
-            (target, result.volume[:, :, index : index + 1] if split else result.volume, fmt)
-            for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
-        ]
-        outputs.write_all(jobs, **options)
+        if sheet is not None:  # first, so that a failure here leaves stdout untouched
+            volume = pixels_to_volume(stored, divisor)
+            source = fields["stem"] if input_path == "-" else Path(input_path).name
+            title = " > ".join([source, *(bank.name for bank in banks)]) + f"  (--scale {scale})"
+            picture = pictures.contact_sheet(
+                volume, outcome, labels, scale=scale, title=title,
+                input_names=channel_names(volume.shape[2]),
+            )  # fmt: skip
+            outputs.write(sheet[0], pictures.as_unit_volume(picture), fmt=sheet[1],
+                          scale="clip", depth=8, compress_level=compress_level)  # fmt: skip
+        if to_stdout:
+            write_volume("-", outcome, format=stdout_format.name, **options)
+        else:
+            jobs = [
+                (target, outcome[:, :, index : index + 1] if split else outcome, fmt)
+                for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
+            ]
+            outputs.write_all(jobs, **options)
     if not quiet:
-        height, width, depth_out = result.volume.shape
-        console.status(f"wrote {_shown(targets)}: {height}×{width}×{depth_out} from {input_path}")
+        height, width, depth_out = outcome.shape
+        if targets:
+            console.status(f"wrote {_shown(targets)}: {height}×{width}×{depth_out} from "
+                           f"{input_path}")  # fmt: skip
+        if sheet is not None:
+            console.status(f"wrote {sheet[0]}: contact sheet of the input and "
+                           f"{_count(depth_out, 'output channel')}")  # fmt: skip
+    if preview:
+        console.preview(pictures.volume_pictures(outcome, labels, scale=scale), stderr=True)
+
+
+def _writing_cost(formats: list[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
+    """Memory for writing the result, as a multiple of its bytes in memory (an estimate).
+
+    Pixels made from floats, PNG's filtered rows and the compressed bytes come beside the
+    result (from pixels, only the last two); .npy is written straight from it; standard
+    output holds the whole encoded file first.
+    """
+    if all(fmt.name == "npy" for fmt in formats):
+        cost = 0.0
+    elif as_pixels:
+        cost = 2.0
+    else:
+        cost = 3 * (depth // 8) / 4
+    return cost + (1.0 if to_stdout else 0.0)
 
 
 def _shown(targets: list[str]) -> str:
     return targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
 
 
-def _explain(
-    shape: tuple[int, int, int], banks: list[Bank], memory_limit: int | None, settings: Any
-) -> None:
-    plans = plan_layers(shape, banks, memory_limit=memory_limit, **settings)
+def _explain(shape: tuple[int, int, int], banks: list[Bank], settings: dict[str, Any]) -> None:
+    plans = plan_layers(shape, banks, **settings)
     for number, (bank, plan) in enumerate(zip(banks, plans, strict=True), start=1):
         console.status(f"layer {number} ({bank.name}): {plan.describe()}")
 
@@ -389,6 +545,7 @@ def _apply_out_of_core(
     format_name: str | None,
     settings: dict[str, Any],
     max_memory: int | None,
+    max_pixels: int,
     skip_existing: bool,
     explain: bool,
     quiet: bool,
@@ -400,12 +557,13 @@ def _apply_out_of_core(
             console.status(f"skipped {input_path}: {target} exists")
         return
     if explain:
-        source = outofcore.open_source(input_path)
+        source = outofcore.open_source(input_path, max_pixels=max_pixels)
         source.close()
-        _explain(source.shape, banks, outofcore.engine_memory_limit(max_memory), settings)
+        _explain(source.shape, banks, settings)
+    engine_settings = {key: value for key, value in settings.items() if key != "memory_limit"}
     layer = outofcore.filter_volume(
         input_path, banks, target, budget=max_memory, labels=bank_names, format=format_name,
-        **settings,
+        max_pixels=max_pixels, **engine_settings,
     )  # fmt: skip
     if not quiet:
         height, width, depth_out = layer.out_shape
@@ -426,6 +584,7 @@ def _apply_batch(
     jobs: int | None,
     skip_existing: bool,
     max_memory: int | None,
+    max_pixels: int,
     scheduler: str | None,
     explain: bool,
     quiet: bool,
@@ -441,8 +600,9 @@ def _apply_batch(
     items = batch.expand_inputs(inputs)
     options = batch.BatchOptions(
         banks=tuple(banks), template=template, labels=bank_names, split=split,
-        format_name=format_name, channels=channels, overrides=settings,
-        max_memory=max_memory, skip_existing=skip_existing, **encoding,
+        format_name=format_name, channels=channels,
+        overrides={key: value for key, value in settings.items() if key != "memory_limit"},
+        max_memory=max_memory, max_pixels=max_pixels, skip_existing=skip_existing, **encoding,
     )  # fmt: skip
     batch.check_plan(items, options)
     first = batch.single_target(items[0], options)
@@ -467,13 +627,19 @@ def _apply_batch(
                 results = distributed.run_on_cluster(items, options, client, on_result=report)
             else:
                 results = batch.run_local(items, options, jobs=jobs, on_result=report)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped)
+        signum = int(getattr(error, "signum", signal.SIGINT))
+        why = (
+            "interrupted"
+            if signum == signal.SIGINT
+            else f"stopped by {signal.Signals(signum).name}"
+        )
         console.status(_summary(progress.counts, time.perf_counter() - started))
         console.error(
-            f"interrupted after {progress.done} of {len(items)} files; the finished ones are "
+            f"{why} after {progress.done} of {len(items)} files; the finished ones are "
             "complete", hint="rerun with --skip-existing to resume",
         )  # fmt: skip
-        raise click.exceptions.Exit(130) from None
+        raise click.exceptions.Exit(128 + signum) from None
     finally:
         if client is not None:
             client.close()
@@ -534,7 +700,7 @@ def _output_names(
     return names
 
 
-def _check_template(template: str, split: bool) -> None:
+def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
     """Refuse a template that names unknown fields, converts, or maps channels to one file."""
     allowed = TEMPLATE_FIELDS if split else ("stem", "bank", "relpath")
     try:
@@ -549,7 +715,7 @@ def _check_template(template: str, split: bool) -> None:
             raise ValueError("conversions such as !r are not allowed")
         template.format(name="x", index=0, stem="x", bank="x", relpath="x")  # specs: {index:03d}
     except (ValueError, KeyError, IndexError) as error:
-        raise click.BadParameter(f"{template!r}: {error}", param_hint="'-o'") from None
+        raise click.BadParameter(f"{template!r}: {error}", param_hint=option) from None
     if split and not fields & {"name", "index"}:
         raise click.BadParameter(
             f"{template!r} would write every channel to the same file; "
@@ -566,7 +732,10 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
             f"{template!r} maps two output channels to the same file; include {{index}}",
             param_hint="'-o'",
         )
-    if input_path != "-" and Path(input_path).resolve() in resolved:
+    if input_path != "-" and any(
+        Path(input_path).resolve() == target or _same_file(input_path, target)
+        for target in resolved
+    ):
         raise click.BadParameter(
             f"{input_path} is the input: convvol never overwrites its input",
             param_hint="'-o'",
@@ -576,9 +745,48 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
             raise click.BadParameter(f"{target} is a directory", param_hint="'-o'")
 
 
+def _same_file(first: str | Path, second: str | Path) -> bool:
+    """True if both names are one file (a hard link too); False if either is missing."""
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):
+        return False
+
+
+def _picture_target(target: str, option: str, taken: dict[str, str]) -> tuple[str, Format]:
+    """Check a picture's file before any work: a file, its format known, no path taken.
+
+    ``taken`` maps paths already in use (the input, the outputs) to what they are.
+    """
+    if target == "-":
+        raise click.BadParameter("a picture goes to a file, not standard output", param_hint=option)
+    try:
+        fmt = format_for_path(target)
+    except ParameterError as error:
+        known = ", ".join(ext for f in FORMATS.values() for ext in f.extensions)
+        raise click.BadParameter(
+            f"{error.message}; use one of {known}", param_hint=option
+        ) from None
+    resolved = Path(target).resolve()
+    for path, what in taken.items():
+        if path != "-" and (Path(path).resolve() == resolved or _same_file(path, target)):
+            raise click.BadParameter(f"{target} is {what}", param_hint=option)
+    if resolved.is_dir():
+        raise click.BadParameter(f"{target} is a directory", param_hint=option)
+    return target, fmt
+
+
+def _montage_target(target: str, input_path: str, outputs: list[str]) -> tuple[str, Format]:
+    """The contact sheet's path and format; never the input or one of the outputs."""
+    taken = dict.fromkeys(outputs, "an output of this run")
+    taken[input_path] = "the input: convvol never overwrites its input"
+    return _picture_target(target, "'--montage'", taken)
+
+
 @cli.command("list-filters")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list for programs.")
-def list_filters(as_json: bool) -> None:
+@max_kernel_option
+def list_filters(as_json: bool, max_kernel: int) -> None:
     """List every filter bank on the search path.
 
     The search path, first match wins: ./filters/, the directories in CONVVOL_FILTERS,
@@ -593,7 +801,7 @@ def list_filters(as_json: bool) -> None:
     for name, path in available_banks().items():
         entry: dict[str, Any] = {"name": name, "path": str(path)}
         try:
-            bank = load_bank(path)
+            bank = load_bank(path, max_kernel=max_kernel)
         except ConvvolError as error:
             entry.update(filters=None, shape=None, description="", error=error.message)
         else:
@@ -635,15 +843,25 @@ def list_filters(as_json: bool) -> None:
     help="Show the filters completed for a volume of this many channels "
     "(default: the depth the bank is written for, 3 for RGB).",
 )
-def show_filter(bank_name: str, depth: int | None) -> None:
+@click.option(
+    "--image",
+    metavar="FILE",
+    default=None,
+    help="Also draw every filter as a row of heat maps, one per channel layer, into FILE "
+    "(format from its extension).",
+)
+@max_kernel_option
+def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel: int) -> None:
     """Print every filter of a bank, one table per channel layer.
 
     \b
     Example:
         convvol show-filter edges
+        convvol show-filter edges --image kernels.png
     """
-    bank = load_bank(bank_name)
+    bank = load_bank(bank_name, max_kernel=max_kernel)
     depth = depth or bank.default_channels
+    target = _picture_target(image, "'--image'", _bank_file(bank)) if image else None
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
     kh, kw = bank.kernel_shape
@@ -668,15 +886,65 @@ def show_filter(bank_name: str, depth: int | None) -> None:
             extras.append("zero on " + ", ".join(zero))
         header = name + (f": {description}" if description else "")
         console.show_layers(f"{header} ({'; '.join(extras)})", layers)
+    if target is not None:
+        shape = "x".join(map(str, resolved.weights.shape))
+        title = f"{bank.name} · {shape} (N x C x kh x kw)"
+        picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
+        write_volume(target[0], pictures.as_unit_volume(picture), format=target[1].name)
+        height, width = picture.shape[:2]
+        console.status(f"wrote {target[0]}: {width}×{height} heat maps of {bank.name}")
+
+
+def _bank_file(bank: Bank) -> dict[str, str]:
+    """The bank's own file, as a path a picture must not overwrite."""
+    return {str(bank.source): "the bank's file"} if bank.source else {}
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+@cli.command("preview")
+@click.argument("input_path", metavar="IMAGE_OR_NPY")
+@channels_option
+@click.option(
+    "--split", is_flag=True, help="Each channel as its own greyscale thumbnail, with its name."
+)
+@scale_option
+@click.option(
+    "--width",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Columns to draw in (default: the terminal's width, and at most its height).",
+)
+@max_pixels_option
+def preview_command(
+    input_path: str, channels: str, split: bool, scale: str, width: int | None, max_pixels: int
+) -> None:
+    """Draw an image or .npy volume (or - for stdin) in the terminal, in colour.
+
+    A 1- or 3-channel volume is one thumbnail (grey or colour; alpha is left out); other
+    depths, or --split, give one greyscale thumbnail per channel, side by side, each with
+    its name. Nothing is drawn when stdout is not a terminal.
+
+    \b
+    Example:
+        convvol preview photo.jpg
+        convvol apply photo.jpg -f gradients -o - --format npy | convvol preview - --scale signed
+    """
+    with console.native_messages_hidden():
+        volume = read_volume(input_path, channels=channels, max_pixels=max_pixels)
+    height, width_px, depth = volume.shape
+    source = "stdin" if input_path == "-" else Path(input_path).name
+    whole = None if split else f"{source} {width_px}×{height}×{depth}"
+    shown = pictures.volume_pictures(volume, channel_names(depth), scale=scale, whole=whole)
+    console.preview(shown, columns=width)
+
+
 @cli.command()
 @click.argument("banks", nargs=-1, required=True, metavar="BANK...")
-def validate(banks: tuple[str, ...]) -> None:
+@max_kernel_option
+def validate(banks: tuple[str, ...], max_kernel: int) -> None:
     """Check bank files (or names); exit 0 if all are valid, 2 otherwise.
 
     \b
@@ -686,7 +954,7 @@ def validate(banks: tuple[str, ...]) -> None:
     failed = 0
     for name in banks:
         try:
-            bank = load_bank(name)
+            bank = load_bank(name, max_kernel=max_kernel)
             resolved = bank.resolve(bank.default_channels)
         except ConvvolError as error:
             console.error(error.message, error.hint)
@@ -698,6 +966,22 @@ def validate(banks: tuple[str, ...]) -> None:
         raise click.exceptions.Exit(2)
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (kill, timeout, a closed terminal) clean up as Ctrl-C does.
+
+    A signal the parent told us to ignore (nohup) stays ignored.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, stop)
+
+
 def main() -> None:
     """Console-script entry point."""
+    _stop_on_signals()
     cli(prog_name="convvol")

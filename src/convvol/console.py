@@ -7,11 +7,15 @@ User text is never parsed as markup.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from itertools import groupby
 from types import TracebackType
 
 import numpy as np
+from rich.color import Color
 from rich.columns import Columns
 from rich.console import Console
 from rich.progress import (
@@ -24,8 +28,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+
+from convvol.pictures import PREVIEW_GAP, Picture, thumbnails
 
 
 def stdout_console() -> Console:
@@ -49,6 +56,26 @@ def error(message: str, hint: str | None = None) -> None:
     console.print(Text.assemble(("convvol: error: ", "bold red"), message))
     if hint:
         console.print(Text.assemble(("hint: ", "yellow"), hint))
+
+
+@contextmanager
+def native_messages_hidden() -> Iterator[None]:
+    """Hide what C libraries print straight to stderr inside the block (libtiff's "TIFFRead
+    Directory: ..." on a damaged file), so the user sees convvol's one line instead."""
+    with suppress(OSError, ValueError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to hide
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def status(message: str) -> None:
@@ -170,3 +197,81 @@ def show_layers(header: str, layers: Sequence[tuple[str, np.ndarray]]) -> None:
         lines.append(f"  {name}:")
         lines.extend("    " + " ".join(format_weight(v) for v in row) for row in layer)
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+# --- pictures in the terminal -----------------------------------------------------------
+
+HALF_BLOCK = "▀"  # upper half block: its foreground is the top pixel, its background the lower
+SHADES = " ░▒▓█"  # brightness, darkest first, for terminals without colour (NO_COLOR)
+
+
+def draw_pictures(
+    target: Console,
+    pictures: Sequence[Picture],
+    *,
+    columns: int | None = None,
+    max_rows: int | None = None,
+) -> None:
+    """Draw pictures side by side as thumbnails on ``target``, each with its name under it.
+
+    Each terminal row shows two rows of pixels with half blocks in true colour (Rich
+    falls back to the nearest of 256 colours where the terminal has no true colour). On a
+    console without colour (``NO_COLOR``, ``TERM=dumb``), each cell is a shade of the two
+    pixels' mean brightness instead. ``columns`` defaults to the console's width;
+    ``max_rows`` limits each thumbnail's height in rows (see :func:`pictures.thumbnails`).
+    """
+    shaded = target.no_color or target.color_system is None
+    for band in thumbnails(pictures, columns=columns or target.width, max_rows=max_rows):
+        height = band[0].pixels.shape[0]
+        gap = Text(" " * PREVIEW_GAP)
+        for top in range(0, height, 2):
+            rows = [_cells(picture.pixels[top : top + 2], shaded) for picture in band]
+            target.print(gap.join(rows), soft_wrap=True)
+        names = [
+            Text(fit_text_cells(picture.label, picture.pixels.shape[1]), style="bold")
+            for picture in band
+        ]
+        target.print(gap.join(names), soft_wrap=True)
+
+
+def fit_text_cells(text: str, width: int) -> str:
+    """``text`` cut with '…' to ``width`` terminal cells, padded to exactly that width."""
+    if len(text) > width:
+        text = text[: max(0, width - 1)] + "…" if width > 0 else ""
+    return text.ljust(width)
+
+
+def _cells(pixels: np.ndarray, shaded: bool) -> Text:
+    """One terminal row of a thumbnail: its two pixel rows (or one, at an odd bottom)."""
+    rgb = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+    upper = rgb[0].tolist()
+    lower = rgb[1].tolist() if rgb.shape[0] > 1 else None
+    if shaded:
+        light = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        level = np.minimum((light.mean(axis=0) * len(SHADES) / 256).astype(int), len(SHADES) - 1)
+        return Text("".join(SHADES[value] for value in level))
+    pairs = zip(upper, lower or [None] * len(upper), strict=True)
+    row = Text()
+    for (colour, below), run in groupby(pairs):  # one style per run of equal cells
+        background = Color.from_rgb(*below) if below is not None else None
+        style = Style(color=Color.from_rgb(*colour), bgcolor=background)
+        row.append(HALF_BLOCK * len(list(run)), style)
+    return row
+
+
+def preview(
+    pictures: Sequence[Picture], *, stderr: bool = False, columns: int | None = None
+) -> bool:
+    """Draw thumbnails on stdout (or stderr) if, and only if, it is a terminal.
+
+    They fill the terminal's width (or ``columns``), each thumbnail at most as many rows
+    as the terminal has, less two (its name and the next prompt); with ``columns`` given,
+    the height is not limited. Returns whether anything was drawn.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    if not stream.isatty():
+        return False
+    target = stderr_console() if stderr else stdout_console()
+    max_rows = None if columns else max(1, target.size.height - 2)
+    draw_pictures(target, pictures, columns=columns or target.width, max_rows=max_rows)
+    return True

@@ -177,11 +177,11 @@ def _strip(
     first = block_id[0] * strip_rows
     last = min(first + strip_rows, layer.out_shape[0])
     count = (last - first - 1) * layer.stride + layer.reach
-    rows = block[:count]
+    rows = np.ascontiguousarray(block[:count], np.float32)
     if _in_dask_worker():
-        return layer.compute(rows, np.arange(count), first, last, threads=1)
+        return layer.compute(rows, first, last, threads=1)
     with _TAKE_TURNS:
-        return layer.compute(rows, np.arange(count), first, last)
+        return layer.compute(rows, first, last)
 
 
 def _in_dask_worker() -> bool:

@@ -14,7 +14,9 @@ array([[-1.,  0.,  1.],
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,20 +33,55 @@ LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 SHARPEN = np.array([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]])
 EMBOSS = np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 
-# A generous ceiling so a typo (size: 30000) fails fast instead of eating memory.
+# A generous ceiling so a typo (size: 30000) fails fast instead of eating memory. The
+# default; kernel_side_limit() changes it for a block of code (the CLI's --max-kernel).
 MAX_KERNEL_SIDE = 1025
+# Whatever the side limit, no kernel (and no bank: see bank.py) holds more weights than
+# this: 512 MiB as float64.
+MAX_KERNEL_WEIGHTS = 2**26
+_side_limit: ContextVar[int] = ContextVar("kernel_side_limit", default=MAX_KERNEL_SIDE)
+
+
+def max_kernel_side() -> int:
+    """The largest kernel side allowed here and now."""
+    return _side_limit.get()
+
+
+@contextmanager
+def kernel_side_limit(side: int) -> Iterator[None]:
+    """Allow kernels up to ``side`` pixels a side inside the block (default 1025)."""
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise KernelError(f"the kernel side limit must be an integer ≥ 1; got {side!r}")
+    token = _side_limit.set(side)
+    try:
+        yield
+    finally:
+        _side_limit.reset(token)
+
+
+def check_kernel_shape(height: int, width: int, what: str) -> None:
+    """Raise KernelError if a kh×kw kernel is beyond the side limit or MAX_KERNEL_WEIGHTS."""
+    limit = max_kernel_side()
+    if max(height, width) > limit:
+        raise KernelError(
+            f"{what} is {height}×{width}, larger than the kernel limit of {limit} pixels a side",
+            hint="raise the limit with --max-kernel N (or CONVVOL_MAX_KERNEL) if you mean it",
+        )
+    if height * width > MAX_KERNEL_WEIGHTS:
+        raise KernelError(
+            f"{what} is {height}×{width}: more than {MAX_KERNEL_WEIGHTS:,} weights in one layer"
+        )
 
 
 def _size_pair(size: object, name: str) -> tuple[int, int]:
-    """Read ``size`` as ``n`` (square) or ``[h, w]``; each side an integer in 1..MAX_KERNEL_SIDE."""
+    """Read ``size`` as ``n`` (square) or ``[h, w]``; each side an integer within the limit."""
     sides = list(size) if isinstance(size, list | tuple) else [size, size]
     if len(sides) != 2:
         raise KernelError(f"{name}: size must be an integer or [height, width], got {size!r}")
     for side in sides:
-        if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_KERNEL_SIDE:
-            raise KernelError(
-                f"{name}: size must be an integer from 1 to {MAX_KERNEL_SIDE}, got {side!r}"
-            )
+        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+            raise KernelError(f"{name}: size must be an integer ≥ 1, got {side!r}")
+    check_kernel_shape(int(sides[0]), int(sides[1]), f"{name}: size")  # type: ignore[arg-type]
     return int(sides[0]), int(sides[1])  # type: ignore[arg-type]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -73,6 +73,18 @@ def trim_workspaces(keep_bytes: int = 32 * 2**20) -> None:
                     del buffers[name]
 
 
+def add_bias(out: np.ndarray, bias: np.ndarray | None) -> None:
+    """out += bias over an H×W×N band, with inner loops a whole row long (broadcasting
+    the N values directly gives loops of length N: measured 10× slower for N = 3)."""
+    if bias is None or not bias.any():
+        return
+    if out.strides[1:] != (out.shape[2] * out.itemsize, out.itemsize):  # rows not contiguous
+        out += bias
+        return
+    rows = out.reshape(out.shape[0], -1)  # a view: each row's W'×N values are contiguous
+    rows += np.tile(bias, out.shape[1])
+
+
 @dataclass(frozen=True)
 class BandShape:
     """How output rows map to band rows and columns, shared by all methods."""
@@ -84,22 +96,118 @@ class BandShape:
     kernel_width: int
 
 
-def direct(band: np.ndarray, weights: np.ndarray, shape: BandShape, out: np.ndarray) -> None:
-    """Per-tap accumulation: one (rows·W' × C) @ (C × N) product per kernel tap.
+def direct_chunk(shape: BandShape) -> int:
+    """Output rows per product of :func:`direct`: a few more than the kernel is tall.
 
-    Used for tiny problems and as the plainest second implementation; ``out`` must hold
-    the bias (or zeros) already.
+    Taller chunks multiply more zeros ((chunk + kh − 1)/kh times the minimal work), shorter
+    ones give BLAS too few rows; measured best on 3×3 to 7×7 kernels.
     """
-    rows = out.shape[0]
+    return max(4, shape.kernel_height + 1)
+
+
+@dataclass(frozen=True)
+class DirectGroup:
+    """Filters that read the same channels, and their stacked vertical Toeplitz matrix."""
+
+    filters: tuple[int, ...]
+    channels: tuple[int, int]  # the range [first, last) of channels they read
+    layers: np.ndarray  # len(filters) × (last − first) × kh × kw
+    matrices: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def matrix(self, count: int, shape: BandShape) -> np.ndarray:
+        """The stacked Toeplitz matrix for chunks of ``count`` rows, built once per count."""
+        if count not in self.matrices:  # a race only builds the same matrix twice
+            self.matrices[count] = _direct_matrix(self.layers, count, shape)
+        return self.matrices[count]
+
+
+def direct_groups(weights: np.ndarray) -> list[DirectGroup]:
+    """Group filters by the channels their non-zero layers touch (depthwise: one each).
+
+    A group spans the range from its first to its last channel, so each group's product
+    reads one contiguous slice of the band's stacked planes.
+    """
+    used = np.abs(weights).sum(axis=(2, 3)) > 0  # N × C
+    by_range: dict[tuple[int, int], list[int]] = {}
+    for n, row in enumerate(used):
+        nonzero = np.flatnonzero(row)
+        span = (int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else (0, 1)
+        by_range.setdefault(span, []).append(n)
+    return [
+        DirectGroup(tuple(filters), span, weights[filters, span[0] : span[1]].astype(np.float32))
+        for span, filters in sorted(by_range.items())
+    ]
+
+
+def direct_flops(groups: list[DirectGroup], shape: BandShape, outputs: int) -> float:
+    """Multiply-adds of :func:`direct`, zeros of the Toeplitz matrices included."""
+    chunk = direct_chunk(shape)
+    span = (chunk - 1) * shape.stride + (shape.kernel_height - 1) * shape.dilation + 1
+    per_output = sum(
+        2 * len(g.filters) * (g.channels[1] - g.channels[0]) * shape.kernel_width * span
+        for g in groups
+    )
+    return float(per_output) * outputs
+
+
+def _direct_matrix(layers: np.ndarray, count: int, shape: BandShape) -> np.ndarray:
+    """(G·count) × (S·kw·span): row (g, y) holds filter g's taps at input rows y·s + i·d."""
+    n_filters, channels, kh, kw = layers.shape
+    span = (count - 1) * shape.stride + (kh - 1) * shape.dilation + 1
+    matrix = np.zeros((n_filters, count, channels, kw, span), np.float32)
+    taps = np.arange(kh) * shape.dilation
+    for y in range(count):
+        matrix[:, y, :, :, y * shape.stride + taps] = layers.transpose(2, 0, 1, 3)
+    return matrix.reshape(n_filters * count, channels * kw * span)
+
+
+def direct(
+    planes: np.ndarray,
+    groups: list[DirectGroup],
+    shape: BandShape,
+    out: np.ndarray,
+    bias: np.ndarray | None,
+) -> None:
+    """Planar vertical Toeplitz products, no im2col: for each chunk of output rows and each
+    group of filters, (G·chunk × S·kw·span) @ (S·kw·span × W'), whose right-hand side
+    stacks, per channel and kernel column, the input rows the chunk reads, shifted.
+
+    ``planes`` is the band as C × rows × cols. Filters only multiply the channels they
+    read, so depthwise banks do no work on zero layers.
+    """
+    rows, width, _ = out.shape
     step, reach = shape.stride, shape.dilation
-    taps = weights.transpose(2, 3, 1, 0)  # kh×kw×C×N
-    for i in range(shape.kernel_height):
-        for j in range(shape.kernel_width):
-            window = band[
-                i * reach : i * reach + (rows - 1) * step + 1 : step,
-                j * reach : j * reach + (shape.out_width - 1) * step + 1 : step,
-            ]
-            out += window @ taps[i, j]
+    kh, kw = shape.kernel_height, shape.kernel_width
+    chunk = min(direct_chunk(shape), rows)
+    whole = rows // chunk * chunk
+    pieces = [(0, whole // chunk, chunk)]
+    if whole < rows:
+        pieces.append((whole, 1, rows - whole))
+    used = (min(g.channels[0] for g in groups), max(g.channels[1] for g in groups))
+    scratch = Workspace.current()
+    for first, chunks, count in pieces:
+        span = (count - 1) * step + (kh - 1) * reach + 1
+        stack = scratch.array("direct.stack", (chunks, used[1] - used[0], kw, span, width))
+        for c in range(*used):
+            plane = planes[c, first * step :]
+            row_stride, pixel_stride = plane.strides
+            for j in range(kw):
+                stack[:, c - used[0], j] = as_strided(
+                    plane[:, j * reach :],
+                    shape=(chunks, span, width),
+                    strides=(row_stride * step * count, row_stride, pixel_stride * step),
+                    writeable=False,
+                )
+        target = out[first : first + chunks * count].reshape(chunks, count, width, -1)
+        for group in groups:
+            lo, hi = group.channels[0] - used[0], group.channels[1] - used[0]
+            matrix = group.matrix(count, shape)
+            result = scratch.array("direct.result", (chunks, matrix.shape[0], width))
+            np.matmul(matrix, stack[:, lo:hi].reshape(chunks, -1, width), out=result)
+            result = result.reshape(chunks, len(group.filters), count, width)
+            for g, n in enumerate(group.filters):
+                target[..., n] = result[:, g]
+    add_bias(out, bias)
 
 
 def block_span(block: int, shape: BandShape) -> int:
@@ -168,8 +276,7 @@ def gemm(
         result = Workspace.current().array("gemm.result", (rows * blocks, block * n_filters))
         np.matmul(products, matrix, out=result)
         out[...] = result.reshape(rows, blocks * block, n_filters)[:, : shape.out_width]
-    if bias is not None:
-        out += bias
+    add_bias(out, bias)
 
 
 def fast_length(minimum: int) -> int:
@@ -204,27 +311,31 @@ def fft(
     out: np.ndarray,
     bias: np.ndarray | None,
 ) -> None:
-    """Overlap-save: the band's circular cross-correlation, of which the valid part is exact.
+    """Overlap-save in column tiles: each tile's circular cross-correlation, of which the
+    valid part is exact.
 
-    The band is at most ``fft_shape`` in size, so wrapped-around terms fall only on
+    Band rows and tile columns fit ``fft_shape``, so wrapped-around terms fall only on
     positions outside the output. Transforms run in float64: NumPy's float32 FFT is about
     three times slower here, and float64 keeps large kernels exact to float32 rounding.
     """
     rows_in, cols_in, channels = band.shape
-    planes = Workspace.current().array("fft.planes", (channels, *fft_shape), np.float64)
-    planes[:, :rows_in, :cols_in] = band.transpose(2, 0, 1)
-    planes[:, rows_in:] = 0
-    planes[:, :rows_in, cols_in:] = 0
-    transformed = np.fft.rfft2(planes, axes=(1, 2))
-    products = np.einsum("chw,nchw->nhw", transformed, spectra)
-    correlation = np.fft.irfft2(products, s=fft_shape, axes=(1, 2))  # N × Fh × Fw
     rows, step = out.shape[0], shape.stride
-    valid = correlation[
-        :, : (rows - 1) * step + 1 : step, : (shape.out_width - 1) * step + 1 : step
-    ]
-    out[...] = valid.transpose(1, 2, 0)
-    if bias is not None:
-        out += bias
+    reach = (shape.kernel_width - 1) * shape.dilation + 1
+    tile = (fft_shape[1] - reach) // step + 1  # output columns per transform
+    planes = Workspace.current().array("fft.planes", (channels, *fft_shape), np.float64)
+    planes[:, rows_in:] = 0
+    for first in range(0, shape.out_width, tile):
+        count = min(tile, shape.out_width - first)
+        start = first * step
+        stop = min(cols_in, start + (count - 1) * step + reach)
+        planes[:, :rows_in, : stop - start] = band[:, start:stop].transpose(2, 0, 1)
+        planes[:, :rows_in, stop - start :] = 0
+        transformed = np.fft.rfft2(planes, axes=(1, 2))
+        products = np.einsum("chw,nchw->nhw", transformed, spectra)
+        correlation = np.fft.irfft2(products, s=fft_shape, axes=(1, 2))  # N × Fh × Fw
+        valid = correlation[:, : (rows - 1) * step + 1 : step, : (count - 1) * step + 1 : step]
+        out[:, first : first + count] = valid.transpose(1, 2, 0)
+    add_bias(out, bias)
 
 
 @dataclass(frozen=True)
@@ -318,16 +429,19 @@ def _vertical_toeplitz(vectors: np.ndarray, count: int, shape: BandShape) -> np.
 
 
 def separable(
-    band: np.ndarray,
+    planes: np.ndarray,
     separated: Separated,
     shape: BandShape,
     out: np.ndarray,
     bias: np.ndarray | None,
 ) -> None:
     """Vertical pass per channel (banded Toeplitz from the left), then horizontal passes
-    per filter (block-Toeplitz from the right, the filter's terms side by side in K)."""
+    per filter (block-Toeplitz from the right, the filter's terms side by side in K).
+
+    ``planes`` is the band as C × rows × cols.
+    """
     rows = out.shape[0]
-    width = band.shape[1]
+    width = planes.shape[2]
     step = shape.stride
     chunk = min(vertical_chunk(shape), rows)
     scratch = Workspace.current()
@@ -336,8 +450,7 @@ def separable(
     passes: dict[int, np.ndarray] = {}
     offset = 0
     for channel, vectors in separated.columns.items():
-        plane = scratch.array("separable.plane", band.shape[:2])
-        plane[...] = band[:, :, channel]
+        plane = planes[channel]
         passed = all_passes[offset : offset + len(vectors)]
         offset += len(vectors)
         full = _vertical_toeplitz(vectors, chunk, shape)

@@ -16,6 +16,7 @@ an fsspec URL (``s3://``) is written in place.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import re
@@ -25,7 +26,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
@@ -33,7 +34,13 @@ from convvol import strips
 from convvol.bank import Bank
 from convvol.engine import DEFAULT_MEMORY_LIMIT, available_threads
 from convvol.errors import OutputError, ParameterError, VolumeError
-from convvol.volume import NPY_MAGIC, OutputSet, read_volume
+from convvol.volume import (
+    DEFAULT_MAX_PIXELS,
+    NPY_MAGIC,
+    VALUES_PER_PIXEL,
+    OutputSet,
+    read_volume,
+)
 
 MIB = 2**20
 # The budget of one file when --max-memory is not given.
@@ -109,43 +116,80 @@ class RowSource:
     """An H×W×C volume read a set of rows at a time, as float32.
 
     ``array`` is anything that slices by rows (NumPy arrays and memory maps, Zarr
-    arrays); H×W arrays are one channel.
+    arrays); H×W arrays are one channel. As for every input, a volume of more than 4 ×
+    ``max_pixels`` values is refused (None or 0: no limit), and so are values that are
+    not finite or beyond float32's range (found as the strips are read).
     """
 
-    def __init__(self, array: Any, label: str) -> None:
-        if len(array.shape) not in (2, 3):
+    def __init__(
+        self, array: Any, label: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    ) -> None:
+        shape = tuple(int(n) for n in array.shape)
+        if len(shape) not in (2, 3):
             raise VolumeError(
-                f"{label}: a volume must be H×W×C or H×W; got shape {tuple(array.shape)}"
+                f"{label}: a volume must be H×W×C or H×W; got shape {shape}",
+                hint="save one image per file, or reshape to H×W×C",
             )
         dtype = np.dtype(array.dtype)
-        if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(
-            dtype, np.complexfloating
-        ):
+        if dtype.kind not in "biuf" or dtype.fields is not None:
             raise VolumeError(f"{label}: dtype {dtype} is not real numbers")
-        if 0 in array.shape:
-            raise VolumeError(f"{label}: the volume is empty (shape {tuple(array.shape)})")
+        if 0 in shape:
+            raise VolumeError(f"{label}: the volume is empty (shape {shape})")
+        count = math.prod(shape)
+        if max_pixels and count > VALUES_PER_PIXEL * max_pixels:
+            raise VolumeError(
+                f"{label}: {'×'.join(map(str, shape))} = {count:,} values, more than the "
+                f"limit of {VALUES_PER_PIXEL * max_pixels:,}",
+                hint="filtered out of core it needs no more memory than --max-memory; if you "
+                "trust this input, raise the limit with --max-pixels N (0: no limit)",
+            )
         self.array = array
         self.label = label
-        height, width, *rest = (int(n) for n in array.shape)
+        height, width, *rest = shape
         self.shape: tuple[int, int, int] = (height, width, rest[0] if rest else 1)
-        self.row_bytes = width * (rest[0] if rest else 1) * dtype.itemsize
+        self.row_bytes = width * self.shape[2] * dtype.itemsize
+        self._check_values = dtype.kind == "f"
 
-    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct rows ``index`` names (−1: none) as float32, and, for each entry of
-        ``index``, its row in them (−1 stays −1). Contiguous runs are read as slices."""
-        wanted = np.unique(index[index >= 0])
-        rows = np.empty((wanted.size, *self.shape[1:]), np.float32)
-        breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-        position = 0
-        for run in np.split(wanted, breaks) if wanted.size else []:
-            first, last = int(run[0]), int(run[-1]) + 1
-            self._copy_rows(first, last, rows[position : position + last - first])
-            position += last - first
-        where = np.where(index >= 0, np.searchsorted(wanted, index), -1)
-        return rows, where
+    def rows(self, index: np.ndarray, cval: float = 0.0) -> np.ndarray:
+        """The rows ``index`` names, in its order, as float32 (−1: a row of ``cval``).
+        Runs of neighbouring rows are read as slices."""
+        out = np.empty((index.size, *self.shape[1:]), np.float32)
+        start = 0
+        while start < index.size:
+            stop = start + 1
+            if index[start] < 0:
+                while stop < index.size and index[stop] < 0:
+                    stop += 1
+                out[start:stop] = cval
+            else:
+                while stop < index.size and index[stop] == index[stop - 1] + 1:
+                    stop += 1
+                first = int(index[start])
+                self._copy_rows(first, first + stop - start, out[start:stop])
+            start = stop
+        return out
 
     def _copy_rows(self, first: int, last: int, out: np.ndarray) -> None:
-        out[...] = np.asarray(self.array[first:last]).reshape(out.shape)
+        self._checked(np.asarray(self.array[first:last]), first, out)
+
+    def _checked(self, raw: np.ndarray, first: int, out: np.ndarray) -> None:
+        """``out[...] = raw`` as float32, refusing values read_volume refuses."""
+        raw = raw.reshape(out.shape)
+        if self._check_values:
+            finite = np.isfinite(raw)
+            if raw.dtype.itemsize > 4:
+                finite &= np.abs(raw) <= np.finfo(np.float32).max
+            if not finite.all():
+                y, x, c = (int(i) for i in np.argwhere(~finite)[0])
+                value = float(raw[y, x, c])
+                problem = "not finite" if not math.isfinite(value) else "beyond float32's range"
+                raise VolumeError(
+                    f"{self.label}: a value {problem}, the first {value!r} at row {first + y}, "
+                    f"column {x}, channel {c}",
+                    hint="convvol needs finite float32 values; replace them first "
+                    "(numpy.nan_to_num)",
+                )
+        out[...] = raw
 
     def close(self) -> None:
         """Let go of the data."""
@@ -156,23 +200,28 @@ class NpySource(RowSource):
     """A ``.npy`` file memory-mapped read-only; the pages of each strip are released
     after it is read, so the mapping never holds more than a strip resident."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    ) -> None:
         label = str(path)
-        shape, dtype, offset = npy_header(path)
+        shape, dtype, offset, fortran_order = npy_header(path)
+        if fortran_order:
+            raise VolumeError(
+                f"{label}: a Fortran-ordered .npy cannot be read a strip of rows at a time",
+                hint="save it in C order (numpy.ascontiguousarray), or write an image",
+            )
         with open(path, "rb") as stream:
             self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
         array = np.ndarray(shape, dtype, buffer=self._map, offset=offset, order="C")
         self._offset = offset
-        super().__init__(array, label)
+        super().__init__(array, label, max_pixels=max_pixels)
 
     def _copy_rows(self, first: int, last: int, out: np.ndarray) -> None:
         # A few rows at a time, each run's pages dropped from this process once copied.
         step = max(1, (8 * MIB) // max(self.row_bytes, 1))
         for start in range(first, last, step):
             stop = min(start + step, last)
-            out[start - first : stop - first] = self.array[start:stop].reshape(
-                (stop - start, *out.shape[1:])
-            )
+            self._checked(self.array[start:stop], start, out[start - first : stop - first])
             self._release(start, stop)
 
     def _release(self, first: int, last: int) -> None:
@@ -190,12 +239,9 @@ class NpySource(RowSource):
             self._map.close()
 
 
-def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype[Any], int]:
-    """Shape, dtype and data offset of a C-ordered ``.npy`` file whose data is all there.
-
-    Anything else (damaged, pickled, truncated, Fortran-ordered) raises VolumeError, with
-    read_volume's own message where it has one.
-    """
+def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype[Any], int, bool]:
+    """Shape, dtype, data offset and Fortran order of a ``.npy`` volume, checked as
+    read_volume checks it (with its messages) but without reading the data."""
     label = str(path)
     try:
         with open(path, "rb") as stream:
@@ -216,48 +262,56 @@ def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype[
         raise VolumeError(f"{label}: no such file") from None
     except IsADirectoryError:
         raise VolumeError(f"{label}: is a directory, not an image") from None
-    except (OSError, ValueError, EOFError, SyntaxError) as error:
-        read_volume(path)  # its message for what it refuses too
-        raise VolumeError(f"{label}: not a readable .npy volume: {error}") from None
-    if fortran_order or dtype.hasobject or len(shape) not in (2, 3):
-        read_volume(path)
-        raise VolumeError(f"{label}: cannot map this .npy volume (shape {shape}, {dtype})")
-    if size < offset + int(np.prod(shape)) * dtype.itemsize:
-        raise VolumeError(
-            f"{label}: truncated or damaged .npy file: {size - offset} bytes of data for "
-            f"shape {shape} ({dtype})"
-        )
-    return tuple(int(n) for n in shape), dtype, offset
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError) as error:
+        _refuse(path, f"not a readable .npy volume: {error}")
+    valid = (
+        not dtype.hasobject
+        and dtype.kind in "biuf"
+        and len(shape) in (2, 3)
+        and 0 not in shape
+        and size - offset == math.prod(shape) * dtype.itemsize
+    )
+    if not valid:
+        _refuse(path, f"not a readable .npy volume (shape {shape}, {dtype})")
+    return tuple(int(n) for n in shape), dtype, offset, bool(fortran_order)
 
 
-def open_source(path: str | os.PathLike[str]) -> RowSource:
+def _refuse(path: str | os.PathLike[str], fallback: str) -> NoReturn:
+    """read_volume's own error for a .npy it refuses (it checks the header before it reads
+    any data, so this costs nothing), else ``fallback``."""
+    read_volume(path, max_pixels=None)
+    raise VolumeError(f"{path}: {fallback}")
+
+
+def open_source(
+    path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> RowSource:
     """A ``.npy`` file (memory-mapped) or a Zarr array (a path or an fsspec URL)."""
     if is_zarr(path):
         zarr = _zarr()
         try:
             array = zarr.open_array(store=str(path), mode="r")
-        except (FileNotFoundError, KeyError, ValueError, TypeError, OSError) as error:
+        except Exception as error:  # zarr's own errors have no common base across versions
             raise VolumeError(f"{path}: not a readable Zarr array: {error}") from None
-        except Exception as error:  # zarr's own errors (no common base across versions)
-            raise VolumeError(f"{path}: not a readable Zarr array: {error}") from None
-        return RowSource(array, str(path))
-    return NpySource(path)
+        return RowSource(array, str(path), max_pixels=max_pixels)
+    return NpySource(path, max_pixels=max_pixels)
 
 
-def read_whole(path: str | os.PathLike[str]) -> np.ndarray:
-    """A Zarr array (or a ``.npy`` file) read whole, as float32 H×W×C, for outputs that need
-    the whole volume at once (images)."""
-    source = open_source(path)
+def read_whole(
+    path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """A Zarr array read whole, as float32 H×W×C, for outputs that need the whole volume
+    at once (images)."""
+    source = open_source(path, max_pixels=max_pixels)
     try:
-        rows, _ = source.read(np.arange(source.shape[0]))
+        return source.rows(np.arange(source.shape[0]))
     finally:
         source.close()
-    return rows
 
 
 def can_stream(source: str, target: str, *, split: bool, format_name: str | None) -> bool:
-    """Whether ``source`` → ``target`` goes strip by strip: a ``.npy`` file or Zarr array in,
-    a ``.npy`` or Zarr volume out (not channels split into images)."""
+    """Whether ``source`` → ``target`` goes strip by strip: a C-ordered ``.npy`` file or a
+    Zarr array in, a ``.npy`` or Zarr volume out (not channels split into images)."""
     if split or source == "-" or target == "-":
         return False
     zarr_out = format_name is None and is_zarr(target)
@@ -272,9 +326,14 @@ def can_stream(source: str, target: str, *, split: bool, format_name: str | None
         return False
     try:
         with open(source, "rb") as stream:
-            return stream.read(len(NPY_MAGIC)) == NPY_MAGIC
+            if stream.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                return False
     except OSError:
         return False
+    try:
+        return not npy_header(source)[3]  # a Fortran-ordered one is read whole
+    except VolumeError:
+        return True  # the strip path reports it, as read_volume would
 
 
 # --- sinks --------------------------------------------------------------------------
@@ -365,6 +424,7 @@ def filter_volume(
     threads: int | None = None,
     labels: Sequence[str] | None = None,
     format: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     **overrides: Any,
 ) -> strips.LayerPlan:
     """Run ``banks`` over a volume too large for memory, writing ``target`` strip by strip.
@@ -373,11 +433,12 @@ def filter_volume(
     ``.npy`` path (or any name with ``format="npy"``) or a Zarr path/URL (``*.zarr``).
     ``budget`` bounds the process's resident memory in bytes (default 1 GiB); a quarter
     of it (at most 256 MiB) is the engine's working set. ``overrides`` are the settings
-    :func:`~convvol.apply_bank` takes. The result equals :func:`~convvol.run_layers`'s,
-    bit for bit. Returns the last layer's plan (its ``out_shape`` and ``names``).
+    :func:`~convvol.apply_bank` takes; ``max_pixels`` the input limit of read_volume. The
+    result equals :func:`~convvol.run_layers`'s, bit for bit. Returns the last layer's plan
+    (its ``out_shape`` and ``names``).
     """
     budget = budget or DEFAULT_BUDGET
-    opened = source if isinstance(source, RowSource) else open_source(source)
+    opened = source if isinstance(source, RowSource) else open_source(source, max_pixels=max_pixels)
     target = str(target)
     to_zarr = format is None and is_zarr(target)
     if not to_zarr and (format or "npy").lower() != "npy":
@@ -402,7 +463,7 @@ def filter_volume(
                         _run_layer(current, layer, NpySink(stream, layer.out_shape), rows,
                                    threads)  # fmt: skip
                     current.close()
-                    current = NpySource(between)
+                    current = NpySource(between, max_pixels=None)  # our own
                 elif to_zarr:
                     with zarr_output(target) as where:
                         _run_layer(current, layer, ZarrSink(where, layer.out_shape, rows), rows,
@@ -429,9 +490,9 @@ def _run_layer(
     height = layer.out_shape[0]
     for first in range(0, height, strip_rows):
         last = min(first + strip_rows, height)
-        rows, index = source.read(layer.input_rows(first, last))
-        strip = layer.compute(rows, index, first, last, threads=threads)
-        del rows
+        padded = source.rows(layer.input_rows(first, last), layer.cval)
+        strip = layer.compute(padded, first, last, threads=threads)
+        del padded
         sink.write(first, strip)
 
 

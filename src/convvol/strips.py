@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from convvol import engine, methods
+from convvol import engine
 from convvol.bank import Bank
 from convvol.engine import BORDERS, Geometry, Plan
 from convvol.errors import BankError, ParameterError, choice_hint
@@ -45,7 +43,6 @@ class LayerPlan:
     activation: str
     plan: Plan
     bank_name: str | None = None
-    _prepared: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -89,20 +86,14 @@ class LayerPlan:
         return int(min(self.out_shape[0], bands * self.band_rows))
 
     def compute(
-        self,
-        rows: np.ndarray,
-        index: np.ndarray,
-        first: int,
-        last: int,
-        *,
-        threads: int | None = None,
+        self, padded: np.ndarray, first: int, last: int, *, threads: int | None = None
     ) -> np.ndarray:
         """Output rows ``first``..``last − 1``, activation applied, as a float32 array.
 
-        ``rows`` holds input rows (H×W×C, any real dtype) and ``index`` says, for each row
-        of :meth:`input_rows` ``(first, last)``, which row of ``rows`` it is (−1: the
-        constant). ``first`` must start a band of the plan. ``threads`` (default: the
-        plan's) only says how many bands run at once; the result does not depend on it.
+        ``padded`` holds the rows :meth:`input_rows` ``(first, last)`` names, in order,
+        constant rows filled with ``cval`` (H×W×C, float32). ``first`` must start a band of
+        the plan. ``threads`` (default: the plan's) only says how many bands run at once;
+        the result does not depend on it.
         """
         height = self.out_shape[0]
         if first % self.band_rows or not 0 <= first < last <= height:
@@ -110,84 +101,33 @@ class LayerPlan:
                 f"rows {first}..{last} do not start a band of {self.band_rows} rows "
                 f"of a {height}-row output"
             )
-        kh, kw = int(self.weights.shape[2]), int(self.weights.shape[3])
-        shape = methods.BandShape(self.geometry.out_width, self.stride, self.dilation, kh, kw)
-        out = np.empty((last - first, self.geometry.out_width, self.weights.shape[0]), np.float32)
-        cols = self._columns(shape)
-        method = self.plan.method
-
-        def compute_band(start: int) -> None:
-            stop = min(start + self.band_rows, last)
-            reach = (stop - 1 - start) * self.stride + self.reach
-            offset = (start - first) * self.stride
-            # The engine's own gathering, so the band holds what the engine's band holds.
-            band = engine._gather(rows, index[offset : offset + reach], cols, self.cval, True)
-            target = out[start - first : stop - first]
-            if method == "gemm":
-                methods.gemm(band, self._prepared["matrix"], self.plan.block, shape, target,
-                             self.bias)  # fmt: skip
-            elif method == "fft":
-                methods.fft(band, self._prepared["spectra"], self.plan.fft_shape, shape, target,
-                            self.bias)  # fmt: skip
-            elif method == "separable":
-                assert self.plan.separated is not None
-                methods.separable(band, self.plan.separated, shape, target, self.bias)
-            elif method == "direct":
-                target[...] = 0 if self.bias is None else self.bias
-                methods.direct(band, self.weights, shape, target)
-            else:  # a method this module does not know yet would silently differ
-                raise ParameterError(f"strips cannot run the engine's method {method!r}")
-
-        starts = range(first, last, self.band_rows)
-        workers = max(1, min(threads or self.plan.threads, len(starts)))
-        # As the engine does: BLAS on one thread whenever the plan runs bands on several;
-        # BLAS's own threading changes its sums' rounding.
-        single = self.plan.threads == 1 or math.ceil(height / self.band_rows) == 1
-        try:
-            with nullcontext() if single else threadpool_limits(1, user_api="blas"):
-                if workers == 1:
-                    for start in starts:
-                        compute_band(start)
-                else:
-                    for done in engine._pool(workers).map(compute_band, starts):
-                        del done
-        finally:
-            methods.trim_workspaces()
-        return engine.apply_activation(out, self.activation)
+        expected = (last - 1 - first) * self.stride + self.reach
+        if padded.shape[0] != expected:
+            raise ParameterError(
+                f"rows {first}..{last} read {expected} rows, not {padded.shape[0]}"
+            )
+        # The strip as a whole convolution of its own rows, already padded vertically: the
+        # engine's own band loop then cuts the same bands and fills them with the same
+        # values as it does for the whole volume.
+        geometry = replace(self.geometry, top=0, bottom=0, out_height=last - first)
+        return self._run(padded, geometry, threads)
 
     def run(self, volume: np.ndarray, *, threads: int | None = None) -> np.ndarray:
         """The whole output for an in-memory ``volume`` of ``in_shape``."""
-        return self.compute(volume, self.padded_rows, 0, self.out_shape[0], threads=threads)
+        return self._run(volume, self.geometry, threads)
 
-    def _columns(self, shape: methods.BandShape) -> np.ndarray:
-        """Column index map (as the engine builds it) and the method's prepared weights."""
-        prepared = self._prepared
-        if "cols" not in prepared:
-            width = self.in_shape[1]
-            cols = engine.border_indices(width, self.geometry.left, self.geometry.right,
-                                         self.border)  # fmt: skip
-            if self.plan.method in ("gemm", "separable"):
-                extra = methods.band_width(self.plan.block, shape) - cols.size
-                if extra > 0:
-                    cols = np.concatenate([cols, np.full(extra, -1)])
-            if self.plan.method == "gemm":
-                prepared["matrix"] = methods.toeplitz_weights(self.weights, self.plan.block, shape)
-            elif self.plan.method == "fft":
-                prepared["spectra"] = methods.fft_spectra(
-                    self.weights, self.plan.fft_shape, self.dilation
-                )
-            prepared["cols"] = cols
-        return prepared["cols"]
+    def _run(self, volume: np.ndarray, geometry: Geometry, threads: int | None) -> np.ndarray:
+        out = np.empty((geometry.out_height, *self.out_shape[1:]), np.float32)
+        bands = -(-geometry.out_height // self.band_rows)
+        plan = replace(self.plan, threads=max(1, min(threads or self.plan.threads, bands)))
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the prepared matrices (rebuilt where the plan runs)."""
-        state = dict(self.__dict__)
-        state["_prepared"] = {}
-        state.pop("padded_rows", None)
-        return state
+        def keep(first: int, band: np.ndarray) -> None:
+            del first, band  # the bands are slices of ``out`` already
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # The engine's own band loop (private, but the one thing that must not be copied).
+        engine._run(volume, self.weights, self.bias, geometry, self.border, self.cval,
+                    self.stride, self.dilation, plan, keep, 1.0, out)  # fmt: skip
+        return engine.apply_activation(out, self.activation)
 
 
 def plan_layer(
@@ -275,15 +215,14 @@ def plan_layers(
     shape: tuple[int, int, int],
     banks: Sequence[Bank],
     *,
-    threads: int | None = None,
-    memory_limit: int | None = None,
     labels: Sequence[str] | None = None,
     **overrides: Any,
 ) -> list[LayerPlan]:
     """Plan banks in order over a volume of ``shape``, as :func:`~convvol.run_layers` runs them.
 
-    ``overrides`` are the settings :func:`~convvol.apply_bank` takes. ``labels`` name the
-    banks as the user gave them (``-f`` arguments), for errors about depths that do not fit.
+    ``overrides`` are the settings :func:`~convvol.apply_bank` takes, and the engine's
+    ``threads`` and ``memory_limit``. ``labels`` name the banks as the user gave them (``-f``
+    arguments), for errors about depths that do not fit.
     """
     if not banks:
         raise ParameterError("no filter bank given")
@@ -295,10 +234,8 @@ def plan_layers(
         except BankError as error:
             raise _depth_error(error, number, shape[2], banks, labels) from None
         try:
-            layer = plan_layer(
-                shape, resolved.weights, resolved.bias, threads=threads,
-                memory_limit=memory_limit, names=resolved.names, bank_name=bank.name, **settings,
-            )  # fmt: skip
+            layer = plan_layer(shape, resolved.weights, resolved.bias, names=resolved.names,
+                               bank_name=bank.name, **settings)  # fmt: skip
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
         layers.append(layer)

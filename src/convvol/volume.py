@@ -17,6 +17,9 @@ import os
 import secrets
 import struct
 import sys
+import threading
+import tokenize
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +32,19 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import OutputError, ParameterError, VolumeError, did_you_mean
-from convvol.output import as_volume, to_pixels
+from convvol.limits import gib
+from convvol.output import DEPTHS, as_volume, to_pixels
 
 NPY_MAGIC = b"\x93NUMPY"
 CHANNEL_MODES = ("rgb", "keep")
+# Images of more pixels (width × height, from the header, before decoding) are refused
+# unless the caller raises the limit: Pillow's own refusal threshold, 2 × 89,478,485
+# (a 13,377² image: 2 GiB as float32 RGB). A .npy volume or a TIFF page stack may hold
+# 4× as many values (H×W×C), as an RGBA image of that many pixels does.
+DEFAULT_MAX_PIXELS = 178_956_970
+VALUES_PER_PIXEL = 4
+# Most bytes of a .npy per value (float64), so how much of a stream to read at most.
+_MAX_BYTES_PER_VALUE = 8
 # Pillow modes read directly, with the divisor that maps them to [0, 1].
 _DIRECT_MODES = {
     **dict.fromkeys(("L", "LA", "RGB", "RGBA"), 255.0),
@@ -43,10 +55,20 @@ _DIRECT_MODES = {
 _CONVERTED_MODES = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "PA": "RGBA",
                     "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}  # fmt: skip
 _SINGLE_CHANNEL_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# The first bytes of the common formats, to tell a damaged file from one of another kind.
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+}  # fmt: skip
 # What Pillow raises on damaged files (found by feeding it broken PNGs, TIFFs and JPEGs).
 _DECODE_ERRORS = (
     OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError,
     ZeroDivisionError, struct.error,
+)  # fmt: skip
+# What numpy raises on a damaged .npy header (it parses the header as a Python literal).
+_NPY_HEADER_ERRORS = (
+    ValueError, SyntaxError, TypeError, OverflowError, RecursionError, EOFError,
+    tokenize.TokenError,
 )  # fmt: skip
 
 
@@ -107,109 +129,299 @@ def format_for_path(path: str | os.PathLike[str]) -> Format:
 # --- reading --------------------------------------------------------------------------
 
 
-def read_volume(source: str | os.PathLike[str] | IO[bytes], *, channels: str = "rgb") -> np.ndarray:
+def read_volume(
+    source: str | os.PathLike[str] | IO[bytes],
+    *,
+    channels: str = "rgb",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """Read an image or ``.npy`` file as a float32 H×W×C volume.
 
     ``source`` is a path, ``"-"`` for standard input, or a binary file object.
     ``channels="rgb"`` (default) gives 3 channels for any image; ``"keep"`` keeps the
     file's own. ``.npy`` volumes (H×W×C, or H×W as C = 1) load unscaled, whatever
     ``channels`` says, and so do multi-page TIFF stacks of single-channel pages.
+
+    ``max_pixels`` refuses, before decoding, images of more pixels (width × height) and
+    volumes of more than 4× as many values (H×W×C); 0 or None turns the check off.
+    A .npy volume must hold finite values that float32 can represent.
+    """
+    return pixels_to_volume(*read_pixels(source, channels=channels, max_pixels=max_pixels))
+
+
+def pixels_to_volume(pixels: np.ndarray, divisor: float) -> np.ndarray:
+    """Stored values (as :func:`read_pixels` gives them) as a float32 volume in [0, 1]."""
+    if pixels.dtype == np.float32 and divisor == 1.0:
+        return pixels
+    # One pass, straight to float32: the same values as converting, then dividing.
+    volume = np.empty(pixels.shape, np.float32)
+    np.divide(pixels, np.float32(divisor), out=volume, casting="unsafe")
+    return volume
+
+
+def read_pixels(
+    source: str | os.PathLike[str] | IO[bytes],
+    *,
+    channels: str = "rgb",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, float]:
+    """The values an image stores, H×W×C, and the divisor that maps them to [0, 1].
+
+    ``read_volume`` is these divided by the divisor in float32. The engine can take them
+    as they are (``divisor=``), so a large image never needs a float copy in memory.
+    ``.npy`` volumes come as float32 with divisor 1. ``max_pixels`` as for read_volume.
     """
     if channels not in CHANNEL_MODES:
         raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
-    label, stream = _open_source(source)
+    if (
+        isinstance(max_pixels, bool)
+        or not isinstance(max_pixels, int | None)
+        or (max_pixels is not None and max_pixels < 0)
+    ):
+        raise ParameterError(f"max_pixels must be an integer ≥ 0 or None; got {max_pixels!r}")
+    limit = max_pixels or None
+    label, stream = _open_source(source, limit)
     try:
         magic = stream.read(len(NPY_MAGIC))
         stream.seek(0)
         if magic == NPY_MAGIC:
-            return _read_npy(stream, label)
+            return _read_npy(stream, label, limit), 1.0
         if not magic:
             raise VolumeError(f"{label}: the file is empty")
-        return _read_image(stream, label, channels)
+        return _read_image(stream, label, channels, limit)
     finally:
         if stream is not source:
             stream.close()
 
 
-def _open_source(source: str | os.PathLike[str] | IO[bytes]) -> tuple[str, BinaryIO]:
+def _open_source(
+    source: str | os.PathLike[str] | IO[bytes], max_pixels: int | None
+) -> tuple[str, BinaryIO]:
     if isinstance(source, str) and source == "-":
-        return "<stdin>", io.BytesIO(sys.stdin.buffer.read())
+        return "<stdin>", _buffered("<stdin>", sys.stdin.buffer, max_pixels)
     if isinstance(source, str | os.PathLike):
         label = str(source)
         try:
-            return label, open(source, "rb")
+            stream = open(source, "rb")  # noqa: SIM115 (closed by read_volume)
         except IsADirectoryError:
             raise VolumeError(f"{label}: is a directory, not an image") from None
         except FileNotFoundError:
             raise VolumeError(f"{label}: no such file") from None
         except OSError as error:
             raise VolumeError(f"{label}: cannot read: {error.strerror or error}") from None
+        if stream.seekable():
+            return label, stream
+        with stream:  # a pipe, as from <(...)
+            return label, _buffered(label, stream, max_pixels)
     label = str(getattr(source, "name", "<stream>"))
     if not source.seekable():
-        return label, io.BytesIO(source.read())
+        return label, _buffered(label, source, max_pixels)
     return label, source  # type: ignore[return-value]
 
 
-def _read_npy(stream: BinaryIO, label: str) -> np.ndarray:
+def _buffered(label: str, stream: IO[bytes], max_pixels: int | None) -> BinaryIO:
+    """A stream read into memory (images need seeking), no more than the largest allowed."""
+    if max_pixels is None:
+        return io.BytesIO(stream.read())
+    limit = max_pixels * VALUES_PER_PIXEL * _MAX_BYTES_PER_VALUE + 2**20
+    buffer = io.BytesIO()
+    while piece := stream.read(2**24):  # in pieces: read(limit) would reserve it all at once
+        buffer.write(piece)
+        if buffer.tell() > limit:
+            raise VolumeError(
+                f"{label}: more than {limit:,} bytes, more than any image or .npy volume "
+                f"within the limit of {max_pixels:,} pixels",
+                hint="raise the limit with --max-pixels N (0: no limit) if you trust the input",
+            )
+    buffer.seek(0)
+    return buffer
+
+
+def _too_large(label: str, what: str, amount: int, max_amount: int, unit: str) -> VolumeError:
+    """The error for an input beyond the limit, saying how to raise it."""
+    size = amount * 4 * (3 if unit == "pixels" else 1)
+    return VolumeError(
+        f"{label}: {what} = {amount:,} {unit}, more than the limit of {max_amount:,} "
+        "(a decompression bomb?)",
+        hint=f"read, it would take {gib(size)} as float32"
+        + (" RGB" if unit == "pixels" else "")
+        + "; if you trust this input, raise the limit with --max-pixels N (0: no limit)",
+    )
+
+
+def _read_npy(stream: BinaryIO, label: str, max_pixels: int | None) -> np.ndarray:
+    """A .npy volume, checked against its header and the limits before anything is allocated."""
     try:
-        array = np.load(stream, allow_pickle=False)
-    except ValueError as error:
-        raise VolumeError(f"{label}: not a readable .npy volume: {error}") from None
-    except (OSError, EOFError) as error:
-        raise VolumeError(f"{label}: truncated or damaged .npy file: {error}") from None
-    if array.ndim == 2:
-        array = array[:, :, np.newaxis]
-    if array.ndim != 3:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's note about Python 2 headers
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f"format version {version[0]}.{version[1]} is not 1.0 or 2.0")
+    except _NPY_HEADER_ERRORS as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise VolumeError(f"{label}: not a readable .npy volume: {message}") from None
+    if dtype.hasobject:
         raise VolumeError(
-            f"{label}: a .npy volume must be H×W×C or H×W; got shape {array.shape}",
+            f"{label}: the .npy holds Python objects, which would need unpickling; "
+            "convvol never unpickles",
+            hint="save a numeric array (e.g. float32)",
+        )
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise VolumeError(f"{label}: .npy dtype {dtype} is not real numbers")
+    if len(shape) not in (2, 3) or any(side < 0 for side in shape):
+        raise VolumeError(
+            f"{label}: a .npy volume must be H×W×C or H×W; got shape {shape}",
             hint="save one image per file, or reshape to H×W×C",
         )
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(
-        array
-    ):
-        raise VolumeError(f"{label}: .npy dtype {array.dtype} is not real numbers")
-    if 0 in array.shape:
-        raise VolumeError(f"{label}: the volume is empty (shape {array.shape})")
+    if 0 in shape:
+        raise VolumeError(f"{label}: the volume is empty (shape {shape})")
+    count = int(np.prod(shape, dtype=object))
+    start = stream.tell()
+    follows = stream.seek(0, io.SEEK_END) - start
+    stream.seek(start)
+    declared = count * dtype.itemsize
+    if follows != declared:
+        raise VolumeError(
+            f"{label}: the header declares {'×'.join(map(str, shape))} {dtype} values "
+            f"({declared:,} bytes) but {follows:,} bytes follow it"
+            + (": the file is truncated" if follows < declared else ""),
+        )
+    if max_pixels is not None and count > VALUES_PER_PIXEL * max_pixels:
+        raise _too_large(
+            label, "×".join(map(str, shape)), count, VALUES_PER_PIXEL * max_pixels, "values"
+        )
+    flat = np.empty(count, dtype)
+    view = flat.view(np.uint8).data
+    filled = 0
+    while filled < declared:  # in pieces: never a second copy of the whole volume
+        piece = stream.read(min(declared - filled, 2**24))
+        if not piece:
+            raise VolumeError(f"{label}: the .npy file ended early (truncated)")
+        view[filled : filled + len(piece)] = piece
+        filled += len(piece)
+    array = flat.reshape(shape, order="F" if fortran_order else "C")
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    return _finite_float32(array, label)
+
+
+def _finite_float32(array: np.ndarray, label: str) -> np.ndarray:
+    """float32 of a numeric array; NaN, ±inf and values beyond float32's range are refused."""
+    if array.dtype.kind != "f":
+        return array.astype(np.float32)  # integers and booleans: every one fits
+    finite = np.isfinite(array)
+    if array.dtype.itemsize > 4:
+        finite &= np.abs(array) <= np.finfo(np.float32).max
+    if not finite.all():
+        y, x, c = (int(i) for i in np.argwhere(~finite)[0])
+        bad = int(finite.size - np.count_nonzero(finite))
+        value = array[y, x, c]
+        problem = "not finite" if not np.isfinite(value) else "beyond float32's range"
+        raise VolumeError(
+            f"{label}: {bad:,} value{'s' if bad != 1 else ''} {problem}, the first "
+            f"{float(value)!r} at row {y}, column {x}, channel {c}",
+            hint="convvol needs finite float32 values; replace them first (numpy.nan_to_num)",
+        )
     return array.astype(np.float32, copy=False)
 
 
-def _read_image(stream: BinaryIO, label: str, channels: str) -> np.ndarray:
+# Pillow's own decompression-bomb check reads a module global; convvol applies its own
+# limit instead (the caller's max_pixels), so the global is lifted while a header is read.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def _open_image(stream: BinaryIO) -> Image.Image:
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(stream)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_image(
+    stream: BinaryIO, label: str, channels: str, max_pixels: int | None
+) -> tuple[np.ndarray, float]:
     try:
-        image = Image.open(stream)
-        volume = _page_stack(image, stream)
-        if volume is None:
-            volume = _image_to_volume(image, stream)
-            if channels == "rgb":
-                volume = _as_rgb(volume)
+        with warnings.catch_warnings():
+            # Pillow warns about odd metadata (corrupt EXIF, ...) as it reads; the pixels
+            # are what matters, and a damaged image raises.
+            warnings.simplefilter("ignore")
+            image = _open_image(stream)
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise _too_large(label, f"{width}×{height}", width * height, max_pixels, "pixels")
+            stack = _page_stack(image, stream, label, max_pixels)
+            if stack is None:
+                pixels, divisor = _image_pixels(image, stream, label)
+                if channels == "rgb":
+                    pixels = _as_rgb(pixels)
+            else:
+                pixels, divisor = stack
     except UnidentifiedImageError:
+        stream.seek(0)
+        start = stream.read(8)
+        kind = next((kind for magic, kind in _SIGNATURES.items() if start.startswith(magic)), None)
+        if kind:
+            raise VolumeError(
+                f"{label}: a damaged or truncated {kind} file (its header cannot be read)"
+            ) from None
         raise VolumeError(
             f"{label}: not an image or .npy volume that convvol can read",
             hint="supported: PNG, JPEG, TIFF, BMP, WebP, GIF and the rest of what Pillow "
             "reads, and .npy",
         ) from None
     except Image.DecompressionBombError as error:
-        raise VolumeError(f"{label}: refused: {error}") from None
+        raise VolumeError(
+            f"{label}: refused: {error}",
+            hint="if you trust this input, raise the limit with --max-pixels N",
+        ) from None
     except _DECODE_ERRORS as error:
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
-    return volume
+    return pixels, divisor
 
 
-def _page_stack(image: Image.Image, stream: BinaryIO) -> np.ndarray | None:
+def _page_stack(
+    image: Image.Image, stream: BinaryIO, label: str, max_pixels: int | None
+) -> tuple[np.ndarray, float] | None:
     """A multi-page TIFF of same-size single-channel pages (as convvol writes) as one volume."""
+    if image.format != "TIFF":  # other formats' n_frames can mean reading every frame
+        return None
     pages = int(getattr(image, "n_frames", 1))
-    if image.format != "TIFF" or pages < 2:
+    if pages < 2:
         return None
     layers: list[np.ndarray] = []
+    divisors: list[float] = []
     for page in range(pages):
         image.seek(page)
         same_size = not layers or image.size == (layers[0].shape[1], layers[0].shape[0])
         if image.mode not in _SINGLE_CHANNEL_MODES or not same_size:
             image.seek(0)
             return None
-        layers.append(_image_to_volume(image, stream)[:, :, 0])
-    return np.stack(layers, axis=2)
+        width, height = image.size
+        values = (page + 1) * width * height
+        if max_pixels is not None and values > VALUES_PER_PIXEL * max_pixels:
+            raise _too_large(
+                label, f"{page + 1} pages of {width}×{height}", values,
+                VALUES_PER_PIXEL * max_pixels, "values",
+            )  # fmt: skip
+        pixels, divisor = _image_pixels(image, stream, label)
+        layers.append(pixels[:, :, 0])
+        divisors.append(divisor)
+    if len(set(divisors)) == 1:
+        return np.stack(layers, axis=2), divisors[0]
+    # Pages of different kinds: each to float32 by its own divisor.
+    volume = np.empty((*layers[0].shape, len(layers)), np.float32)
+    for c, (layer, divisor) in enumerate(zip(layers, divisors, strict=True)):
+        np.divide(layer, np.float32(divisor), out=volume[:, :, c], casting="unsafe")
+    return volume, 1.0
 
 
 def _direct_mode(image: Image.Image) -> Image.Image:
@@ -224,8 +436,9 @@ def _direct_mode(image: Image.Image) -> Image.Image:
 EXIF_ORIENTATION = 0x0112
 
 
-def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
-    """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → float32 H×W×C."""
+def _image_pixels(image: Image.Image, stream: BinaryIO, label: str) -> tuple[np.ndarray, float]:
+    """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → H×W×C
+    values and their divisor."""
     # load() clears the tile list, which tells 16-bit-per-sample colour apart.
     tiles = list(getattr(image, "tile", None) or [])
     image.load()
@@ -236,12 +449,11 @@ def _image_to_volume(image: Image.Image, stream: BinaryIO) -> np.ndarray:
     else:
         direct = _direct_mode(image)
         pixels, divisor = np.asarray(direct), _DIRECT_MODES[direct.mode]
-    # One pass, straight to float32: the same values as converting, then dividing.
-    volume = np.empty(pixels.shape, np.float32)
-    np.divide(pixels, np.float32(divisor), out=volume, casting="unsafe")
-    if volume.ndim == 2:
-        volume = volume[:, :, np.newaxis]
-    return _orient(volume, orientation)
+        if direct.mode == "F":  # float TIFFs may hold NaN or ±inf, which convvol refuses
+            _finite_float32(pixels[:, :, np.newaxis], label)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    return _orient(pixels, orientation), divisor
 
 
 def _orient(volume: np.ndarray, orientation: object) -> np.ndarray:
@@ -279,7 +491,7 @@ def _sixteen_bit_colour(image: Image.Image, stream: BinaryIO, tiles: list[Any]) 
     high = np.asarray(image).astype(np.uint16)
     swapped = {"B": "L", "L": "B"}
     stream.seek(0)
-    with Image.open(stream) as again:
+    with _open_image(stream) as again:
         again.seek(getattr(image, "tell", lambda: 0)())
         again.tile = [_with_rawmode(t, _rawmode(t)[:-1] + swapped[_rawmode(t)[-1]]) for t in tiles]
         again.load()
@@ -327,17 +539,25 @@ def encode_volume(
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     target: str = "output",
+    quantized: bool = False,
 ) -> None:
     """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy.
 
-    ``target`` names the destination in error messages.
+    ``target`` names the destination in error messages. ``quantized`` says ``volume``
+    holds pixels already (``to_pixels``'s uint8 or uint16 for ``depth``): they are
+    written as they are.
     """
     volume = as_volume(volume)
+    if quantized and (fmt.name == "npy" or volume.dtype != DEPTHS.get(depth)):
+        raise ParameterError(
+            f"{target}: quantized pixels must be {np.dtype(DEPTHS.get(depth, np.uint8)).name} "
+            f"for an image format; got {volume.dtype} for {fmt.name}"
+        )
     if fmt.name == "npy":
         np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
         return
     check_encodable(fmt, volume.shape[2], depth, target)
-    pixels = to_pixels(volume, scale, depth)
+    pixels = volume if quantized else to_pixels(volume, scale, depth)
     channels = pixels.shape[2]
     if fmt.name == "png":
         _write_png(stream, pixels, compress_level)
@@ -457,14 +677,14 @@ def _write_tiff_16bit_rgb(stream: IO[bytes], pixels: np.ndarray) -> None:
     stream.write(struct.pack("<I", 0))  # no further pages
 
 
-def _create_temporary(path: Path) -> tuple[int, Path]:
-    """A new hidden file beside ``path``, created with mode 0666 less the umask, as open() does."""
-    while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.convvol-part")
-        try:
-            return os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), temporary
-        except FileExistsError:
-            continue
+def _temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` for its content until it is complete."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.convvol-part")
+
+
+def _create_temporary(temporary: Path) -> int:
+    """Create ``temporary`` with mode 0666 less the umask, as open() does."""
+    return os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
 
 
 class OutputSet:
@@ -494,12 +714,19 @@ class OutputSet:
         path = Path(target)
         try:
             self._make_parents(path.parent)
-            handle, temporary = _create_temporary(path)
+            while True:
+                # Staged before it exists: an interrupt at any moment leaves nothing behind.
+                temporary = _temporary_name(path)
+                self._staged.append((temporary, path))
+                try:
+                    handle = _create_temporary(temporary)
+                    break
+                except FileExistsError:  # another file's name: not ours to remove
+                    self._staged.remove((temporary, path))
         except (FileExistsError, NotADirectoryError):
             raise OutputError(f"{path}: a parent of this path is a file, not a directory") from None
         except OSError as error:
             raise OutputError(f"{path}: cannot write here: {error.strerror or error}") from None
-        self._staged.append((temporary, path))
         try:
             with os.fdopen(handle, "w+b") as stream:  # TIFF pages need reading back
                 yield stream
@@ -529,8 +756,13 @@ class OutputSet:
                 pool.submit(self.write, target, volume, fmt=fmt, **options)
                 for target, volume, fmt in jobs
             ]
-            for future in futures:
-                future.result()  # re-raises the first failure; __exit__ then discards all
+            try:
+                for future in futures:
+                    future.result()  # re-raises the first failure; __exit__ then discards all
+            except BaseException:  # a failure or Ctrl-C: start no more files
+                for future in futures:
+                    future.cancel()
+                raise
 
     def _make_parents(self, directory: Path) -> None:
         missing = []
@@ -538,7 +770,16 @@ class OutputSet:
             missing.append(directory)
             directory = directory.parent
         for made in reversed(missing):
-            made.mkdir()
+            try:
+                made.mkdir()
+            except (FileExistsError, NotADirectoryError):
+                raise OutputError(
+                    f"{made}: a parent of this path is a file, not a directory"
+                ) from None
+            except OSError as error:
+                raise OutputError(
+                    f"{made}: cannot make this directory: {error.strerror or error}"
+                ) from None
             self._created.append(made)
 
     def commit(self) -> None:
@@ -561,11 +802,13 @@ class OutputSet:
                         backup = None
                 os.replace(temporary, path)
                 replaced.append((path, backup))
-        except OSError as error:
+        except BaseException as error:  # an OSError, or Ctrl-C halfway: put everything back
             for done, backup in reversed(replaced):
                 with suppress(OSError):
                     os.replace(backup, done) if backup else os.unlink(done)
             self.discard()
+            if not isinstance(error, OSError):
+                raise
             raise OutputError(f"{path}: cannot write: {error.strerror or error}") from None
         finally:
             for _, backup in replaced:
@@ -586,6 +829,25 @@ class OutputSet:
         self._created.clear()
 
 
+def _write_stdout(data: memoryview) -> None:
+    """All of ``data`` to standard output: a short write is continued, never dropped.
+
+    BrokenPipeError (the reader has gone, as with ``| head``) is left to the caller.
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            written = sys.stdout.buffer.write(view)
+            if not written:
+                raise OSError("standard output takes no more data")
+            view = view[written:]
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise OutputError(f"standard output: cannot write: {error.strerror or error}") from None
+
+
 def write_volume(
     target: str | os.PathLike[str] | IO[bytes],
     volume: np.ndarray,
@@ -594,15 +856,19 @@ def write_volume(
     scale: str = "clip",
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    quantized: bool = False,
 ) -> None:
     """Write an H×W×C volume to a path (atomically), ``"-"`` (stdout) or a binary stream.
 
     The format comes from ``format`` or else the path's extension. Images store 1
     (greyscale) or 3 (RGB) channels, TIFF any number (one page each); pixels follow
     ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16 bits). ``.npy`` stores the
-    float32 volume unscaled.
+    float32 volume unscaled. ``quantized=True`` writes pixels that ``to_pixels`` (or
+    ``render_layers``) made already, as they are.
     """
-    options: dict[str, Any] = {"scale": scale, "depth": depth, "compress_level": compress_level}
+    options: dict[str, Any] = {
+        "scale": scale, "depth": depth, "compress_level": compress_level, "quantized": quantized,
+    }  # fmt: skip
     to_stdout = isinstance(target, str | os.PathLike) and str(target) == "-"
     if isinstance(target, str | os.PathLike) and not to_stdout:
         fmt = format_named(format) if format else format_for_path(target)
@@ -616,7 +882,6 @@ def write_volume(
         # Encode fully first, so a failure never leaves half an image on stdout.
         buffer = io.BytesIO()
         encode_volume(buffer, volume, fmt, **options)
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
+        _write_stdout(buffer.getbuffer())
     else:
         encode_volume(target, volume, fmt, **options)

@@ -1,0 +1,118 @@
+"""Write the seed corpora: small banks and small images/volumes of every kind convvol reads.
+
+    python fuzz/make_seeds.py    # (re)writes fuzz/corpus/{bank,volume}/seed-*
+
+Seeds are where the fuzzer starts; what it finds is merged into the same directories
+(see fuzz/run.py). Every file is tiny, so the corpus in the repository stays small.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from convvol.volume import write_volume
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+BANKS = {
+    "kernel.yaml": "filters:\n  - kernel: sobel_x\n",
+    "channels.yaml": "name: c\ndefaults: {padding: valid, border: wrap, stride: 2}\n"
+    "filters:\n  - name: r\n    channels: {red: [[1, 0, -1]], 3: [[0.5, 1e-3, -2]]}\n"
+    "    bias: 0.25\n",
+    "weights.yaml": "filters:\n  - weights: [[[1, 2]], [[3, 4]]]\n    scale: 2\n"
+    "    normalize: true\n",
+    "depthwise.yaml": "filters:\n  - {name: g, kernel: {gaussian: {sigma: 1.5, size: [3, 5]}},"
+    " depthwise: true}\n  - {name: b, kernel: {box: {size: [3, 5]}}}\n",
+    "anchors.yaml": "shared: &k [[1, 2], [3, 4]]\nfilters:\n  - {name: a, kernel: *k}\n",
+    "merge.yaml": "filters:\n  - &base {name: a, kernel: identity, bias: 1}\n"
+    "  - {<<: *base, name: b}\n",
+    "tags.yaml": "filters:\n  - kernel: !!python/object/apply:os.system ['true']\n",
+    "kernel.json": '{"filters": [{"kernel": [[0, 1, 0], [1, -4, 1], [0, 1, 0]]}]}',
+    "channels.json": '{"name": "j", "filters": [{"channels": {"0": "laplacian", "blue": '
+    '{"gaussian": {"sigma": 0.5}}}, "description": "\\u00e9"}]}',
+    "defaults.json": '{"defaults": {"padding": 2, "cval": 0.5, "border": "constant",'
+    ' "dilation": 2, "activation": "relu"}, "filters": [{"kernel": "emboss"}]}',
+}
+
+
+def image_bytes(image: Image.Image, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def volume_seeds() -> dict[str, bytes]:
+    rng = np.random.default_rng(4)
+    rgb = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8))
+    rgba = Image.fromarray(rng.integers(0, 256, (4, 5, 4), dtype=np.uint8))
+    grey = rgb.convert("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frames = [rgb, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    seeds = {
+        "rgb.png": image_bytes(rgb, "PNG"),
+        "rgba.png": image_bytes(rgba, "PNG"),
+        "grey.png": image_bytes(grey, "PNG"),
+        "interlaced.png": image_bytes(rgb, "PNG", interlace=1),
+        "palette.png": image_bytes(rgb.convert("P"), "PNG", transparency=0),
+        "grey16.png": image_bytes(
+            Image.fromarray(rng.integers(0, 65536, (4, 5), dtype=np.uint16)), "PNG"
+        ),
+        "animated.png": image_bytes(frames[0], "PNG", save_all=True, append_images=frames[1:]),
+        "exif.jpg": image_bytes(rgb, "JPEG", exif=exif),
+        "cmyk.jpg": image_bytes(rgb.convert("CMYK"), "JPEG"),
+        "animated.gif": image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        "rgb.webp": image_bytes(rgb, "WEBP", lossless=True),
+        "rgb.bmp": image_bytes(rgb, "BMP"),
+        "float.tif": image_bytes(
+            Image.fromarray(rng.standard_normal((4, 5)).astype(np.float32)), "TIFF"
+        ),
+        "cmyk.tif": image_bytes(rgb.convert("CMYK"), "TIFF"),
+        "pages.tif": image_bytes(grey, "TIFF", save_all=True, append_images=[grey, grey]),
+    }
+    for name, volume, fmt, depth in [
+        ("rgb48.png", rng.random((4, 5, 3)), "png", 16),
+        ("rgb48.tif", rng.random((4, 5, 3)), "tiff", 16),
+    ]:
+        buffer = io.BytesIO()
+        write_volume(buffer, volume.astype(np.float32), format=fmt, depth=depth)
+        seeds[name] = buffer.getvalue()
+    for name, array in [
+        ("float32.npy", rng.standard_normal((4, 5, 3)).astype(np.float32)),
+        ("flat.npy", rng.standard_normal((4, 5)).astype(np.float32)),
+        ("float64.npy", rng.standard_normal((3, 2, 2))),
+        ("int16.npy", rng.integers(-9, 9, (2, 3, 2)).astype(">i2")),
+        ("bool.npy", np.ones((2, 2, 1), bool)),
+        ("fortran.npy", np.asfortranarray(rng.standard_normal((3, 4, 2)).astype(np.float32))),
+    ]:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        seeds[name] = buffer.getvalue()
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.zeros((2, 2, 2), np.float16), version=(2, 0))
+    seeds["version2.npy"] = buffer.getvalue()
+    return seeds
+
+
+def main() -> None:
+    bank_dir, volume_dir = HERE / "corpus" / "bank", HERE / "corpus" / "volume"
+    for directory in (bank_dir, volume_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob("seed-*"):
+            old.unlink()
+    for path in sorted((REPO / "filters").iterdir()):
+        shutil.copyfile(path, bank_dir / f"seed-bundled-{path.name}")
+    for name, text in BANKS.items():
+        (bank_dir / f"seed-{name}").write_text(text, encoding="utf-8")
+    for name, data in volume_seeds().items():
+        (volume_dir / f"seed-{name}").write_bytes(data)
+
+
+if __name__ == "__main__":
+    main()

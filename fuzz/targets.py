@@ -1,0 +1,63 @@
+"""What the fuzz targets check, without atheris: the regression tests replay the corpus here.
+
+Each check takes arbitrary bytes. The one thing it may raise is ConvvolError (the input's
+clear message); anything else, a warning included (it would reach the user's terminal),
+is a crash. What is read must also make sense: a bank resolves to finite float32
+weights, a volume is a finite float32 H×W×C array.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+
+from convvol.bank import Bank, bank_from_bytes
+from convvol.errors import ConvvolError
+from convvol.volume import read_volume
+
+# Small enough that every decoded input is quick, so the fuzzer explores instead of
+# decoding; the limit itself is what a larger input meets (and it is tested on its own).
+FUZZ_MAX_PIXELS = 2**20
+
+
+def check_bank(data: bytes) -> None:
+    """Load ``data`` as a bank, as YAML and as JSON, and resolve it for a few depths."""
+    for json_syntax in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                bank = bank_from_bytes(data, name="fuzzed", json_syntax=json_syntax)
+            except ConvvolError:
+                continue
+            _check_resolves(bank)
+
+
+def _check_resolves(bank: Bank) -> None:
+    for channels in sorted({1, 3, 4, bank.default_channels}):
+        try:
+            resolved = bank.resolve(channels)
+        except ConvvolError:
+            continue
+        assert resolved.weights.dtype == np.float32
+        assert resolved.weights.shape[1] == channels
+        assert np.isfinite(resolved.weights).all()
+        assert len(resolved.names) == resolved.weights.shape[0] == resolved.bias.size
+
+
+def check_volume(data: bytes) -> None:
+    """Read ``data`` as an image or .npy volume, as RGB and as the file's own channels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for channels in ("rgb", "keep"):
+            try:
+                volume = read_volume(
+                    io.BytesIO(data), channels=channels, max_pixels=FUZZ_MAX_PIXELS
+                )
+            except ConvvolError:
+                return
+            assert volume.dtype == np.float32
+            assert volume.ndim == 3
+            assert min(volume.shape) >= 1
+            assert np.isfinite(volume).all()
