@@ -256,7 +256,7 @@ def assert_complete_outputs(workdir: Path) -> list[Path]:
     return outputs
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "kill"])
 def test_interrupted_batch_leaves_complete_files_and_resumes(workdir: Path, how: str) -> None:
     make_images(workdir / "in", 32, size=(160, 160))
     (workdir / "slow.yaml").write_text(SLOW_BANK)
@@ -268,6 +268,8 @@ def test_interrupted_batch_leaves_complete_files_and_resumes(workdir: Path, how:
         raise AssertionError(process.communicate()[1]) from None
     if how == "ctrl-c":
         os.killpg(process.pid, signal.SIGINT)  # the terminal sends it to the whole group
+    elif how == "sigterm":
+        process.terminate()  # the batch process only: it stops its workers itself
     else:
         process.kill()  # the batch process only: its workers finish their file and go
     try:
@@ -275,8 +277,8 @@ def test_interrupted_batch_leaves_complete_files_and_resumes(workdir: Path, how:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         raise AssertionError("the interrupted batch did not stop") from None
-    if how == "ctrl-c":
-        assert process.returncode == 130, stderr
+    if how != "kill":
+        assert process.returncode == {"ctrl-c": 130, "sigterm": 143}[how], stderr
         assert "rerun with --skip-existing" in stderr
         assert "Traceback" not in stderr
     finished = assert_complete_outputs(workdir)
