@@ -290,3 +290,22 @@ def test_interrupted_batch_leaves_complete_files_and_resumes(workdir: Path, how:
     outputs = assert_complete_outputs(workdir)
     assert len(outputs) == 32
     assert not [p for p in (workdir / "out").iterdir() if p.name.startswith(".")]
+
+def test_output_folders_made_by_another_worker_meanwhile(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers race to make the same new folder: the loser uses it, and never removes it."""
+    from convvol.volume import OutputSet
+
+    made_elsewhere = workdir / "out" / "sub"
+    made_elsewhere.mkdir(parents=True)  # as if another process had just made it
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: False if self == made_elsewhere
+                        else real_exists(self))  # fmt: skip
+    outputs = OutputSet()
+    with outputs.open(made_elsewhere / "a.npy") as stream:
+        stream.write(b"x")
+    outputs.discard()  # this file failed: its outputs go
+    monkeypatch.undo()
+    assert made_elsewhere.is_dir()  # not ours to remove
+    assert list(made_elsewhere.iterdir()) == []

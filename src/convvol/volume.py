@@ -772,7 +772,13 @@ class OutputSet:
         for made in reversed(missing):
             try:
                 made.mkdir()
-            except (FileExistsError, NotADirectoryError):
+            except FileExistsError:
+                if made.is_dir():  # made meanwhile by another process (a batch's worker)
+                    continue
+                raise OutputError(
+                    f"{made}: a parent of this path is a file, not a directory"
+                ) from None
+            except NotADirectoryError:
                 raise OutputError(
                     f"{made}: a parent of this path is a file, not a directory"
                 ) from None
