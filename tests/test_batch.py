@@ -291,6 +291,27 @@ def test_interrupted_batch_leaves_complete_files_and_resumes(workdir: Path, how:
     assert len(outputs) == 32
     assert not [p for p in (workdir / "out").iterdir() if p.name.startswith(".")]
 
+
+def test_a_worker_that_dies_costs_no_file(workdir: Path) -> None:
+    """A worker killed mid-file (as by the out-of-memory killer): its files run again."""
+    make_images(workdir / "in", 24, size=(160, 160))
+    (workdir / "slow.yaml").write_text(SLOW_BANK)
+    process = start_batch(workdir)
+    try:
+        wait_for_outputs(workdir, 3)
+        psutil = pytest.importorskip("psutil")  # comes with distributed (the dask extra)
+        workers = [child for child in psutil.Process(process.pid).children()
+                   if "spawn_main" in " ".join(child.cmdline())]  # fmt: skip
+        workers[0].kill()
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, stderr
+    assert "24 succeeded, 0 failed, 0 skipped" in stderr
+    assert len(assert_complete_outputs(workdir)) == 24
+
+
 def test_output_folders_made_by_another_worker_meanwhile(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

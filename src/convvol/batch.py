@@ -515,6 +515,16 @@ def _run_pool(
 ) -> None:
     pending = list(reversed(items))  # popped from the end: input order
     attempts: dict[int, int] = {}
+
+    def retry(item: Item) -> None:
+        """Once more in a fresh pool; a second death (its own or a neighbour's) fails it."""
+        attempts[id(item)] = attempts.get(id(item), 0) + 1
+        if attempts[id(item)] < 2:
+            pending.append(item)
+        else:
+            message = f"{item.source}: the worker process died on it (out of memory?)"
+            keep(FileResult(item.source, "failed", (), message))
+
     while pending:
         # Spawned, not forked: the engine keeps threads, and forking after threads is unsafe.
         context = multiprocessing.get_context("spawn")
@@ -522,25 +532,36 @@ def _run_pool(
             workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
         )
         running: dict[Future[FileResult], Item] = {}
+        broken = False
         try:
-            while pending or running:
+            while (pending or running) and not broken:
                 while pending and len(running) < 4 * workers:  # a window, not a million futures
                     item = pending.pop()
-                    with _sigint_ignored():  # submit() may start a worker
-                        running[pool.submit(_worker_job, item, options, threads)] = item
+                    try:
+                        with _sigint_ignored():  # submit() may start a worker
+                            running[pool.submit(_worker_job, item, options, threads)] = item
+                    except BrokenProcessPool:
+                        pending.append(item)
+                        broken = True
+                        break
+                if broken:
+                    break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     item = running.pop(future)
                     try:
                         keep(future.result())
                     except BrokenProcessPool:
-                        attempts[id(item)] = attempts.get(id(item), 0) + 1
-                        if attempts[id(item)] < 2:
-                            pending.append(item)
-                        else:
-                            keep(FileResult(item.source, "failed", (),
-                                            f"{item.source}: the worker process died on it "
-                                            "(out of memory?)"))  # fmt: skip
+                        broken = True
+                        retry(item)
+            if broken:
+                # Workers that stopped for Ctrl-C (exit 130) break the pool too, maybe just
+                # before this process's own KeyboardInterrupt arrives: that is no crash.
+                if _exit_codes(pool) & {128 + signal.SIGINT}:
+                    raise KeyboardInterrupt
+                for item in running.values():  # their futures fail too: start them again
+                    retry(item)
+                running.clear()
         except KeyboardInterrupt:
             _interrupt(pool)
             # An interrupt can fall between a part-file's creation and its bookkeeping.
@@ -548,6 +569,14 @@ def _run_pool(
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_codes(pool: ProcessPoolExecutor) -> set[int]:
+    """How a broken pool's workers ended (they are joined first)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public list
+    for process in processes:
+        process.join(timeout=5)
+    return {process.exitcode for process in processes if process.exitcode is not None}
 
 
 @contextmanager
@@ -582,10 +611,12 @@ def _interrupt(pool: ProcessPoolExecutor) -> None:
 
 _busy = False  # a file is in the making in this worker
 _stopping = False  # this worker was interrupted or lost its parent: exit after the file
+_exit_code = 1  # then, how it exits: 128 + the signal's number, or 1 for a lost parent
 
 
 def _worker_start(parent: int) -> None:
     signal.signal(signal.SIGINT, _worker_interrupted)
+    signal.signal(signal.SIGTERM, _worker_interrupted)  # the pool's own terminate() too
     # A worker's own queue handles keep its pipes open, so it would wait for work forever
     # if the batch were killed (SIGKILL): watch the parent instead (by the pid it gave,
     # since it may be gone already by the time this worker starts).
@@ -602,15 +633,16 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker_interrupted(signum: int, frame: FrameType | None) -> None:
-    """Ctrl-C reaches the workers too (and the batch passes it on): a worker making a file
-    stops it (its temporaries are removed on the way out) and exits; an idle one exits."""
-    global _stopping
+    """Ctrl-C reaches the workers too (and the batch passes it on), as may SIGTERM: a
+    worker making a file stops it (its temporaries are removed on the way out) and exits
+    with 128 + the signal's number; an idle one exits at once."""
+    global _stopping, _exit_code
     if _stopping:
         return
-    _stopping = True
+    _stopping, _exit_code = True, 128 + signum
     if _busy:
         raise KeyboardInterrupt
-    os._exit(130)
+    os._exit(_exit_code)
 
 
 def _worker_job(item: Item, options: BatchOptions, threads: int) -> FileResult:
@@ -623,7 +655,7 @@ def _worker_job(item: Item, options: BatchOptions, threads: int) -> FileResult:
             _busy = False
     except KeyboardInterrupt:  # the outputs in the making were discarded on the way here
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(_exit_code)
     finally:
         if _stopping:  # however the interrupt fell, never wait for more work
-            os._exit(130)
+            os._exit(_exit_code)
