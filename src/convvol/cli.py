@@ -14,6 +14,7 @@ import os
 import signal
 import string
 import sys
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from convvol import __version__, console, pictures
+from convvol import __version__, batch, console, outofcore, pictures
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
 from convvol.errors import BankError, ConvvolError, ParameterError, choice_hint
@@ -46,7 +47,7 @@ from convvol.volume import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-TEMPLATE_FIELDS = ("name", "index", "stem", "bank")
+TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath")
 BROKEN_PIPE_EXIT = 128 + 13  # as if killed by SIGPIPE, as cat or yes are under `| head`
 
 
@@ -147,6 +148,20 @@ class PaddingType(click.ParamType):  # type: ignore[type-arg]
         self.fail(f"{value!r} is not one of same, valid, full or an integer ≥ 0", param, ctx)
 
 
+class SizeType(click.ParamType):  # type: ignore[type-arg]
+    """Bytes, or a number with K, M, G or T (powers of 1024): 512M, 2G."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return outofcore.parse_size(value)
+        except ConvvolError as error:
+            self.fail(error.message + (f" ({error.hint})" if error.hint else ""), param, ctx)
+
+
 def engine_options(command: F) -> F:
     """The convolution settings, each overriding the bank's ``defaults:``."""
     options = [
@@ -225,6 +240,29 @@ def max_kernel_option(command: F) -> F:
     )(command)
 
 
+def batch_options(command: F) -> F:
+    """Many files and big ones: workers, resuming, the memory budget, a Dask cluster."""
+    options = [
+        click.option("-j", "--jobs", "workers", type=click.IntRange(min=1), default=None,
+                     metavar="N",
+                     help="Files filtered at once, in worker processes. Default: the number "
+                     "of cores."),
+        click.option("--skip-existing", is_flag=True,
+                     help="Leave inputs whose outputs exist alone (resume a batch)."),
+        click.option("--max-memory", type=SizeType(), default=None,
+                     help="Memory budget per file (512M, 2G): .npy/.zarr to .npy/.zarr runs in "
+                     "strips within it (default 1G); otherwise a quarter of it bounds the "
+                     "engine's working set (default 256M)."),
+        click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+                     metavar="ADDRESS",
+                     help="Run on this Dask scheduler (tcp://host:8786), one task per file; "
+                     "default: $DASK_SCHEDULER_ADDRESS. Needs convvol[dask]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.group(
     name="convvol", cls=ConvvolGroup, context_settings={"help_option_names": ["-h", "--help"]}
 )
@@ -243,7 +281,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("input_path", metavar="INPUT")
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option(
     "-f",
     "--filters",
@@ -258,9 +296,9 @@ def cli(debug: bool) -> None:
     "--output",
     default=None,
     metavar="OUTPUT",
-    help="Output file, '-' for stdout, or with --split a template using {name}, "
-    "{index}, {stem}, {bank}. Default: {stem}_{bank}.png "
-    "({stem}_{bank}_{name}.png with --split).",
+    help="Output file, '-' for stdout, or a template using {stem}, {relpath}, {bank} "
+    "(and {name}, {index} with --split); several inputs need {stem}. "
+    "Default: {stem}_{bank}.png ({stem}_{bank}_{name}.png with --split).",
 )
 @click.option("--split", is_flag=True, help="Write each output channel as its own greyscale image.")
 @click.option(
@@ -302,9 +340,10 @@ def cli(debug: bool) -> None:
 )
 @max_pixels_option
 @max_kernel_option
+@batch_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
-    input_path: str,
+    inputs: tuple[str, ...],
     bank_names: tuple[str, ...],
     output: str | None,
     split: bool,
@@ -318,13 +357,19 @@ def apply(
     preview: bool,
     max_pixels: int,
     max_kernel: int,
+    workers: int | None,
+    skip_existing: bool,
+    max_memory: int | None,
+    scheduler: str | None,
     quiet: bool,
     **settings: Any,
 ) -> None:
-    """Apply filter banks to an image or .npy volume (INPUT, or - for stdin).
+    """Apply filter banks to images, .npy volumes or Zarr arrays (INPUT, or - for stdin).
 
     Each bank's N filters give N output channels; repeated -f banks run in order, each on
-    the previous output, like stacked CNN layers.
+    the previous output, like stacked CNN layers. Several inputs (paths, directories,
+    quoted glob patterns) make a batch: files run in parallel, a bad file is reported
+    and the rest go on (exit 1 at the end).
 
     \b
     Examples:
@@ -332,10 +377,26 @@ def apply(
         convvol apply photo.jpg -f blur -o blurred.png
         convvol apply photo.jpg -f blur -o - --format npy | convvol apply - -f edges -o e.png
         convvol apply photo.jpg -f edges -o edges.png --montage sheet.png --preview
+        convvol apply 'photos/**/*.jpg' -f blur -o 'out/{relpath}/{stem}.png' --skip-existing
+        convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
     """
-    click.get_current_context().meta["convvol.input"] = input_path  # for messages
     banks = [load_bank(name, max_kernel=max_kernel) for name in bank_names]
     _check_cval(settings, banks)
+    settings["memory_limit"] = outofcore.engine_memory_limit(max_memory)
+    if scheduler or batch.is_batch(inputs):
+        if montage is not None or preview:
+            raise click.UsageError("--montage and --preview show one input; give one INPUT")
+        encoding: dict[str, Any] = {
+            "scale": scale, "depth": int(depth), "compress_level": compress_level,
+        }  # fmt: skip
+        _apply_batch(
+            inputs, banks, bank_names, output, split, format_name, channels, encoding,
+            settings, jobs=workers, skip_existing=skip_existing, max_memory=max_memory,
+            max_pixels=max_pixels, scheduler=scheduler, explain=explain, quiet=quiet,
+        )  # fmt: skip
+        return
+    (input_path,) = inputs
+    click.get_current_context().meta["convvol.input"] = input_path  # for messages
     to_stdout = output == "-"
     if to_stdout and split:
         raise click.UsageError("--split writes several files; give a template, not -")
@@ -348,8 +409,23 @@ def apply(
         _check_template(template, split)
     if montage is not None:
         _check_template(montage, split=False, option="'--montage'")
+    fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
+              "bank": banks[-1].name, "relpath": "."}  # fmt: skip
+    target = None if to_stdout or split else template.format(**fields)
+    if (
+        target
+        and montage is None
+        and not preview
+        and outofcore.can_stream(input_path, target, split=False, format_name=format_name)
+    ):
+        _apply_out_of_core(input_path, target, banks, bank_names, format_name, settings,
+                           max_memory, max_pixels, skip_existing, explain, quiet)  # fmt: skip
+        return
     with console.native_messages_hidden():
-        stored, divisor = read_pixels(input_path, channels=channels, max_pixels=max_pixels)
+        if outofcore.is_zarr(input_path):  # a Zarr array to an image: read whole
+            stored, divisor = outofcore.read_whole(input_path, max_pixels=max_pixels), 1.0
+        else:
+            stored, divisor = read_pixels(input_path, channels=channels, max_pixels=max_pixels)
     names = _output_names(stored.shape[2], banks, bank_names, channels)
     shape = (stored.shape[0], stored.shape[1], stored.shape[2])
     if explain:
@@ -359,8 +435,6 @@ def apply(
     options: dict[str, Any] = {
         "scale": scale, "depth": int(depth), "compress_level": compress_level,
     }  # fmt: skip
-    fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
-              "bank": banks[-1].name}  # fmt: skip
     targets: list[str] = []
     if to_stdout:
         stdout_format = format_named(format_name or "png")
@@ -374,8 +448,12 @@ def apply(
         formats = [format_named(format_name) if format_name else format_for_path(t)
                    for t in targets]  # fmt: skip
         _check_targets(targets, input_path, template)
-        for target, fmt in zip(targets, formats, strict=True):
-            check_encodable(fmt, 1 if split else len(names), int(depth), target)
+        for each, fmt in zip(targets, formats, strict=True):
+            check_encodable(fmt, 1 if split else len(names), int(depth), each)
+        if skip_existing and all(os.path.exists(each) for each in targets):
+            if not quiet:
+                console.status(f"skipped {input_path}: {_shown(targets)} exists")
+            return
     sheet = _montage_target(montage.format(**fields), input_path, targets) if montage else None
 
     # Only image files to write: the last layer goes straight to pixels, band by band,
@@ -424,8 +502,8 @@ def apply(
     if not quiet:
         height, width, depth_out = outcome.shape
         if targets:
-            shown = targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
-            console.status(f"wrote {shown}: {height}×{width}×{depth_out} from {input_path}")
+            console.status(f"wrote {_shown(targets)}: {height}×{width}×{depth_out} from "
+                           f"{input_path}")  # fmt: skip
         if sheet is not None:
             console.status(f"wrote {sheet[0]}: contact sheet of the input and "
                            f"{_count(depth_out, 'output channel')}")  # fmt: skip
@@ -447,6 +525,141 @@ def _writing_cost(formats: list[Format], to_stdout: bool, depth: int, as_pixels:
     else:
         cost = 3 * (depth // 8) / 4
     return cost + (1.0 if to_stdout else 0.0)
+
+
+def _shown(targets: list[str]) -> str:
+    return targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
+
+
+def _explain(shape: tuple[int, int, int], banks: list[Bank], settings: dict[str, Any]) -> None:
+    plans = plan_layers(shape, banks, **settings)
+    for number, (bank, plan) in enumerate(zip(banks, plans, strict=True), start=1):
+        console.status(f"layer {number} ({bank.name}): {plan.describe()}")
+
+
+def _apply_out_of_core(
+    input_path: str,
+    target: str,
+    banks: list[Bank],
+    bank_names: tuple[str, ...],
+    format_name: str | None,
+    settings: dict[str, Any],
+    max_memory: int | None,
+    max_pixels: int,
+    skip_existing: bool,
+    explain: bool,
+    quiet: bool,
+) -> None:
+    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory."""
+    _check_targets([target], input_path, target)
+    if skip_existing and os.path.exists(target):
+        if not quiet:
+            console.status(f"skipped {input_path}: {target} exists")
+        return
+    if explain:
+        source = outofcore.open_source(input_path, max_pixels=max_pixels)
+        source.close()
+        _explain(source.shape, banks, settings)
+    engine_settings = {key: value for key, value in settings.items() if key != "memory_limit"}
+    layer = outofcore.filter_volume(
+        input_path, banks, target, budget=max_memory, labels=bank_names, format=format_name,
+        max_pixels=max_pixels, **engine_settings,
+    )  # fmt: skip
+    if not quiet:
+        height, width, depth_out = layer.out_shape
+        console.status(f"wrote {target}: {height}×{width}×{depth_out} from {input_path}")
+
+
+def _apply_batch(
+    inputs: tuple[str, ...],
+    banks: list[Bank],
+    bank_names: tuple[str, ...],
+    output: str | None,
+    split: bool,
+    format_name: str | None,
+    channels: str,
+    encoding: dict[str, Any],
+    settings: dict[str, Any],
+    *,
+    jobs: int | None,
+    skip_existing: bool,
+    max_memory: int | None,
+    max_pixels: int,
+    scheduler: str | None,
+    explain: bool,
+    quiet: bool,
+) -> None:
+    """Many inputs: check the plan, run it (workers or a cluster), report, exit 0/1/130."""
+    if output == "-":
+        raise click.UsageError("several inputs write several files; give -o a template with "
+                               "{stem}, not -")  # fmt: skip
+    if explain:
+        raise click.UsageError("--explain describes one input's plan; give one INPUT")
+    template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
+    _check_template(template, split)
+    items = batch.expand_inputs(inputs)
+    options = batch.BatchOptions(
+        banks=tuple(banks), template=template, labels=bank_names, split=split,
+        format_name=format_name, channels=channels,
+        overrides={key: value for key, value in settings.items() if key != "memory_limit"},
+        max_memory=max_memory, max_pixels=max_pixels, skip_existing=skip_existing, **encoding,
+    )  # fmt: skip
+    batch.check_plan(items, options)
+    first = batch.single_target(items[0], options)
+    if first and not (format_name is None and outofcore.is_zarr(first)):
+        format_named(format_name) if format_name else format_for_path(first)
+    client = None
+    if scheduler:
+        from convvol import distributed  # Dask is an optional extra
+
+        client = distributed.connect(scheduler)
+    progress = console.BatchProgress(len(items), enabled=not quiet and console.stderr_is_terminal())
+    started = time.perf_counter()
+
+    def report(result: batch.FileResult) -> None:
+        progress.advance(result.status, result.message, result.hint)
+
+    try:
+        with progress:
+            if client is not None:
+                from convvol import distributed
+
+                results = distributed.run_on_cluster(items, options, client, on_result=report)
+            else:
+                results = batch.run_local(items, options, jobs=jobs, on_result=report)
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped)
+        signum = int(getattr(error, "signum", signal.SIGINT))
+        why = (
+            "interrupted"
+            if signum == signal.SIGINT
+            else f"stopped by {signal.Signals(signum).name}"
+        )
+        console.status(_summary(progress.counts, time.perf_counter() - started))
+        console.error(
+            f"{why} after {progress.done} of {len(items)} files; the finished ones are "
+            "complete", hint="rerun with --skip-existing to resume",
+        )  # fmt: skip
+        raise click.exceptions.Exit(128 + signum) from None
+    finally:
+        if client is not None:
+            client.close()
+    failures = [result.source for result in results if result.failed]
+    if not quiet or failures:
+        console.status(_summary(progress.counts, time.perf_counter() - started))
+    if failures:
+        listed = ", ".join(failures[:10]) + (f" and {len(failures) - 10} more"
+                                             if len(failures) > 10 else "")  # fmt: skip
+        console.error(f"{len(failures)} of {len(items)} files failed: {listed}")
+        raise click.exceptions.Exit(1)
+
+
+def _summary(counts: dict[str, int], seconds: float) -> str:
+    done = sum(counts.values())
+    rate = f" ({done / seconds:.1f} files/s)" if seconds > 0 and done else ""
+    return (
+        f"{counts['succeeded']} succeeded, {counts['failed']} failed, {counts['skipped']} "
+        f"skipped in {seconds:.1f} s{rate}"
+    )
 
 
 def _check_cval(settings: dict[str, Any], banks: list[Bank]) -> None:
@@ -489,7 +702,7 @@ def _output_names(
 
 def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
     """Refuse a template that names unknown fields, converts, or maps channels to one file."""
-    allowed = TEMPLATE_FIELDS if split else ("stem", "bank")
+    allowed = TEMPLATE_FIELDS if split else ("stem", "bank", "relpath")
     try:
         parsed = list(string.Formatter().parse(template))
         fields = {field for _, field, _, _ in parsed if field is not None}
@@ -500,7 +713,7 @@ def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
             raise ValueError(f"uses {{{unknown[0]}}}; templates{scope} may use {listing}")
         if any(conversion for *_, conversion in parsed):
             raise ValueError("conversions such as !r are not allowed")
-        template.format(name="x", index=0, stem="x", bank="x")  # format specs, e.g. {index:03d}
+        template.format(name="x", index=0, stem="x", bank="x", relpath="x")  # specs: {index:03d}
     except (ValueError, KeyError, IndexError) as error:
         raise click.BadParameter(f"{template!r}: {error}", param_hint=option) from None
     if split and not fields & {"name", "index"}:
@@ -528,7 +741,7 @@ def _check_targets(targets: list[str], input_path: str, template: str) -> None:
             param_hint="'-o'",
         )
     for target in targets:
-        if Path(target).is_dir():
+        if Path(target).is_dir() and not outofcore.is_zarr(target):
             raise click.BadParameter(f"{target} is a directory", param_hint="'-o'")
 
 

@@ -12,11 +12,22 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import groupby
+from types import TracebackType
 
 import numpy as np
 from rich.color import Color
 from rich.columns import Columns
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
@@ -70,6 +81,71 @@ def native_messages_hidden() -> Iterator[None]:
 def status(message: str) -> None:
     """A progress or summary line for people, on stderr."""
     stderr_console().print(Text(message, style="dim"))
+
+
+def stderr_is_terminal() -> bool:
+    """True when a person watches stderr (so a progress bar is worth drawing)."""
+    return sys.stderr.isatty()
+
+
+class _RateColumn(ProgressColumn):
+    """Files per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} files/s" if speed else "– files/s", style="progress.data.speed")
+
+
+class BatchProgress:
+    """Files done of total, rate and ETA on stderr while a batch runs; drawn only when
+    ``enabled`` (a terminal, not --quiet). Errors print above the bar."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total = total
+        self.counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+        self._progress: Progress | None = None
+        if enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("files"), _RateColumn(), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(),
+                console=stderr_console(), transient=True,
+            )  # fmt: skip
+            self._task = self._progress.add_task("filtering", total=total)
+
+    def __enter__(self) -> BatchProgress:
+        if self._progress:
+            self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._progress:
+            self._progress.stop()
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def advance(self, status: str, message: str = "", hint: str | None = None) -> None:
+        """Count one finished file (``succeeded``, ``failed`` or ``skipped``); print a
+        failure's message at once."""
+        self.counts[status] += 1
+        if status == "failed":
+            console = self._progress.console if self._progress else stderr_console()
+            console.print(Text.assemble(("convvol: error: ", "bold red"), message))
+            if hint:
+                console.print(Text.assemble(("hint: ", "yellow"), hint))
+        if self._progress:
+            failed = self.counts["failed"]
+            self._progress.update(
+                self._task, advance=1,
+                description="filtering" + (f" ({failed} failed)" if failed else ""),
+            )  # fmt: skip
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -30,6 +30,9 @@ from convvol.limits import available_memory, gib
 from convvol.output import DEPTHS, check_scale, pixels_into, to_pixels
 
 SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation", "flip", "method")
+# Passed through to the engine (convolve_bands), never taken from a bank: how many threads
+# run its bands, and the bytes of its working set (its results do not depend on either).
+ENGINE_KNOBS = ("threads", "memory_limit")
 ENGINE_DEFAULTS: dict[str, Any] = {
     "padding": "same",
     "border": "reflect",
@@ -45,10 +48,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 def settings_for(bank: Bank, overrides: dict[str, Any]) -> dict[str, Any]:
     """Merge overrides (None means "not given") over the bank's defaults and the engine's."""
     for key in overrides:
-        if key not in SETTINGS:
+        if key not in SETTINGS and key not in ENGINE_KNOBS:
             raise ParameterError(
                 f"unknown setting {key!r}; settings are {', '.join(SETTINGS)}",
-                hint=did_you_mean(key, SETTINGS),
+                hint=did_you_mean(key, SETTINGS + ENGINE_KNOBS),
             )
     given = {key: value for key, value in overrides.items() if value is not None}
     return {**ENGINE_DEFAULTS, **bank.defaults, **given}
@@ -154,6 +157,8 @@ def plan_layers(shape: tuple[int, int, int], banks: Sequence[Bank], **overrides:
                 stride=settings["stride"],
                 dilation=settings["dilation"],
                 method=settings["method"],
+                threads=settings.get("threads"),
+                memory_limit=settings.get("memory_limit"),
             )
         )
         height, width, channels = geometry.out_height, geometry.out_width, weights.shape[0]
