@@ -18,6 +18,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -780,10 +781,14 @@ def test_full_disk_halfway_leaves_nothing(workdir: Path, monkeypatch: pytest.Mon
     real = volume_module.encode_volume
     calls: list[str] = []
 
+    lock = threading.Lock()
+
     def filling(stream, volume, fmt, **options):  # type: ignore[no-untyped-def]
-        calls.append(options["target"])
+        with lock:  # the files are written on parallel threads: count before writing
+            calls.append(options["target"])
+            second = len(calls) == 2
         real(stream, volume, fmt, **options)
-        if len(calls) == 2:
+        if second:
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(volume_module, "encode_volume", filling)
