@@ -805,8 +805,15 @@ def convvol_process(
     start = "; ".join([*filter(None, [prelude]), "import runpy",
                        "runpy.run_module('convvol', run_name='__main__')"])  # fmt: skip
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-c", start, *map(str, args)], env=ENV, **options
-    )
+        [sys.executable, "-c", start, *map(str, args)], env=ENV,
+        preexec_fn=default_interrupts, **options,
+    )  # fmt: skip
+
+
+def default_interrupts() -> None:
+    """In the child: SIGINT as a terminal delivers it, even when the tests themselves run
+    in the background (a shell's `&` makes them ignore it, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # In the child: files of at most 64 KiB; beyond, write() fails with EFBIG (a full disk's
