@@ -233,7 +233,14 @@ def start_batch(workdir: Path, *extra: str) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "convvol", "apply", "in", "-f", "slow.yaml", "--method",
                "gemm", "-o", "out/{stem}.png", "-j", "2", *extra]  # fmt: skip
     return subprocess.Popen(
-        command, cwd=workdir, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        cwd=workdir,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # SIGINT as a terminal delivers it, even when the tests run in the background
+        # (a shell's `&` makes them ignore it, and children inherit that)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

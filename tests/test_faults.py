@@ -18,6 +18,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -780,10 +781,14 @@ def test_full_disk_halfway_leaves_nothing(workdir: Path, monkeypatch: pytest.Mon
     real = volume_module.encode_volume
     calls: list[str] = []
 
+    lock = threading.Lock()
+
     def filling(stream, volume, fmt, **options):  # type: ignore[no-untyped-def]
-        calls.append(options["target"])
+        with lock:  # the files are written on parallel threads: count before writing
+            calls.append(options["target"])
+            second = len(calls) == 2
         real(stream, volume, fmt, **options)
-        if len(calls) == 2:
+        if second:
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(volume_module, "encode_volume", filling)
@@ -800,8 +805,15 @@ def convvol_process(
     start = "; ".join([*filter(None, [prelude]), "import runpy",
                        "runpy.run_module('convvol', run_name='__main__')"])  # fmt: skip
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-c", start, *map(str, args)], env=ENV, **options
-    )
+        [sys.executable, "-c", start, *map(str, args)], env=ENV,
+        preexec_fn=default_interrupts, **options,
+    )  # fmt: skip
+
+
+def default_interrupts() -> None:
+    """In the child: SIGINT as a terminal delivers it, even when the tests themselves run
+    in the background (a shell's `&` makes them ignore it, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # In the child: files of at most 64 KiB; beyond, write() fails with EFBIG (a full disk's
