@@ -28,14 +28,6 @@ def run(*args: str | os.PathLike[str]) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CONVVOL_FILTERS", raising=False)
-    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    return tmp_path
-
-
 def make_images(directory: Path, count: int, size: tuple[int, int] = (12, 10)) -> list[Path]:
     """Tiny seeded RGB PNGs, a third of them in a sub-directory."""
     paths = []

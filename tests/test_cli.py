@@ -56,14 +56,6 @@ def read_png(path: Path) -> np.ndarray:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clean working directory (no ./filters of its own)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CONVVOL_FILTERS", raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def rgba_image(workdir: Path) -> Path:
     pixels = np.random.default_rng(3).integers(0, 256, (12, 10, 4), dtype=np.uint8)
     path = workdir / "rgba.png"

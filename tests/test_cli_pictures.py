@@ -31,13 +31,6 @@ PATTERN = REPO / "sample_images" / "pattern.png"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CONVVOL_FILTERS", raising=False)
-    return tmp_path
-
-
 # --- apply --montage ----------------------------------------------------------------------
 
 

@@ -48,14 +48,6 @@ def client(cluster: object) -> Iterator[object]:
         yield connected
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CONVVOL_FILTERS", raising=False)
-    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    return tmp_path
-
-
 # --- chunked arrays -------------------------------------------------------------------
 
 

@@ -42,15 +42,6 @@ ENV = {
 }
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A clean working directory, no ./filters, no limits from the environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("CONVVOL_FILTERS", "CONVVOL_MAX_PIXELS", "CONVVOL_MAX_KERNEL"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
 def run(*args: str | os.PathLike[str], stdin: bytes | None = None, **env: str) -> Result:
     """convvol in-process; an exception that escapes convvol fails the test."""
     return CliRunner(env=env or None).invoke(

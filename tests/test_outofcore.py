@@ -25,11 +25,10 @@ def run(*args: str | os.PathLike[str]) -> Result:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CONVVOL_FILTERS", raising=False)
-    np.save(tmp_path / "volume.npy", VOLUME)
-    return tmp_path
+def workdir(workdir: Path) -> Path:
+    """The shared clean working directory, holding VOLUME as volume.npy."""
+    np.save(workdir / "volume.npy", VOLUME)
+    return workdir
 
 
 @pytest.mark.parametrize(

@@ -211,32 +211,33 @@ def scale_option(command: F) -> F:
     )(command)
 
 
-def max_pixels_option(command: F) -> F:
-    """--max-pixels, for every command that reads images (apply, preview)."""
+def _limit_option(name: str, minimum: int, default: int, help_text: str) -> Callable[[F], F]:
+    """A limit N ≥ ``minimum`` with a default and a CONVVOL_ environment variable."""
     return click.option(
-        "--max-pixels",
-        type=click.IntRange(min=0),
-        default=DEFAULT_MAX_PIXELS,
+        f"--{name}",
+        type=click.IntRange(min=minimum),
+        default=default,
         show_default=True,
-        envvar="CONVVOL_MAX_PIXELS",
+        envvar="CONVVOL_" + name.upper().replace("-", "_"),
         show_envvar=True,
         metavar="N",
-        help="Refuse images of more pixels (width × height) and .npy volumes of more than "
+        help=help_text,
+    )
+
+
+def max_pixels_option(command: F) -> F:
+    """--max-pixels, for every command that reads images (apply, preview)."""
+    return _limit_option(
+        "max-pixels", 0, DEFAULT_MAX_PIXELS,
+        "Refuse images of more pixels (width × height) and .npy volumes of more than "
         "4·N values, before decoding them; 0: no limit.",
-    )(command)
+    )(command)  # fmt: skip
 
 
 def max_kernel_option(command: F) -> F:
     """--max-kernel, for every command that reads banks."""
-    return click.option(
-        "--max-kernel",
-        type=click.IntRange(min=1),
-        default=MAX_KERNEL_SIDE,
-        show_default=True,
-        envvar="CONVVOL_MAX_KERNEL",
-        show_envvar=True,
-        metavar="N",
-        help="Refuse banks with kernels more than N pixels a side.",
+    return _limit_option(
+        "max-kernel", 1, MAX_KERNEL_SIDE, "Refuse banks with kernels more than N pixels a side."
     )(command)
 
 

@@ -75,23 +75,32 @@ def run_layer(
     :func:`convvol.volume.read_pixels` gives them).
     """
     volume = as_volume(volume)
-    settings = settings_for(bank, overrides)
-    resolved: BankWeights = bank.resolve(volume.shape[2])
-    activation = check_activation(settings.pop("activation"))
-    geometry = _layer_geometry(volume.shape, resolved, settings, bank)
-    response = np.empty((geometry[0], geometry[1], len(resolved.names)), np.float32)
+    layer = _prepare_layer(volume.shape, bank, overrides)
+    response = np.empty(layer.out_shape, np.float32)
 
     def activate(first: int, band: np.ndarray) -> None:
-        apply_activation(band, activation)
+        apply_activation(band, layer.activation)
 
-    _convolve_bands(volume, resolved, bank, activate, divisor, settings, out=response)
-    return LayerResult(bank, resolved.names, response)
+    _convolve_bands(volume, layer.resolved, bank, activate, divisor, layer.settings, out=response)
+    return LayerResult(bank, layer.resolved.names, response)
 
 
-def _layer_geometry(
-    shape: tuple[int, ...], resolved: BankWeights, settings: dict[str, Any], bank: Bank
-) -> tuple[int, int]:
-    """The layer's output height and width; its memory checked before any allocation."""
+@dataclass(frozen=True)
+class _Layer:
+    """One bank made ready for a volume: engine settings, weights, activation, output shape."""
+
+    settings: dict[str, Any]  # the engine's keywords (the activation taken out)
+    resolved: BankWeights
+    activation: str
+    out_shape: tuple[int, int, int]
+
+
+def _prepare_layer(shape: tuple[int, ...], bank: Bank, overrides: dict[str, Any]) -> _Layer:
+    """Settings, resolved weights and output shape; the output's memory checked before any
+    allocation, errors named after the bank."""
+    settings = settings_for(bank, overrides)
+    resolved: BankWeights = bank.resolve(shape[2])
+    activation = check_activation(settings.pop("activation"))
     weights = resolved.weights
     try:
         geometry = plan_geometry(
@@ -101,7 +110,8 @@ def _layer_geometry(
         check_output_memory(geometry, weights.shape[0])
     except ParameterError as error:
         raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
-    return geometry.out_height, geometry.out_width
+    out_shape = (geometry.out_height, geometry.out_width, len(resolved.names))
+    return _Layer(settings, resolved, activation, out_shape)
 
 
 def _convolve_bands(
@@ -312,16 +322,12 @@ def render_layers(
         result = run_layer(source, last, divisor=source_divisor, **overrides)
         return RenderedResult(last, result.names, to_pixels(result.volume, scale, depth))
     check_scale(scale, depth)
-    source = as_volume(source)
-    settings = settings_for(last, overrides)
-    resolved = last.resolve(source.shape[2])
-    activation = check_activation(settings.pop("activation"))
-    height, width = _layer_geometry(source.shape, resolved, settings, last)
-    pixels = np.empty((height, width, len(resolved.names)), DEPTHS[depth])
+    layer = _prepare_layer(source.shape, last, overrides)
+    pixels = np.empty(layer.out_shape, DEPTHS[depth])
 
     def render(first: int, band: np.ndarray) -> None:
-        apply_activation(band, activation)
+        apply_activation(band, layer.activation)
         pixels_into(band, pixels[first : first + band.shape[0]], scale)
 
-    _convolve_bands(source, resolved, last, render, source_divisor, settings)
-    return RenderedResult(last, resolved.names, pixels)
+    _convolve_bands(source, layer.resolved, last, render, source_divisor, layer.settings)
+    return RenderedResult(last, layer.resolved.names, pixels)
