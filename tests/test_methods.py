@@ -147,3 +147,93 @@ def test_unknown_method_is_a_parameter_error() -> None:
     volume, weights, _ = random_problem(1, 8, 8, 3, 1, (3, 3))
     with pytest.raises(convvol.ParameterError, match="method"):
         convvol.convolve(volume, weights, method="winograd")
+
+
+# --- structured banks: depthwise, separable, channel-selective ------------------------
+
+
+def structured_banks(channels: int, kernel: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Banks whose structure the methods exploit, each N × C × kh × kw."""
+    rng = np.random.default_rng(sum(kernel) + channels)
+    kh, kw = kernel
+    layer = rng.standard_normal((kh, kw))
+    column, row = rng.standard_normal(kh), rng.standard_normal(kw)
+    banks = {}
+    same = np.zeros((channels, channels, kh, kw))  # one kernel on every channel (a blur)
+    same[np.arange(channels), np.arange(channels)] = layer
+    banks["depthwise, one kernel"] = same
+    own = np.zeros((channels, channels, kh, kw))  # each channel its own kernel
+    own[np.arange(channels), np.arange(channels)] = rng.standard_normal((channels, kh, kw))
+    banks["depthwise, own kernels"] = own
+    reads = rng.integers(0, channels, 5)  # five filters, each reading some channel
+    picked = np.zeros((5, channels, kh, kw))
+    picked[np.arange(5), reads] = rng.standard_normal((5, kh, kw))
+    picked[2] = 0  # and an all-zero filter: its output is its bias
+    banks["one channel each, permuted, one empty"] = picked
+    integer = np.zeros((channels, channels, kh, kw))  # shared weights: grouped taps
+    integer[np.arange(channels), np.arange(channels)] = rng.integers(-1, 2, (kh, kw))
+    banks["depthwise, weights in {-1, 0, 1}"] = integer
+    separable = np.zeros((2, channels, kh, kw))
+    separable[0, 0] = np.outer(column, row)  # rank one, one channel
+    separable[1] = np.outer(column, row) * rng.standard_normal((channels, 1, 1))  # shared u
+    banks["rank one"] = separable
+    return {name: bank.astype(np.float32) for name, bank in banks.items()}
+
+
+@pytest.mark.parametrize("method", FORCED)
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (2, 5), (5, 2), (7, 7)])
+@pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (1, 2), (2, 1)])
+@pytest.mark.parametrize("border", ["reflect", "constant", "wrap"])
+def test_structured_banks_match_the_reference(method, kernel, stride, dilation, border) -> None:
+    """Depthwise, channel-selective and rank-one banks (what per-tap sums, channel groups
+    and one-term separable passes are for), in many bands on two threads."""
+    for channels, (name, weights) in itertools.product(
+        (1, 3, 4), ((n, w) for n, w in structured_banks(3, kernel).items())
+    ):
+        weights = structured_banks(channels, kernel)[name]
+        rng = np.random.default_rng(channels)
+        volume = rng.random((29, 34, channels), dtype=np.float32)
+        bias = rng.standard_normal(weights.shape[0]).astype(np.float32)
+        settings = {"border": border, "cval": 0.25, "stride": stride, "dilation": dilation}
+        result = convvol.convolve(
+            volume, weights, bias, method=method, threads=2, memory_limit=1, **settings
+        )
+        assert_matches_reference(result, volume, weights, bias, **settings)
+
+
+def sharpen_bank(channels: int = 3) -> np.ndarray:
+    weights = np.zeros((channels, channels, 3, 3), np.float32)
+    weights[np.arange(channels), np.arange(channels)] = [[0, -1, 0], [-1, 5, -1], [0, -1, 0]]
+    return weights
+
+
+def test_depthwise_sharpen_runs_as_per_tap_sums() -> None:
+    """Four −1 taps share one sum and one subtraction: 5 passes over the output, not 17."""
+    geometry = plan_geometry(2048, 2048, 3, 3)
+    plan = plan_convolution((2048, 2048, 3), sharpen_bank(), geometry)
+    assert plan.method == "direct"
+    assert plan.taps is not None
+    assert plan.taps.passes == 5  # 5·centre, 3 additions for the sum, 1 subtraction
+    assert "per-tap sums, 5 passes" in plan.describe()
+
+
+def test_per_tap_sums_only_where_each_filter_reads_one_channel_at_stride_1() -> None:
+    geometry = plan_geometry(512, 512, 3, 3)
+    dense = np.random.default_rng(1).standard_normal((3, 3, 3, 3))
+    assert plan_convolution((512, 512, 3), dense, geometry, method="direct").taps is None
+    strided = plan_geometry(512, 512, 3, 3, stride=2)
+    forced = plan_convolution((512, 512, 3), sharpen_bank(), strided, stride=2, method="direct")
+    assert forced.taps is None
+    assert "Toeplitz products" in forced.describe()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("memory_limit", [1, 2**16, None])
+def test_per_tap_sums_do_not_depend_on_bands_or_threads(threads, memory_limit) -> None:
+    volume = np.random.default_rng(3).random((61, 53, 3), dtype=np.float32)
+    weights = structured_banks(3, (3, 3))["depthwise, own kernels"]
+    single = convvol.convolve(volume, weights, method="direct", threads=1)
+    banded = convvol.convolve(
+        volume, weights, method="direct", threads=threads, memory_limit=memory_limit
+    )
+    np.testing.assert_array_equal(banded, single)

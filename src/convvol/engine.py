@@ -145,6 +145,8 @@ DEFAULT_MEMORY_LIMIT = 256 * 2**20  # bytes of working set beyond input and outp
 _BAND_TARGET_BYTES = 8 * 2**20
 _GEMM_RATE = 40e9  # float32 FLOP/s one core reaches on block-Toeplitz GEMMs (measured)
 _DIRECT_RATE = 30e9  # per core: planar Toeplitz products, zeros included (measured)
+_TAPS_RATE = 4e9  # per core: values per second of one elementwise pass over a cached chunk
+_COPY_RATE = 3e9  # per core: values per second copied into strided stacks (direct)
 _FFT_RATE = 2e9  # per core: 5·n·log2(n) flops of float64 pocketfft, plus spectrum products
 _SEPARABLE_RATE = 25e9  # per core: the small Toeplitz products of the two passes
 
@@ -254,6 +256,7 @@ class Plan:
     estimates: dict[str, float] = field(default_factory=dict)
     separated: methods.Separated | None = field(default=None, repr=False)
     groups: list[methods.DirectGroup] | None = field(default=None, repr=False)
+    taps: methods.Taps | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         """One line for --explain."""
@@ -266,6 +269,9 @@ class Plan:
             "fft": f" ({self.fft_shape[0]}×{self.fft_shape[1]} transforms)",
             "separable": f" ({self.separated.rank if self.separated else 0} rank-one terms, "
             f"B = {self.block})",
+            "direct": f" (per-tap sums, {self.taps.passes} passes)"
+            if self.taps
+            else " (Toeplitz products)",
         }.get(self.method, "")
         return (
             f"{self.method}{detail}: estimated {self.estimated_seconds:.3g} s on "
@@ -320,12 +326,21 @@ def plan_convolution(
         * ((channels + n_filters) * 2.5 * size * np.log2(size) + 4 * n_filters * channels * size)
     )
     groups = methods.direct_groups(np.asarray(weights))
+    taps = methods.tap_plan(np.asarray(weights)) if stride == 1 else None
+    # depthwise banks: one pass per tap group over the output, instead of BLAS products
+    taps_seconds = (
+        taps.passes * outputs * n_filters / (_TAPS_RATE * threads) if taps else float("inf")
+    )
+    toeplitz_seconds = (
+        methods.direct_flops(groups, shape, outputs) / _DIRECT_RATE
+        + methods.direct_copies(groups, shape, outputs) / _COPY_RATE
+    ) / threads
     ranks = methods.layer_ranks(np.asarray(weights))
     sep_block = _choose_block(shape, 1)
     sep_flops = methods.separable_flops(ranks, shape, geometry.out_height, sep_block)
     estimates = {
         "gemm": flops * waste / (_GEMM_RATE * threads),
-        "direct": methods.direct_flops(groups, shape, outputs) / (_DIRECT_RATE * threads),
+        "direct": min(taps_seconds, toeplitz_seconds),
         "fft": fft_flops / (_FFT_RATE * threads),
         "separable": sep_flops / (_SEPARABLE_RATE * threads),
     }
@@ -349,7 +364,13 @@ def plan_convolution(
         terms = int(ranks.sum()) + 2 * max(map(len, separated.terms))
         row_bytes = 4 * methods.band_width(block, shape) * terms
         band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
-    if method == "direct":  # the stacked shifted rows and the results, per output row
+    if taps_seconds > toeplitz_seconds:
+        taps = None
+    if method == "direct" and taps is not None:  # the band and the output, per output row
+        expanded = width * n_filters if taps.channels is not None else 0  # band[..., channels]
+        row_bytes = 4 * (width * channels + expanded + geometry.out_width * n_filters)
+        band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
+    elif method == "direct":  # the stacked shifted rows and the results, per output row
         chunk = methods.direct_chunk(shape)
         span = (chunk - 1) * stride + (kh - 1) * dilation + 1
         row_bytes = 4 * geometry.out_width * (kw * channels * span // chunk + 2 * n_filters)
@@ -362,12 +383,13 @@ def plan_convolution(
         band_rows = min(band_rows, -(-geometry.out_height // (4 * threads)))
     if method == "fft":
         band_rows = fft_rows
-    if method == "direct":  # whole chunks per band: the same products whatever the bands
+    if method == "direct" and taps is None:  # whole chunks: the same products whatever the bands
         chunk = methods.direct_chunk(shape)
         band_rows = max(chunk, band_rows // chunk * chunk)
     return Plan(
         method, block, band_rows, fft_shape, threads, estimates[method], reason, estimates,
-        separated, groups if method == "direct" else None,
+        separated, groups if method == "direct" and taps is None else None,
+        taps if method == "direct" else None,
     )  # fmt: skip
 
 
@@ -632,7 +654,7 @@ def _run(
     def compute(first: int) -> None:
         last = min(first + plan.band_rows, geometry.out_height)
         reach = (last - 1 - first) * stride + (kh - 1) * dilation + 1
-        planar = plan.method in ("direct", "separable")
+        planar = plan.method == "separable" or (plan.method == "direct" and not plan.taps)
         band_rows = all_rows[first * stride : first * stride + reach]
         band = _gather(volume, band_rows, cols, cval, scratch=True, planar=planar,
                        divisor=divisor)  # fmt: skip
@@ -650,6 +672,8 @@ def _run(
         elif plan.method == "separable":
             assert plan.separated is not None
             methods.separable(band, plan.separated, shape, target, bias)
+        elif plan.taps is not None:
+            methods.taps(band, plan.taps, shape, target, bias)
         else:
             assert plan.groups is not None
             methods.direct(band, plan.groups, shape, target, bias)

@@ -150,6 +150,15 @@ def direct_flops(groups: list[DirectGroup], shape: BandShape, outputs: int) -> f
     return float(per_output) * outputs
 
 
+def direct_copies(groups: list[DirectGroup], shape: BandShape, outputs: int) -> float:
+    """Values :func:`direct` copies into its stacks of shifted rows: kw·span per channel
+    and chunk of rows. For depthwise banks this copying costs as much as the products."""
+    chunk = direct_chunk(shape)
+    span = (chunk - 1) * shape.stride + (shape.kernel_height - 1) * shape.dilation + 1
+    used = max(g.channels[1] for g in groups) - min(g.channels[0] for g in groups)
+    return float(used * shape.kernel_width * span) / chunk * outputs
+
+
 def _direct_matrix(layers: np.ndarray, count: int, shape: BandShape) -> np.ndarray:
     """(G·count) × (S·kw·span): row (g, y) holds filter g's taps at input rows y·s + i·d."""
     n_filters, channels, kh, kw = layers.shape
@@ -207,6 +216,112 @@ def direct(
             result = result.reshape(chunks, len(group.filters), count, width)
             for g, n in enumerate(group.filters):
                 target[..., n] = result[:, g]
+    add_bias(out, bias)
+
+
+_TAP_CHUNK_VALUES = 1 << 17  # values per pass of ``taps``: 512 KiB of float32, in cache
+
+
+@dataclass(frozen=True)
+class Taps:
+    """A bank whose filters each read one channel, as groups of taps that share weights.
+
+    ``channels[n]`` is the channel filter n reads (None: filter n reads channel n). Each
+    group holds the N weights of its taps (one per filter) and their (row, column)
+    offsets, so a sharpen kernel's four −1 taps cost one sum and one subtraction.
+    """
+
+    channels: tuple[int, ...] | None
+    groups: tuple[tuple[np.ndarray, tuple[tuple[int, int], ...]], ...]
+
+    @property
+    def passes(self) -> int:
+        """Whole passes over the output: the additions, the products and the copy."""
+        sums = sum(len(offsets) - 1 for _, offsets in self.groups)
+        # the first group is copied or multiplied in; later ones added (2 passes if scaled)
+        later = sum(1 if _unit(vector) else 2 for vector, _ in self.groups[1:])
+        return sums + 1 + later + (self.channels is not None)
+
+
+def _unit(vector: np.ndarray) -> bool:
+    """True if every weight is 1 or every weight is −1: an addition or subtraction."""
+    return bool(np.all(vector == 1) or np.all(vector == -1))
+
+
+def tap_plan(weights: np.ndarray) -> Taps | None:
+    """Group a bank's taps by their weights, or None if some filter reads two channels."""
+    n_filters, channels, kh, kw = weights.shape
+    used = np.abs(weights).sum(axis=(2, 3)) > 0  # N × C
+    if (used.sum(axis=1) > 1).any():
+        return None
+    reads = tuple(int(np.argmax(row)) for row in used)  # an all-zero filter: channel 0
+    layers = weights[np.arange(n_filters), list(reads)].astype(np.float32)  # N × kh × kw
+    grouped: dict[bytes, tuple[np.ndarray, list[tuple[int, int]]]] = {}
+    for i in range(kh):
+        for j in range(kw):
+            vector = layers[:, i, j]
+            if vector.any():
+                grouped.setdefault(vector.tobytes(), (vector.copy(), []))[1].append((i, j))
+    identity = n_filters == channels and reads == tuple(range(channels))
+    # A scaled group first: its product is the first write, where later ones would need a
+    # product and an addition (sharpen: 5·centre, then −(sum of four): 5 passes, not 6).
+    ordered = sorted(grouped.values(), key=lambda group: _unit(group[0]))
+    groups = tuple((vector, tuple(offsets)) for vector, offsets in ordered)
+    return Taps(None if identity else reads, groups)
+
+
+def taps(
+    band: np.ndarray, plan: Taps, shape: BandShape, out: np.ndarray, bias: np.ndarray | None
+) -> None:
+    """Per-tap accumulation for stride 1: out = Σ_groups w · Σ_taps (shifted band).
+
+    ``band`` is rows × cols × C, interleaved as the image is; every shifted copy is a
+    view, and each pass runs over row-long runs of a cache-sized chunk of output rows,
+    every filter at once (the weights are tiled along the row). For depthwise banks
+    this does only the useful work, where BLAS products would multiply mostly zeros.
+    """
+    rows, width, n_out = out.shape
+    reach = shape.dilation
+    source = band if plan.channels is None else band[:, :, list(plan.channels)]
+    flat = source.reshape(source.shape[0], -1)
+    out_rows = out.reshape(rows, width * n_out)
+    run = width * n_out
+    chunk = max(1, min(rows, _TAP_CHUNK_VALUES // run))
+    scratch = Workspace.current()
+    total_buffer = scratch.array("taps.sum", (chunk, run))
+    product_buffer = scratch.array("taps.product", (chunk, run))
+    weights = [
+        (float(vector[0]) if np.all(vector == vector[0]) else np.tile(vector, width), offsets)
+        for vector, offsets in plan.groups
+    ]
+    if not weights:
+        out[...] = 0
+    for first in range(0, rows, chunk):
+        last = min(first + chunk, rows)
+        acc = out_rows[first:last]
+
+        def view(offset: tuple[int, int], first: int = first, last: int = last) -> np.ndarray:
+            i, j = offset
+            column = j * reach * n_out
+            return flat[first + i * reach : last + i * reach, column : column + run]
+
+        for g, (weight, offsets) in enumerate(weights):
+            total = view(offsets[0])
+            if len(offsets) > 1:
+                total = np.add(total, view(offsets[1]), out=total_buffer[: last - first])
+                for offset in offsets[2:]:
+                    total += view(offset)
+            if g == 0:
+                if isinstance(weight, float) and weight == 1.0:
+                    np.copyto(acc, total)
+                else:
+                    np.multiply(total, weight, out=acc)
+            elif isinstance(weight, float) and weight == 1.0:
+                acc += total
+            elif isinstance(weight, float) and weight == -1.0:
+                acc -= total
+            else:
+                acc += np.multiply(total, weight, out=product_buffer[: last - first])
     add_bias(out, bias)
 
 
@@ -468,20 +583,28 @@ def separable(
     block = separated.block
     blocks = blocks_per_row(block, shape.out_width)
     span = block_span(block, shape)
+    result = scratch.array("separable.result", (rows, blocks * block))
+    term_result = scratch.array("separable.term", (rows, blocks * block))
     for n, terms in enumerate(separated.terms):
         if not terms:
-            out[:, :, n] = 0 if bias is None else bias[n]
+            out[:, :, n] = 0
             continue
-        gathered = Workspace.current().array("separable.windows", (rows, blocks, len(terms), span))
         for t, (channel, index) in enumerate(terms):
+            # Each block's window is a slice of the pass's rows, so BLAS reads the windows
+            # in place: no gathered copy (which took as long as the product).
             plane = passes[channel][index]
-            gathered[:, :, t] = as_strided(
-                plane, shape=(rows, blocks, span),
-                strides=(plane.strides[0], plane.strides[1] * block * step, plane.strides[1]),
+            windows = as_strided(
+                plane, shape=(blocks, rows, span),
+                strides=(plane.strides[1] * block * step, plane.strides[0], plane.strides[1]),
                 writeable=False,
             )  # fmt: skip
-        result = Workspace.current().array("separable.result", (rows * blocks, block))
-        np.matmul(gathered.reshape(rows * blocks, -1), separated.rows[n], out=result)
-        out[:, :, n] = result.reshape(rows, blocks * block)[:, : shape.out_width]
-        if bias is not None:
-            out[:, :, n] += bias[n]
+            target = result if t == 0 else term_result
+            blocked = as_strided(
+                target, shape=(blocks, rows, block),
+                strides=(block * target.itemsize, target.strides[0], target.itemsize),
+            )  # fmt: skip
+            np.matmul(windows, separated.rows[n][t * span : (t + 1) * span], out=blocked)
+            if t:
+                result += term_result
+        out[:, :, n] = result[:, : shape.out_width]
+    add_bias(out, bias)
