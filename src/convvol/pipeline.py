@@ -327,7 +327,7 @@ def render_layers(
 
     def render(first: int, band: np.ndarray) -> None:
         apply_activation(band, layer.activation)
-        pixels_into(band, pixels[first : first + band.shape[0]], scale)
+        pixels_into(band, pixels[first : first + band.shape[0]], scale, overwrite=True)
 
     _convolve_bands(source, layer.resolved, last, render, source_divisor, layer.settings)
     return RenderedResult(last, layer.resolved.names, pixels)
