@@ -992,6 +992,40 @@ def test_compress_level(tmp_path: Path) -> None:
     assert sizes[0, 16] > sizes[9, 16]
 
 
+def png_stream(data: bytes) -> bytes:
+    """The zlib stream of a PNG's IDAT chunks, every chunk's CRC checked on the way."""
+    position, stream = 8, b""
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        payload = data[position + 8 : position + 8 + length]
+        (crc,) = struct.unpack(">I", data[position + 8 + length : position + 12 + length])
+        assert crc == zlib.crc32(kind + payload)
+        if kind == b"IDAT":
+            stream += payload
+        position += 12 + length
+    return stream
+
+
+@pytest.mark.parametrize("isal", [True, False], ids=["isal", "zlib-fallback"])
+@pytest.mark.parametrize("level", [0, 1, 6])
+def test_png_writer_streams_decode_with_zlib(
+    monkeypatch: pytest.MonkeyPatch, isal: bool, level: int
+) -> None:
+    """Level 1 deflates with ISA-L (or zlib without it), the others with zlib; the pieces
+    join into one valid zlib stream (zlib checks its Adler-32) of the 'Up'-filtered rows."""
+    if not isal:
+        monkeypatch.setitem(sys.modules, "isal", None)  # import isal now fails
+    pixels = random_u8((700, 1700, 3), seed=44)  # several parallel pieces
+    buffer = io.BytesIO()
+    write_volume(buffer, pixels.astype(np.float32) / 255, format="png", compress_level=level)
+    raw = np.frombuffer(zlib.decompress(png_stream(buffer.getvalue())), np.uint8)
+    rows = raw.reshape(700, 1 + 1700 * 3)
+    assert (rows[:, 0] == 2).all()  # every row filtered 'Up'
+    np.testing.assert_array_equal(np.cumsum(rows[:, 1:], axis=0, dtype=np.uint8),
+                                  pixels.reshape(700, -1))  # fmt: skip
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3, 4, 9])
 def test_npy_round_trip_is_exact_and_unscaled(tmp_path: Path, depth: int) -> None:
     volume = (rng(33).standard_normal((5, 6, depth)) * 1000).astype(np.float32)
@@ -1290,10 +1324,10 @@ def test_failure_inside_the_png_writer_leaves_no_file(
     path = tmp_path / "out.png"
     path.write_bytes(b"old contents")
 
-    def failing_compressobj(*args: Any, **kwargs: Any) -> Any:
+    def failing_compressor(*args: Any, **kwargs: Any) -> Any:
         raise zlib.error("deflate failed midway")
 
-    monkeypatch.setattr(convvol.volume.zlib, "compressobj", failing_compressobj)
+    monkeypatch.setattr(convvol.volume, "_raw_deflater", failing_compressor)
     with pytest.raises((zlib.error, convvol.ConvvolError)):
         write_volume(path, rng(41).random((400, 300, 3)), depth=depth)
     assert path.read_bytes() == b"old contents"
