@@ -9,6 +9,8 @@ turns a volume into an H'×W'×N volume, as one layer of a CNN does.
 (4, 4, 1)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from convvol.bank import Bank, Filter, bank_from_document, load_bank
 from convvol.engine import convolve, convolve_bands
 from convvol.errors import (
@@ -20,11 +22,24 @@ from convvol.errors import (
     VolumeError,
 )
 from convvol.kernels import builtin_kernel
-from convvol.pictures import contact_sheet, kernel_heatmaps
 from convvol.pipeline import LayerResult, RenderedResult, apply_bank, render_layers, run_layers
 from convvol.volume import pixels_to_volume, read_pixels, read_volume, write_volume
 
 __version__ = "1.0.0"
+
+if TYPE_CHECKING:
+    from convvol.pictures import contact_sheet, kernel_heatmaps
+
+
+def __getattr__(name: str) -> Any:
+    """The picture makers, imported on first use: they pull in Pillow's drawing modules,
+    which the command line's main job never needs (start-up time counts there)."""
+    if name in ("contact_sheet", "kernel_heatmaps"):
+        from convvol import pictures
+
+        return getattr(pictures, name)
+    raise AttributeError(f"module 'convvol' has no attribute {name!r}")
+
 
 __all__ = [
     "Bank",

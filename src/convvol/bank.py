@@ -18,7 +18,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -837,6 +836,8 @@ def bank_from_bytes(
 
 def bundled_directory() -> Path:
     """The banks shipped with convvol (the repository's top-level ``filters/``)."""
+    from importlib import resources  # 20 ms of imports: only when a name is looked up
+
     packaged = Path(str(resources.files("convvol") / "filters"))
     if packaged.is_dir():
         return packaged

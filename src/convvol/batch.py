@@ -15,7 +15,6 @@ from __future__ import annotations
 import copyreg
 import glob
 import io
-import multiprocessing
 import os
 import shutil
 import signal
@@ -24,13 +23,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType, MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +47,9 @@ from convvol.volume import (
     format_named,
     read_volume,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 # What a directory is searched for: images Pillow reads, .npy volumes, Zarr arrays.
 INPUT_SUFFIXES = frozenset(
@@ -513,6 +513,11 @@ def run_local(
 def _run_pool(
     items: Sequence[Item], options: BatchOptions, workers: int, threads: int, keep: OnResult
 ) -> None:
+    # Imported here: multiprocessing costs start-up time that single files never need.
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     pending = list(reversed(items))  # popped from the end: input order
     attempts: dict[int, int] = {}
 

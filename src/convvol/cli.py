@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from convvol import __version__, batch, console, outofcore, pictures
+from convvol import __version__, batch, console, outofcore
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
 from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
 from convvol.errors import BankError, ConvvolError, ParameterError, choice_hint
@@ -486,6 +486,8 @@ def apply(
             volume = pixels_to_volume(stored, divisor)
             source = fields["stem"] if input_path == "-" else Path(input_path).name
             title = " > ".join([source, *(bank.name for bank in banks)]) + f"  (--scale {scale})"
+            from convvol import pictures  # on use: its Pillow modules cost start-up time
+
             picture = pictures.contact_sheet(
                 volume, outcome, labels, scale=scale, title=title,
                 input_names=channel_names(volume.shape[2]),
@@ -509,6 +511,8 @@ def apply(
             console.status(f"wrote {sheet[0]}: contact sheet of the input and "
                            f"{_count(depth_out, 'output channel')}")  # fmt: skip
     if preview:
+        from convvol import pictures
+
         console.preview(pictures.volume_pictures(outcome, labels, scale=scale), stderr=True)
 
 
@@ -890,6 +894,8 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
     if target is not None:
         shape = "x".join(map(str, resolved.weights.shape))
         title = f"{bank.name} · {shape} (N x C x kh x kw)"
+        from convvol import pictures
+
         picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
         write_volume(target[0], pictures.as_unit_volume(picture), format=target[1].name)
         height, width = picture.shape[:2]
@@ -938,6 +944,8 @@ def preview_command(
     height, width_px, depth = volume.shape
     source = "stdin" if input_path == "-" else Path(input_path).name
     whole = None if split else f"{source} {width_px}×{height}×{depth}"
+    from convvol import pictures
+
     shown = pictures.volume_pictures(volume, channel_names(depth), scale=scale, whole=whole)
     console.preview(shown, columns=width)
 

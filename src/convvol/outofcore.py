@@ -20,7 +20,6 @@ import math
 import mmap
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -384,7 +383,7 @@ def zarr_output(target: str) -> Iterator[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{target}: cannot write here: {error.strerror or error}") from None
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.convvol-part")
+    temporary = path.with_name(f".{path.name}.{os.urandom(6).hex()}.convvol-part")
     try:
         yield str(temporary)
         replace_directory(str(temporary), target)
@@ -400,7 +399,7 @@ def replace_directory(temporary: str, target: str) -> None:
     path = Path(target)
     backup = None
     if path.exists():
-        backup = path.with_name(f".{path.name}.{secrets.token_hex(6)}.convvol-backup")
+        backup = path.with_name(f".{path.name}.{os.urandom(6).hex()}.convvol-backup")
         os.rename(path, backup)
     try:
         os.rename(temporary, path)
