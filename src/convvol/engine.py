@@ -209,29 +209,44 @@ def _gather(
         band[...] = cval
         return band.transpose(2, 0, 1) if planar else band
     first, last = int(np.argmax(inside_rows)), rows.size - int(np.argmax(inside_rows[::-1]))
-    source_rows: np.ndarray | slice = rows[first:last]
-    if np.array_equal(rows[first:last], np.arange(rows[first], rows[first] + last - first)):
-        source_rows = slice(int(rows[first]), int(rows[first]) + last - first)  # no copy
     width = volume.shape[1]
     start = int(np.argmax(cols == 0)) if (cols == 0).any() else 0
     straight = start + width <= cols.size and np.array_equal(
         cols[start : start + width], np.arange(width)
     )
-    if last > first:
+    edges = np.r_[0:start, start + width : cols.size] if straight else np.arange(cols.size)
+    edge_columns = np.clip(cols[edges], 0, None)
+    for low, high, source_rows in _row_runs(rows, first, last):
         source = volume[source_rows]
         if straight:
-            _scaled_copy(band[first:last, start : start + width], source, divisor)
-            edges = np.r_[0:start, start + width : cols.size]
-        else:
-            edges = np.arange(cols.size)
+            _scaled_copy(band[low:high, start : start + width], source, divisor)
         if edges.size:
-            edge_values = source[:, np.clip(cols[edges], 0, None)]
+            edge_values = source[:, edge_columns]
             if divisor != 1.0:
                 edge_values = np.divide(edge_values, np.float32(divisor))
-            band[first:last, edges] = edge_values
+            band[low:high, edges] = edge_values
     band[~inside_rows] = cval
     band[:, cols < 0] = cval
     return band.transpose(2, 0, 1) if planar else band
+
+
+def _row_runs(rows: np.ndarray, first: int, last: int) -> list[tuple[int, int, slice | np.ndarray]]:
+    """Band rows [first, last) as the longest run of consecutive source rows (a slice: read
+    in place) and the rows before and after it (index arrays: the reflected halo at an
+    edge), so an edge band does not copy all its rows through an index array first."""
+    if last <= first:
+        return []
+    inside = rows[first:last]
+    bounds = np.r_[0, np.flatnonzero(np.diff(inside) != 1) + 1, inside.size]
+    longest = int(np.argmax(np.diff(bounds)))
+    low, high = first + int(bounds[longest]), first + int(bounds[longest + 1])
+    runs: list[tuple[int, int, slice | np.ndarray]] = []
+    if low > first:
+        runs.append((first, low, rows[first:low]))
+    runs.append((low, high, slice(int(rows[low]), int(rows[low]) + high - low)))
+    if last > high:
+        runs.append((high, last, rows[high:last]))
+    return runs
 
 
 def _scaled_copy(target: np.ndarray, source: np.ndarray, divisor: float) -> None:
