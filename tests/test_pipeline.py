@@ -16,7 +16,7 @@ from convvol import (
     load_bank,
     run_layers,
 )
-from convvol.engine import convolve_bands
+from convvol.engine import convolve_bands, plan_convolution, plan_geometry
 from convvol.output import to_pixels
 from convvol.pipeline import render_layers
 
@@ -457,11 +457,19 @@ def test_convolve_bands_checks_out():
         convolve_bands(volume, weights, sink=print, out=np.empty((8, 9, 3), np.float32))
 
 
-def test_bias_reaches_bands_that_are_not_contiguous_rows():
+@pytest.mark.parametrize("method", ["auto", "direct", "gemm", "fft", "separable"])
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("channels", [slice(None, None, 2), slice(1, 3)])
+def test_bias_reaches_bands_that_are_not_contiguous_rows(method, depthwise, channels):
     volume = random_volume(20, 9)
     weights = np.random.default_rng(8).normal(size=(2, 3, 3, 3))
+    if depthwise:  # a sharpen on channels 0 and 1: direct runs it as per-tap sums
+        weights = np.zeros((2, 3, 3, 3))
+        weights[[0, 1], [0, 1]] = [[0, -1, 0], [-1, 5, -1], [0, -1, 0]]
+        geometry = plan_geometry(20, 9, 3, 3)
+        assert plan_convolution((20, 9, 3), weights, geometry, method="direct").taps
     bias = np.array([0.5, -2.0])
     holder = np.zeros((20, 9, 4), np.float32)
-    out = holder[:, :, ::2]  # every other channel: rows are not contiguous
-    convolve_bands(volume, weights, bias, sink=lambda first, band: None, out=out)
-    np.testing.assert_allclose(out, convolve(volume, weights, bias), rtol=1e-6, atol=1e-6)
+    out = holder[:, :, channels]  # some of its channels: rows are not contiguous
+    convolve_bands(volume, weights, bias, sink=lambda first, band: None, out=out, method=method)
+    np.testing.assert_allclose(out, convolve(volume, weights, bias), rtol=1e-5, atol=1e-5)

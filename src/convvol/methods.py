@@ -284,10 +284,14 @@ def taps(
     reach = shape.dilation
     source = band if plan.channels is None else band[:, :, list(plan.channels)]
     flat = source.reshape(source.shape[0], -1)
-    out_rows = out.reshape(rows, width * n_out)
+    scratch = Workspace.current()
+    # A caller's ``out`` may be a view whose rows are not contiguous: sum into a scratch
+    # copy then (reshaping such a view would copy it, and the sums would be lost).
+    direct = out.flags.c_contiguous
+    result = out if direct else scratch.array("taps.result", out.shape)
+    out_rows = result.reshape(rows, width * n_out)
     run = width * n_out
     chunk = max(1, min(rows, _TAP_CHUNK_VALUES // run))
-    scratch = Workspace.current()
     total_buffer = scratch.array("taps.sum", (chunk, run))
     product_buffer = scratch.array("taps.product", (chunk, run))
     weights = [
@@ -295,7 +299,7 @@ def taps(
         for vector, offsets in plan.groups
     ]
     if not weights:
-        out[...] = 0
+        result[...] = 0
     for first in range(0, rows, chunk):
         last = min(first + chunk, rows)
         acc = out_rows[first:last]
@@ -322,6 +326,8 @@ def taps(
                 acc -= total
             else:
                 acc += np.multiply(total, weight, out=product_buffer[: last - first])
+    if not direct:
+        out[...] = result
     add_bias(out, bias)
 
 
