@@ -173,6 +173,11 @@ def structured_banks(channels: int, kernel: tuple[int, int]) -> dict[str, np.nda
     integer = np.zeros((channels, channels, kh, kw))  # shared weights: grouped taps
     integer[np.arange(channels), np.arange(channels)] = rng.integers(-1, 2, (kh, kw))
     banks["depthwise, weights in {-1, 0, 1}"] = integer
+    blur = np.zeros((channels, channels, kh, kw))  # rank one on each channel (a Gaussian)
+    blur[np.arange(channels), np.arange(channels)] = rng.standard_normal(
+        (channels, kh, 1)
+    ) * rng.standard_normal((channels, 1, kw))
+    banks["depthwise, rank one each"] = blur
     separable = np.zeros((2, channels, kh, kw))
     separable[0, 0] = np.outer(column, row)  # rank one, one channel
     separable[1] = np.outer(column, row) * rng.standard_normal((channels, 1, 1))  # shared u
@@ -199,6 +204,20 @@ def test_structured_banks_match_the_reference(method, kernel, stride, dilation, 
             volume, weights, bias, method=method, threads=2, memory_limit=1, **settings
         )
         assert_matches_reference(result, volume, weights, bias, **settings)
+
+
+def test_a_depthwise_rank_one_bank_runs_both_passes_stacked() -> None:
+    """One product per pass for every channel (Separated.one_each), not one per channel."""
+    weights = structured_banks(3, (5, 5))["depthwise, rank one each"]
+    plan = plan_convolution((64, 64, 3), weights, plan_geometry(64, 64, 5, 5),
+                            method="separable")  # fmt: skip
+    assert plan.separated is not None
+    assert plan.separated.one_each == (0, 3)
+    permuted = weights[[1, 0, 2]]  # filter order no longer follows channel order
+    plan = plan_convolution((64, 64, 3), permuted, plan_geometry(64, 64, 5, 5),
+                            method="separable")  # fmt: skip
+    assert plan.separated is not None
+    assert plan.separated.one_each is None
 
 
 def sharpen_bank(channels: int = 3) -> np.ndarray:

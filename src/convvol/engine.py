@@ -341,7 +341,8 @@ def plan_convolution(
         * ((channels + n_filters) * 2.5 * size * np.log2(size) + 4 * n_filters * channels * size)
     )
     groups = methods.direct_groups(np.asarray(weights))
-    taps = methods.tap_plan(np.asarray(weights)) if stride == 1 else None
+    # (more than 64 taps: a pass each would never beat the products, so no plan at all)
+    taps = methods.tap_plan(np.asarray(weights)) if stride == 1 and kh * kw <= 64 else None
     # depthwise banks: one pass per tap group over the output, instead of BLAS products
     taps_seconds = (
         taps.passes * outputs * n_filters / (_TAPS_RATE * threads) if taps else float("inf")

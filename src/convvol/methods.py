@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -484,6 +485,33 @@ class Separated:
             self.vertical[key] = _vertical_toeplitz(self.columns[channel], count, shape)
         return self.vertical[key]
 
+    @cached_property
+    def stacked_rows(self) -> np.ndarray:
+        """N × 1 × span × B: every filter's horizontal matrix (see one_each)."""
+        return np.stack(self.rows)[:, np.newaxis]
+
+    @cached_property
+    def one_each(self) -> tuple[int, int] | None:
+        """(first channel, channel count) if the used channels are consecutive, each with
+        one column vector, and every filter is one term on a channel of its own, in
+        channel order (a depthwise blur): then each pass runs as one stacked product."""
+        channels = sorted(self.columns)
+        if not channels or any(len(self.columns[c]) != 1 for c in channels):
+            return None
+        if channels != list(range(channels[0], channels[0] + len(channels))):
+            return None
+        if self.terms != [[(c, 0)] for c in channels]:
+            return None
+        return channels[0], len(channels)
+
+    def stacked_vertical(self, count: int, shape: BandShape) -> np.ndarray:
+        """C × 1 × count × span: every used channel's vertical matrix (see one_each)."""
+        key = (-1, count)
+        if key not in self.vertical:
+            matrices = [self.vertical_matrix(c, count, shape) for c in sorted(self.columns)]
+            self.vertical[key] = np.stack(matrices)[:, np.newaxis]
+        return self.vertical[key]
+
     @property
     def rank(self) -> int:
         """Outer products in all: the number of horizontal passes."""
@@ -590,6 +618,7 @@ def separable(
     rest = rows - whole * chunk
     total = sum(len(vectors) for vectors in separated.columns.values())
     scratch = Workspace.current()
+    stacked = separated.one_each
     for first_block in range(0, all_blocks, strip_blocks):
         blocks = min(strip_blocks, all_blocks - first_block)
         first_column = first_block * block
@@ -597,6 +626,11 @@ def separable(
         width = (blocks - 1) * block * step + span  # input columns the strip reads
         left = first_column * step
         all_passes = scratch.array("separable.passes", (total, rows, width))
+        results = scratch.array("separable.result", (len(separated.terms), rows, blocks * block))
+        if stacked is not None:  # one product per pass for every channel at once
+            _stacked_passes(planes, separated, shape, stacked, left, all_passes, results)
+            _interleave(results, out, first_column, columns)
+            continue
         passes: dict[int, np.ndarray] = {}
         offset = 0
         for channel, vectors in separated.columns.items():
@@ -629,7 +663,6 @@ def separable(
                 start = whole * chunk * step
                 product = np.matmul(matrix, plane[start : start + matrix.shape[1]])
                 passed[:, whole * chunk :] = product.reshape(count, rest, width)
-        results = scratch.array("separable.result", (len(separated.terms), rows, blocks * block))
         term_result = scratch.array("separable.term", (rows, blocks * block))
         for n, terms in enumerate(separated.terms):
             if not terms:
@@ -651,12 +684,67 @@ def separable(
                 np.matmul(windows, separated.rows[n][t * span : (t + 1) * span], out=blocked)
                 if t:
                     results[n] += term_result
-        # Into the interleaved output a few dozen rows at a time, every filter in turn, so
-        # each output cache line is fetched once, not once per filter.
-        for low in range(0, rows, _WRITE_ROWS):
-            high = min(low + _WRITE_ROWS, rows)
-            for n in range(len(separated.terms)):
-                out[low:high, first_column : first_column + columns, n] = results[
-                    n, low:high, :columns
-                ]
+        _interleave(results, out, first_column, columns)
     add_bias(out, bias)
+
+
+def _interleave(results: np.ndarray, out: np.ndarray, first_column: int, columns: int) -> None:
+    """results[n] into out[..., n] for a strip of columns, a few dozen rows at a time and
+    every filter in turn, so each output cache line is fetched once, not once per filter."""
+    rows = out.shape[0]
+    for low in range(0, rows, _WRITE_ROWS):
+        high = min(low + _WRITE_ROWS, rows)
+        for n in range(results.shape[0]):
+            out[low:high, first_column : first_column + columns, n] = results[n, low:high, :columns]
+
+
+def _stacked_passes(
+    planes: np.ndarray,
+    separated: Separated,
+    shape: BandShape,
+    stacked: tuple[int, int],
+    left: int,
+    passes: np.ndarray,
+    results: np.ndarray,
+) -> None:
+    """Both passes of a strip for a bank that is ``one_each``: one stacked product per
+    pass over all channels (per-channel matrices broadcast), so a depthwise blur costs
+    two calls into NumPy per strip instead of two per channel (each call's hand-over
+    of the GIL is what keeps two threads from running twice as fast)."""
+    first_channel, count = stacked
+    _, rows, width = passes.shape
+    step = shape.stride
+    block = separated.block
+    span = block_span(block, shape)
+    chunk = min(vertical_chunk(shape), rows)
+    whole, rest = divmod(rows, chunk)
+    source = planes[first_channel : first_channel + count, :, left : left + width]
+    channel_stride, row_stride, pixel_stride = source.strides
+    if whole:
+        matrices = separated.stacked_vertical(chunk, shape)
+        windows = as_strided(
+            source, shape=(count, whole, matrices.shape[3], width),
+            strides=(channel_stride, row_stride * step * chunk, row_stride, pixel_stride),
+            writeable=False,
+        )  # fmt: skip
+        target = passes[:, : whole * chunk].reshape(count, whole, chunk, width)
+        np.matmul(matrices, windows, out=target)
+    if rest:
+        matrices = separated.stacked_vertical(rest, shape)[:, 0]
+        start = whole * chunk * step
+        passes[:, whole * chunk :] = np.matmul(
+            matrices, source[:, start : start + matrices.shape[2]]
+        )
+    blocks = results.shape[2] // block
+    windows = as_strided(
+        passes, shape=(count, blocks, rows, span),
+        strides=(passes.strides[0], passes.strides[2] * block * step, passes.strides[1],
+                 passes.strides[2]),
+        writeable=False,
+    )  # fmt: skip
+    blocked = as_strided(
+        results, shape=(count, blocks, rows, block),
+        strides=(results.strides[0], block * results.itemsize, results.strides[1],
+                 results.itemsize),
+    )  # fmt: skip
+    np.matmul(windows, separated.stacked_rows, out=blocked)
