@@ -39,6 +39,7 @@ from convvol.pipeline import check_memory
 from convvol.volume import (
     DEFAULT_COMPRESS_LEVEL,
     DEFAULT_MAX_PIXELS,
+    TEMPORARY_SUFFIX,
     Format,
     OutputSet,
     check_encodable,
@@ -57,7 +58,6 @@ INPUT_SUFFIXES = frozenset(
      ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi", ".npy", ".zarr"}
 )  # fmt: skip
 GLOB_CHARACTERS = frozenset("*?[")
-TEMPORARY_SUFFIX = ".convvol-part"  # OutputSet's hidden files in the making
 
 
 def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:

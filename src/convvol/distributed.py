@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from convvol import batch, outofcore, strips
 from convvol.bank import Bank
 from convvol.errors import ConvvolError, OutputError, ParameterError
+from convvol.volume import temporary_name
 
 # Bytes of one chunk's input and output rows when the caller does not say.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
@@ -328,7 +329,7 @@ def _submit_zarr(
     if not batch.is_url(target):
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = str(path.with_name(f".{path.name}.{os.urandom(6).hex()}.convvol-part"))
+        temporary = str(temporary_name(path))
         where = temporary
     stored = filtered.to_zarr(where, compute=False, mode="w")
     return client.compute(stored, retries=retries), temporary

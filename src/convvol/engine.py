@@ -388,7 +388,7 @@ def plan_convolution(
         band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
     elif method == "direct":  # the stacked shifted rows and the results, per output row
         chunk = methods.direct_chunk(shape)
-        span = (chunk - 1) * stride + (kh - 1) * dilation + 1
+        span = methods.rows_span(chunk, shape)
         row_bytes = 4 * geometry.out_width * (kw * channels * span // chunk + 2 * n_filters)
         band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
     if method in ("gemm", "separable"):

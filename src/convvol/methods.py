@@ -97,6 +97,17 @@ class BandShape:
     kernel_width: int
 
 
+def rows_span(count: int, shape: BandShape) -> int:
+    """Input rows that ``count`` consecutive output rows read (the vertical twin of
+    :func:`block_span`)."""
+    return (count - 1) * shape.stride + (shape.kernel_height - 1) * shape.dilation + 1
+
+
+def channels_read(weights: np.ndarray) -> np.ndarray:
+    """N × C: whether filter n has a non-zero layer on channel c."""
+    return np.abs(weights).sum(axis=(2, 3)) > 0
+
+
 def direct_chunk(shape: BandShape) -> int:
     """Output rows per product of :func:`direct`: a few more than the kernel is tall.
 
@@ -128,7 +139,7 @@ def direct_groups(weights: np.ndarray) -> list[DirectGroup]:
     A group spans the range from its first to its last channel, so each group's product
     reads one contiguous slice of the band's stacked planes.
     """
-    used = np.abs(weights).sum(axis=(2, 3)) > 0  # N × C
+    used = channels_read(weights)
     by_range: dict[tuple[int, int], list[int]] = {}
     for n, row in enumerate(used):
         nonzero = np.flatnonzero(row)
@@ -143,7 +154,7 @@ def direct_groups(weights: np.ndarray) -> list[DirectGroup]:
 def direct_flops(groups: list[DirectGroup], shape: BandShape, outputs: int) -> float:
     """Multiply-adds of :func:`direct`, zeros of the Toeplitz matrices included."""
     chunk = direct_chunk(shape)
-    span = (chunk - 1) * shape.stride + (shape.kernel_height - 1) * shape.dilation + 1
+    span = rows_span(chunk, shape)
     per_output = sum(
         2 * len(g.filters) * (g.channels[1] - g.channels[0]) * shape.kernel_width * span
         for g in groups
@@ -155,7 +166,7 @@ def direct_copies(groups: list[DirectGroup], shape: BandShape, outputs: int) -> 
     """Values :func:`direct` copies into its stacks of shifted rows: kw·span per channel
     and chunk of rows. For depthwise banks this copying costs as much as the products."""
     chunk = direct_chunk(shape)
-    span = (chunk - 1) * shape.stride + (shape.kernel_height - 1) * shape.dilation + 1
+    span = rows_span(chunk, shape)
     used = max(g.channels[1] for g in groups) - min(g.channels[0] for g in groups)
     return float(used * shape.kernel_width * span) / chunk * outputs
 
@@ -163,7 +174,7 @@ def direct_copies(groups: list[DirectGroup], shape: BandShape, outputs: int) -> 
 def _direct_matrix(layers: np.ndarray, count: int, shape: BandShape) -> np.ndarray:
     """(G·count) × (S·kw·span): row (g, y) holds filter g's taps at input rows y·s + i·d."""
     n_filters, channels, kh, kw = layers.shape
-    span = (count - 1) * shape.stride + (kh - 1) * shape.dilation + 1
+    span = rows_span(count, shape)
     matrix = np.zeros((n_filters, count, channels, kw, span), np.float32)
     taps = np.arange(kh) * shape.dilation
     for y in range(count):
@@ -252,7 +263,7 @@ def _unit(vector: np.ndarray) -> bool:
 def tap_plan(weights: np.ndarray) -> Taps | None:
     """Group a bank's taps by their weights, or None if some filter reads two channels."""
     n_filters, channels, kh, kw = weights.shape
-    used = np.abs(weights).sum(axis=(2, 3)) > 0  # N × C
+    used = channels_read(weights)
     if (used.sum(axis=1) > 1).any():
         return None
     reads = tuple(int(np.argmax(row)) for row in used)  # an all-zero filter: channel 0
@@ -288,8 +299,8 @@ def taps(
     scratch = Workspace.current()
     # A caller's ``out`` may be a view whose rows are not contiguous: sum into a scratch
     # copy then (reshaping such a view would copy it, and the sums would be lost).
-    direct = out.flags.c_contiguous
-    result = out if direct else scratch.array("taps.result", out.shape)
+    in_place = out.flags.c_contiguous
+    result = out if in_place else scratch.array("taps.result", out.shape)
     out_rows = result.reshape(rows, width * n_out)
     run = width * n_out
     chunk = max(1, min(rows, _TAP_CHUNK_VALUES // run))
@@ -327,7 +338,7 @@ def taps(
                 acc -= total
             else:
                 acc += np.multiply(total, weight, out=product_buffer[: last - first])
-    if not direct:
+    if not in_place:
         out[...] = result
     add_bias(out, bias)
 
@@ -564,7 +575,7 @@ def separate(
 def separable_flops(ranks: np.ndarray, shape: BandShape, out_height: int, block: int) -> float:
     """Work of both passes (an upper bound: shared column vectors are counted per use)."""
     chunk = vertical_chunk(shape)
-    span_v = (chunk - 1) * shape.stride + (shape.kernel_height - 1) * shape.dilation + 1
+    span_v = rows_span(chunk, shape)
     width = band_width(block, shape)
     vertical = 2.0 * float(ranks.sum()) * span_v * width * out_height
     blocks = blocks_per_row(block, shape.out_width)
@@ -582,7 +593,7 @@ def vertical_chunk(shape: BandShape) -> int:
 
 def _vertical_toeplitz(vectors: np.ndarray, count: int, shape: BandShape) -> np.ndarray:
     """(Q·count) × span: row (q, y) holds column vector q at input rows y·s + i·d."""
-    span = (count - 1) * shape.stride + (shape.kernel_height - 1) * shape.dilation + 1
+    span = rows_span(count, shape)
     matrix = np.zeros((len(vectors), count, span), np.float32)
     taps = np.arange(shape.kernel_height) * shape.dilation
     for y in range(count):
@@ -639,14 +650,9 @@ def separable(
             offset += count
             passes[channel] = passed
             plane = planes[channel, :, left : left + width]
-            row_stride, pixel_stride = plane.strides
             if whole:
                 full = separated.vertical_matrix(channel, chunk, shape)
-                windows = as_strided(
-                    plane, shape=(whole, full.shape[1], width),
-                    strides=(row_stride * step * chunk, row_stride, pixel_stride),
-                    writeable=False,
-                )  # fmt: skip
+                windows = _chunk_windows(plane, whole, chunk, full.shape[1], step)
                 if count == 1:  # the products are these rows of the pass: write in place
                     target = passed[0, : whole * chunk].reshape(whole, chunk, width)
                     np.matmul(full, windows, out=target)
@@ -668,20 +674,9 @@ def separable(
             if not terms:
                 results[n] = 0
             for t, (channel, index) in enumerate(terms):
-                # Each block's window is a slice of the pass's rows, so BLAS reads the
-                # windows in place: no gathered copy (which took as long as the product).
-                plane = passes[channel][index]
-                windows = as_strided(
-                    plane, shape=(blocks, rows, span),
-                    strides=(plane.strides[1] * block * step, plane.strides[0], plane.strides[1]),
-                    writeable=False,
-                )  # fmt: skip
-                target = results[n] if t == 0 else term_result
-                blocked = as_strided(
-                    target, shape=(blocks, rows, block),
-                    strides=(block * target.itemsize, target.strides[0], target.itemsize),
-                )  # fmt: skip
-                np.matmul(windows, separated.rows[n][t * span : (t + 1) * span], out=blocked)
+                windows = _block_windows(passes[channel][index], blocks, span, block, step)
+                target = _blocked(results[n] if t == 0 else term_result, blocks, block)
+                np.matmul(windows, separated.rows[n][t * span : (t + 1) * span], out=target)
                 if t:
                     results[n] += term_result
         _interleave(results, out, first_column, columns)
@@ -719,14 +714,9 @@ def _stacked_passes(
     chunk = min(vertical_chunk(shape), rows)
     whole, rest = divmod(rows, chunk)
     source = planes[first_channel : first_channel + count, :, left : left + width]
-    channel_stride, row_stride, pixel_stride = source.strides
     if whole:
         matrices = separated.stacked_vertical(chunk, shape)
-        windows = as_strided(
-            source, shape=(count, whole, matrices.shape[3], width),
-            strides=(channel_stride, row_stride * step * chunk, row_stride, pixel_stride),
-            writeable=False,
-        )  # fmt: skip
+        windows = _chunk_windows(source, whole, chunk, matrices.shape[3], step)
         target = passes[:, : whole * chunk].reshape(count, whole, chunk, width)
         np.matmul(matrices, windows, out=target)
     if rest:
@@ -736,15 +726,34 @@ def _stacked_passes(
             matrices, source[:, start : start + matrices.shape[2]]
         )
     blocks = results.shape[2] // block
-    windows = as_strided(
-        passes, shape=(count, blocks, rows, span),
-        strides=(passes.strides[0], passes.strides[2] * block * step, passes.strides[1],
-                 passes.strides[2]),
-        writeable=False,
+    windows = _block_windows(passes, blocks, span, block, step)
+    np.matmul(windows, separated.stacked_rows, out=_blocked(results, blocks, block))
+
+
+def _chunk_windows(planes: np.ndarray, whole: int, chunk: int, span: int, step: int) -> np.ndarray:
+    """A (..., whole, span, cols) view: for each of ``whole`` chunks of ``chunk`` output
+    rows, the ``span`` input rows it reads (leading axes, such as channels, kept)."""
+    *lead, row_stride, pixel_stride = planes.strides
+    return as_strided(
+        planes, shape=(*planes.shape[:-2], whole, span, planes.shape[-1]),
+        strides=(*lead, row_stride * step * chunk, row_stride, pixel_stride), writeable=False,
     )  # fmt: skip
-    blocked = as_strided(
-        results, shape=(count, blocks, rows, block),
-        strides=(results.strides[0], block * results.itemsize, results.strides[1],
-                 results.itemsize),
+
+
+def _block_windows(passes: np.ndarray, blocks: int, span: int, block: int, step: int) -> np.ndarray:
+    """A (..., blocks, rows, span) view: each block's ``span`` input columns, every row,
+    read in place by BLAS (a gathered copy took as long as the product)."""
+    *lead, row_stride, pixel_stride = passes.strides
+    return as_strided(
+        passes, shape=(*passes.shape[:-2], blocks, passes.shape[-2], span),
+        strides=(*lead, pixel_stride * block * step, row_stride, pixel_stride), writeable=False,
     )  # fmt: skip
-    np.matmul(windows, separated.stacked_rows, out=blocked)
+
+
+def _blocked(target: np.ndarray, blocks: int, block: int) -> np.ndarray:
+    """A writable (..., blocks, rows, block) view of the first blocks·block columns."""
+    *lead, row_stride, pixel_stride = target.strides
+    return as_strided(
+        target, shape=(*target.shape[:-2], blocks, target.shape[-2], block),
+        strides=(*lead, pixel_stride * block, row_stride, pixel_stride),
+    )  # fmt: skip

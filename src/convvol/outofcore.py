@@ -39,6 +39,7 @@ from convvol.volume import (
     VALUES_PER_PIXEL,
     OutputSet,
     read_volume,
+    temporary_name,
 )
 
 MIB = 2**20
@@ -383,7 +384,7 @@ def zarr_output(target: str) -> Iterator[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{target}: cannot write here: {error.strerror or error}") from None
-    temporary = path.with_name(f".{path.name}.{os.urandom(6).hex()}.convvol-part")
+    temporary = temporary_name(path)
     try:
         yield str(temporary)
         replace_directory(str(temporary), target)

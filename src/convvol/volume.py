@@ -694,9 +694,12 @@ def _write_tiff_16bit_rgb(stream: IO[bytes], pixels: np.ndarray) -> None:
     stream.write(struct.pack("<I", 0))  # no further pages
 
 
-def _temporary_name(path: Path) -> Path:
+TEMPORARY_SUFFIX = ".convvol-part"  # the hidden files of outputs in the making
+
+
+def temporary_name(path: Path) -> Path:
     """A hidden name beside ``path`` for its content until it is complete."""
-    return path.with_name(f".{path.name}.{os.urandom(6).hex()}.convvol-part")
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}{TEMPORARY_SUFFIX}")
 
 
 def _create_temporary(temporary: Path) -> int:
@@ -733,7 +736,7 @@ class OutputSet:
             self._make_parents(path.parent)
             while True:
                 # Staged before it exists: an interrupt at any moment leaves nothing behind.
-                temporary = _temporary_name(path)
+                temporary = temporary_name(path)
                 self._staged.append((temporary, path))
                 try:
                     handle = _create_temporary(temporary)
