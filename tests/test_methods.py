@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import convvol
+from convvol import methods
 from convvol.engine import METHODS, border_indices, plan_convolution, plan_geometry
 from reference import BORDERS, output_shape, reference_convolve
 
@@ -256,3 +257,93 @@ def test_per_tap_sums_do_not_depend_on_bands_or_threads(threads, memory_limit) -
         volume, weights, method="direct", threads=threads, memory_limit=memory_limit
     )
     np.testing.assert_array_equal(banded, single)
+
+
+# --- rank analysis: what the planner and separable see ----------------------------------
+
+
+def svd_ranks(weights: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
+    """The definition: singular values above tolerance·σ₀, by a full SVD of every layer."""
+    sigma = np.linalg.svd(weights.astype(np.float64), compute_uv=False)
+    return (sigma > tolerance * sigma[..., :1]).sum(axis=-1) * (sigma[..., 0] > 0)
+
+
+def gaussian(size: int, sigma: float) -> np.ndarray:
+    taps = np.exp(-0.5 * ((np.arange(size) - size // 2) / sigma) ** 2)
+    return taps / taps.sum()
+
+
+def ranked_layers(kernel: tuple[int, int]) -> np.ndarray:
+    """Layers of known rank, as one N × 1 × kh × kw bank: zero, rank one (random, a
+    float32 Gaussian, a Sobel), rank two, full rank."""
+    kh, kw = kernel
+    rng = np.random.default_rng(kh * 31 + kw)
+    layers = [
+        np.zeros(kernel),
+        np.outer(rng.standard_normal(kh), rng.standard_normal(kw)),
+        np.outer(gaussian(kh, kh / 5 + 0.5), gaussian(kw, kw / 5 + 0.5)),
+        np.outer(np.arange(kh) - kh // 2, np.ones(kw)),
+        rng.standard_normal((kh, 2)) @ rng.standard_normal((2, kw)),
+        rng.standard_normal(kernel),
+    ]
+    return np.array(layers, np.float32)[:, np.newaxis]
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (1, 7), (7, 1), (3, 3), (5, 9), (15, 15), (64, 31)])
+def test_layer_ranks_agree_with_the_svd(kernel) -> None:
+    weights = ranked_layers(kernel)
+    np.testing.assert_array_equal(methods.layer_ranks(weights), svd_ranks(weights))
+
+
+def test_rank_one_layers_need_no_svd(monkeypatch) -> None:
+    """Zero and rank-one layers (a large Gaussian) are recognised without LAPACK, for the
+    ranks and for the separable terms alike: a 1025² SVD takes a third of a second."""
+    blur = np.zeros((3, 3, 255, 255), np.float32)
+    blur[np.arange(3), np.arange(3)] = np.outer(gaussian(255, 40), gaussian(255, 40))
+    sobel = np.zeros((2, 3, 3, 3), np.float32)
+    sobel[0, 1] = np.outer([1, 2, 1], [-1, 0, 1])
+    sobel[1, 2] = sobel[0, 1].T
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an SVD was computed")
+
+    monkeypatch.setattr(np.linalg, "svd", refuse)
+    np.testing.assert_array_equal(methods.layer_ranks(blur), np.eye(3, dtype=int))
+    np.testing.assert_array_equal(methods.layer_ranks(sobel), [[0, 1, 0], [0, 0, 1]])
+    geometry = plan_geometry(300, 300, 255, 255)
+    plan = plan_convolution((300, 300, 3), blur, geometry)
+    assert plan.method == "separable"
+    assert plan.separated is not None
+    assert plan.separated.rank == 3
+
+
+def test_rank_one_factors_rebuild_the_layer_or_decline() -> None:
+    zero, *rank_one, rank_two, full = ranked_layers((6, 11))[:, 0]
+    for layer in rank_one:
+        factors = methods.rank_one_factors(layer)
+        assert factors is not None
+        u, r = factors
+        assert np.isclose(np.linalg.norm(u), 1)
+        np.testing.assert_allclose(np.outer(u, r), layer, rtol=1e-6, atol=1e-7)
+    for layer in (zero, rank_two, full):
+        assert methods.rank_one_factors(layer) is None
+
+
+def test_the_svd_is_skipped_when_it_would_cost_more_than_the_plain_way() -> None:
+    """Layers that are not rank one are then taken as full rank: separable cannot win."""
+    weights = ranked_layers((9, 5))
+    ranks = methods.layer_ranks(weights, svd_budget=0)
+    np.testing.assert_array_equal(ranks[:, 0], [0, 1, 1, 1, 5, 5])
+    dense = np.random.default_rng(2).standard_normal((3, 3, 301, 301)).astype(np.float32)
+    plan = plan_convolution((256, 256, 3), dense, plan_geometry(256, 256, 301, 301))
+    assert plan.method == "fft"
+
+
+def test_fft_spectra_skip_zero_layers() -> None:
+    weights = structured_banks(3, (5, 4))["one channel each, permuted, one empty"]
+    spectra = methods.fft_spectra(weights, (16, 12), dilation=2)
+    dilated = np.zeros((*weights.shape[:2], 9, 7))
+    dilated[:, :, ::2, ::2] = weights
+    expected = np.conj(np.fft.rfft2(dilated, s=(16, 12), axes=(2, 3)))
+    np.testing.assert_allclose(spectra, expected, atol=1e-12)
+    assert not spectra[~methods.channels_read(weights)].any()

@@ -149,6 +149,7 @@ _TAPS_RATE = 4e9  # per core: values per second of one elementwise pass over a c
 _COPY_RATE = 3e9  # per core: values per second copied into strided stacks (direct)
 _FFT_RATE = 2e9  # per core: 5·n·log2(n) flops of float64 pocketfft, plus spectrum products
 _SEPARABLE_RATE = 25e9  # per core: the small Toeplitz products of the two passes
+_SVD_RATE = 5e9  # flops per second of LAPACK's singular values (1.6–22 GFLOP/s, 63² to 1025²)
 
 
 def available_threads() -> int:
@@ -351,15 +352,23 @@ def plan_convolution(
         methods.direct_flops(groups, shape, outputs) / _DIRECT_RATE
         + methods.direct_copies(groups, shape, outputs) / _COPY_RATE
     ) / threads
-    ranks = methods.layer_ranks(np.asarray(weights))
-    sep_block = _choose_block(shape, 1)
-    sep_flops = methods.separable_flops(ranks, shape, geometry.out_height, sep_block)
+    used_layers = int(methods.channels_read(np.asarray(weights)).sum())
+    spectra_seconds = used_layers * 2.5 * size * np.log2(size) / _FFT_RATE  # once, one thread
     estimates = {
         "gemm": flops * waste / (_GEMM_RATE * threads),
         "direct": min(taps_seconds, toeplitz_seconds),
-        "fft": fft_flops / (_FFT_RATE * threads),
-        "separable": sep_flops / (_SEPARABLE_RATE * threads),
+        "fft": fft_flops / (_FFT_RATE * threads) + spectra_seconds,
     }
+    # Looking for a separable shortcut may cost at most what the plain way would take.
+    svd_budget = min(estimates.values()) * _SVD_RATE
+    ranks = methods.layer_ranks(np.asarray(weights), svd_budget=svd_budget)
+    sep_block = _choose_block(shape, 1)
+    sep_flops = methods.separable_flops(ranks, shape, geometry.out_height, sep_block)
+    decomposed = int((ranks > 1).sum())  # layers whose terms need a full SVD (U, Σ, V)
+    estimates["separable"] = (
+        sep_flops / (_SEPARABLE_RATE * threads)
+        + decomposed * 2.5 * methods.svd_flops(kh, kw) / _SVD_RATE
+    )
     if method == "auto":
         method = min(estimates, key=estimates.__getitem__)
         reason = "lowest estimated time"
