@@ -148,7 +148,9 @@ _DIRECT_RATE = 30e9  # per core: planar Toeplitz products, zeros included (measu
 _TAPS_RATE = 4e9  # per core: values per second of one elementwise pass over a cached chunk
 _COPY_RATE = 3e9  # per core: values per second copied into strided stacks (direct)
 _FFT_RATE = 2e9  # per core: 5·n·log2(n) flops of float64 pocketfft, plus spectrum products
-_SEPARABLE_RATE = 25e9  # per core: the small Toeplitz products of the two passes
+_SEPARABLE_RATE = 40e9  # per core: both passes' Toeplitz products and the band gather
+_CALL_SECONDS = 10e-6  # one call into NumPy from a method's inner loop, views included
+_INTERLEAVE_RATE = 1e9  # values per second written from planes into the H×W×N output
 _SVD_RATE = 5e9  # flops per second of LAPACK's singular values (1.6–22 GFLOP/s, 63² to 1025²)
 
 
@@ -308,6 +310,47 @@ def _choose_block(shape: methods.BandShape, n_filters: int) -> int:
     return block
 
 
+_SEPARABLE_BLOCK = 16  # horizontal outputs per product of ``separable`` (see below)
+
+
+def _separable_block(shape: methods.BandShape) -> int:
+    """Outputs per horizontal Toeplitz product of ``separable``: 16, one AVX-512 register
+    of float32. Measured on products of 128 rows by (B + k − 1) × B, k = 3 to 15: B = 16
+    ran at 100 GFLOP/s, B = 8 at 45, B = 4 at 20 (0.40, 0.56 and 0.80 ns per output at
+    k = 5), and 32 or 64 gained no speed for their extra zeros. 1×1 kernels: 1."""
+    return 1 if shape.kernel_width == 1 else _SEPARABLE_BLOCK
+
+
+def _separable_row_bytes(ranks: np.ndarray, shape: methods.BandShape, block: int) -> int:
+    """Working set of ``separable`` per band row: its passes and the filters' results."""
+    terms = int(ranks.sum()) + 2 * int(ranks.sum(axis=1).max(initial=0))
+    return max(1, 4 * methods.band_width(block, shape) * terms)
+
+
+def _separable_band_rows(
+    ranks: np.ndarray, shape: methods.BandShape, block: int, budget: int
+) -> int:
+    """Rows per band of ``separable`` within ``budget`` bytes of working set."""
+    return max(1, budget // _separable_row_bytes(ranks, shape, block))
+
+
+def _separable_calls(
+    ranks: np.ndarray, shape: methods.BandShape, out_height: int, block: int, band_rows: int
+) -> int:
+    """Calls into NumPy ``separable`` makes: per band and strip, two per channel (the
+    vertical products), two per term (a horizontal product and its sum) and one per
+    filter and 64 rows (the interleaving writes). A bank of many small terms is
+    dominated by these, not by its flops: 16 filters of rank-one 5×5 layers on 1024²
+    ran 0.21 s on one thread where its flops alone predict 0.06 s."""
+    bands = -(-out_height // band_rows)
+    strip_blocks = max(1, methods.STRIP_OUTPUTS // block)
+    strips = -(-methods.blocks_per_row(block, shape.out_width) // strip_blocks)
+    channels = int((ranks.sum(axis=0) > 0).sum())
+    writes = ranks.shape[0] * -(-band_rows // methods.WRITE_ROWS)
+    per_strip = 2 * channels + 2 * int(ranks.sum()) + writes
+    return bands * strips * per_strip
+
+
 def plan_convolution(
     volume_shape: tuple[int, ...],
     weights: np.ndarray,
@@ -352,23 +395,30 @@ def plan_convolution(
         methods.direct_flops(groups, shape, outputs) / _DIRECT_RATE
         + methods.direct_copies(groups, shape, outputs) / _COPY_RATE
     ) / threads
+    # gemm copies each block's windows into its product matrix: kh·span·C values per block
+    gemm_copies = outputs / block * kh * methods.block_span(block, shape) * channels
     used_layers = int(methods.channels_read(np.asarray(weights)).sum())
     spectra_seconds = used_layers * 2.5 * size * np.log2(size) / _FFT_RATE  # once, one thread
     estimates = {
-        "gemm": flops * waste / (_GEMM_RATE * threads),
+        "gemm": (flops * waste / _GEMM_RATE + gemm_copies / _COPY_RATE) / threads,
         "direct": min(taps_seconds, toeplitz_seconds),
         "fft": fft_flops / (_FFT_RATE * threads) + spectra_seconds,
     }
     # Looking for a separable shortcut may cost at most what the plain way would take.
     svd_budget = min(estimates.values()) * _SVD_RATE
     ranks = methods.layer_ranks(np.asarray(weights), svd_budget=svd_budget)
-    sep_block = _choose_block(shape, 1)
+    sep_block = _separable_block(shape)
     sep_flops = methods.separable_flops(ranks, shape, geometry.out_height, sep_block)
     decomposed = int((ranks > 1).sum())  # layers whose terms need a full SVD (U, Σ, V)
+    budget = min(_BAND_TARGET_BYTES, (memory_limit or DEFAULT_MEMORY_LIMIT) // threads)
+    sep_rows = _separable_band_rows(ranks, shape, sep_block, budget)
+    if geometry.out_height >= 4 * threads:
+        sep_rows = min(sep_rows, -(-geometry.out_height // (4 * threads)))
     estimates["separable"] = (
-        sep_flops / (_SEPARABLE_RATE * threads)
-        + decomposed * 2.5 * methods.svd_flops(kh, kw) / _SVD_RATE
-    )
+        sep_flops / _SEPARABLE_RATE
+        + _separable_calls(ranks, shape, geometry.out_height, sep_block, sep_rows) * _CALL_SECONDS
+        + outputs * n_filters / _INTERLEAVE_RATE
+    ) / threads + decomposed * 2.5 * methods.svd_flops(kh, kw) / _SVD_RATE
     if method == "auto":
         method = min(estimates, key=estimates.__getitem__)
         reason = "lowest estimated time"
@@ -377,7 +427,6 @@ def plan_convolution(
     row_bytes = methods.blocks_per_row(block, geometry.out_width) * kh * (
         methods.block_span(block, shape) * channels + block * n_filters
     ) * 4  # fmt: skip
-    budget = min(_BAND_TARGET_BYTES, (memory_limit or DEFAULT_MEMORY_LIMIT) // threads)
     band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
     # One output row reads the kernel's whole reach of input rows: the smallest band.
     reach = (kh - 1) * dilation + 1
@@ -386,9 +435,8 @@ def plan_convolution(
     if method == "separable":
         block = sep_block
         separated = methods.separate(np.asarray(weights), block, shape)
-        terms = int(ranks.sum()) + 2 * max(map(len, separated.terms))
-        row_bytes = 4 * methods.band_width(block, shape) * terms
-        band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
+        row_bytes = _separable_row_bytes(ranks, shape, block)
+        band_rows = max(1, min(geometry.out_height, budget // row_bytes))
     if taps_seconds > toeplitz_seconds:
         taps = None
     if method == "direct" and taps is not None:  # the band and the output, per output row

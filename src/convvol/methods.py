@@ -669,8 +669,8 @@ def _vertical_toeplitz(vectors: np.ndarray, count: int, shape: BandShape) -> np.
     return matrix.reshape(-1, span)
 
 
-_STRIP_OUTPUTS = 512  # output columns per strip of ``separable``: its passes stay in cache
-_WRITE_ROWS = 64  # rows per interleaving write of ``separable``: 64 × 512 × N floats in cache
+STRIP_OUTPUTS = 512  # output columns per strip of ``separable``: its passes stay in cache
+WRITE_ROWS = 64  # rows per interleaving write of ``separable``: 64 × 512 × N floats in cache
 
 
 def separable(
@@ -691,7 +691,7 @@ def separable(
     block = separated.block
     span = block_span(block, shape)
     all_blocks = blocks_per_row(block, out_width)
-    strip_blocks = max(1, _STRIP_OUTPUTS // block)
+    strip_blocks = max(1, STRIP_OUTPUTS // block)
     chunk = min(vertical_chunk(shape), rows)
     whole = rows // chunk
     rest = rows - whole * chunk
@@ -755,8 +755,8 @@ def _interleave(results: np.ndarray, out: np.ndarray, first_column: int, columns
     """results[n] into out[..., n] for a strip of columns, a few dozen rows at a time and
     every filter in turn, so each output cache line is fetched once, not once per filter."""
     rows = out.shape[0]
-    for low in range(0, rows, _WRITE_ROWS):
-        high = min(low + _WRITE_ROWS, rows)
+    for low in range(0, rows, WRITE_ROWS):
+        high = min(low + WRITE_ROWS, rows)
         for n in range(results.shape[0]):
             out[low:high, first_column : first_column + columns, n] = results[n, low:high, :columns]
 
