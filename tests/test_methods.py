@@ -275,14 +275,14 @@ def gaussian(size: int, sigma: float) -> np.ndarray:
 
 def ranked_layers(kernel: tuple[int, int]) -> np.ndarray:
     """Layers of known rank, as one N × 1 × kh × kw bank: zero, rank one (random, a
-    float32 Gaussian, a Sobel), rank two, full rank."""
+    float32 Gaussian, a ramp), rank two, full rank."""
     kh, kw = kernel
     rng = np.random.default_rng(kh * 31 + kw)
     layers = [
         np.zeros(kernel),
         np.outer(rng.standard_normal(kh), rng.standard_normal(kw)),
         np.outer(gaussian(kh, kh / 5 + 0.5), gaussian(kw, kw / 5 + 0.5)),
-        np.outer(np.arange(kh) - kh // 2, np.ones(kw)),
+        np.outer(np.arange(kh) - (kh - 1) / 2 + 0.25, np.ones(kw)),
         rng.standard_normal((kh, 2)) @ rng.standard_normal((2, kw)),
         rng.standard_normal(kernel),
     ]
@@ -318,15 +318,41 @@ def test_rank_one_layers_need_no_svd(monkeypatch) -> None:
 
 
 def test_rank_one_factors_rebuild_the_layer_or_decline() -> None:
-    zero, *rank_one, rank_two, full = ranked_layers((6, 11))[:, 0]
-    for layer in rank_one:
-        factors = methods.rank_one_factors(layer)
-        assert factors is not None
-        u, r = factors
-        assert np.isclose(np.linalg.norm(u), 1)
-        np.testing.assert_allclose(np.outer(u, r), layer, rtol=1e-6, atol=1e-7)
-    for layer in (zero, rank_two, full):
-        assert methods.rank_one_factors(layer) is None
+    layers = ranked_layers((6, 11))[:, 0]
+    shown, u, r = methods.rank_one_factors(layers)
+    np.testing.assert_array_equal(shown, [False, True, True, True, False, False])
+    for layer, column, row in zip(layers[1:4], u[1:4], r[1:4], strict=True):
+        assert np.isclose(np.linalg.norm(column), 1)
+        np.testing.assert_allclose(np.outer(column, row), layer, rtol=1e-6, atol=1e-7)
+
+
+def near_rank_one(ratio: float, scale: float = 1.0) -> np.ndarray:
+    """A float64 7×9 layer with σ₁/σ₀ = ratio exactly (orthonormal singular vectors)."""
+    rng = np.random.default_rng(5)
+    left, _ = np.linalg.qr(rng.standard_normal((7, 2)))
+    right, _ = np.linalg.qr(rng.standard_normal((9, 2)))
+    return scale * (np.outer(left[:, 0], right[:, 0]) + ratio * np.outer(left[:, 1], right[:, 1]))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-160, 1e150])
+def test_the_rank_one_check_holds_at_the_threshold(scale) -> None:
+    """σ₁/σ₀ just above 10⁻⁷ is rank two, whatever the scale (no underflow); just below,
+    rank one (shown without an SVD when the bound allows, else by the SVD)."""
+    above, below = near_rank_one(2e-7, scale), near_rank_one(5e-9, scale)
+    shown, _, _ = methods.rank_one_factors(np.array([above, below]))
+    assert not shown[0]
+    assert shown[1]
+    bank = np.array([above, below, near_rank_one(5e-8, scale)])[:, np.newaxis]
+    np.testing.assert_array_equal(methods.layer_ranks(bank)[:, 0], [2, 1, 1])
+
+
+def test_non_finite_weights_are_refused() -> None:
+    volume = np.ones((8, 8, 3), np.float32)
+    for bad in (np.nan, np.inf, 1e39):
+        weights = np.ones((2, 3, 3, 3))
+        weights[1, 2, 0, 1] = bad
+        with pytest.raises(convvol.ParameterError, match="filter 1, channel 2"):
+            convvol.convolve(volume, weights)
 
 
 def test_the_svd_is_skipped_when_it_would_cost_more_than_the_plain_way() -> None:
@@ -334,9 +360,16 @@ def test_the_svd_is_skipped_when_it_would_cost_more_than_the_plain_way() -> None
     weights = ranked_layers((9, 5))
     ranks = methods.layer_ranks(weights, svd_budget=0)
     np.testing.assert_array_equal(ranks[:, 0], [0, 1, 1, 1, 5, 5])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an SVD was computed")
+
     dense = np.random.default_rng(2).standard_normal((3, 3, 301, 301)).astype(np.float32)
-    plan = plan_convolution((256, 256, 3), dense, plan_geometry(256, 256, 301, 301))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(np.linalg, "svd", refuse)
+        plan = plan_convolution((256, 256, 3), dense, plan_geometry(256, 256, 301, 301))
     assert plan.method == "fft"
+    assert plan.estimates["separable"] > plan.estimates["fft"]
 
 
 def test_fft_spectra_skip_zero_layers() -> None:

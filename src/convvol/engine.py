@@ -674,7 +674,23 @@ def _validate(
         bias = np.asarray(bias, np.float32).reshape(-1)
         if bias.shape != (n_filters,):
             raise ParameterError(f"bias must hold {n_filters} values; got {bias.size}")
-    return volume, weights.astype(np.float32, copy=False), bias, geometry, cval
+    return volume, finite_weights(weights), bias, geometry, cval
+
+
+def finite_weights(weights: np.ndarray) -> np.ndarray:
+    """The weights as float32; a ParameterError naming the first layer that holds NaN or
+    an infinity (also after rounding to float32): methods that skip zero layers would
+    otherwise give different results for it."""
+    with np.errstate(over="ignore"):  # too large for float32: reported below
+        weights32 = weights.astype(np.float32, copy=False)
+    finite = np.isfinite(weights32)
+    if not finite.all():
+        n, c = (int(i) for i in np.argwhere(~finite)[0][:2])
+        raise ParameterError(
+            f"weights must be finite float32 numbers; filter {n}, channel {c} holds "
+            f"{weights[n, c][~finite[n, c]].flat[0]}"
+        )
+    return weights32
 
 
 def check_output_memory(geometry: Geometry, n_filters: int) -> None:

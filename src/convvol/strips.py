@@ -183,7 +183,7 @@ def plan_layer(
     geometry = engine.plan_geometry(
         height, width, kh, kw, padding=padding, stride=stride, dilation=dilation
     )
-    weights = weights.astype(np.float32, copy=False)
+    weights = engine.finite_weights(weights)
     if flip:
         weights = weights[:, :, ::-1, ::-1]
     plan = engine.plan_convolution(
