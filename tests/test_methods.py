@@ -399,3 +399,18 @@ def test_separable_is_not_picked_for_many_small_rank_one_terms() -> None:
     plan = plan_convolution((2048, 2048, 3), blur, plan_geometry(2048, 2048, 15, 15))
     assert plan.method == "separable"
     assert plan.block == 16
+
+
+def test_filters_share_a_vertical_pass_only_for_the_same_column_vector() -> None:
+    """Unit column vectors equal to 1e-7 share one vertical pass per channel; a vector
+    that differs by 1e-5 relative gets its own (sharing it would be a 1e-5 error)."""
+    weights = structured_banks(3, (5, 5))["rank one"]  # filter 1 reuses filter 0's column
+    geometry = plan_geometry(64, 64, 5, 5)
+    separated = plan_convolution((64, 64, 3), weights, geometry, method="separable").separated
+    assert separated is not None
+    assert [len(separated.columns[c]) for c in range(3)] == [1, 1, 1]
+    nudged = weights.astype(np.float64)
+    nudged[1, 0, 2] *= 1 + 1e-5  # one row of filter 1's channel-0 layer: another column
+    separated = plan_convolution((64, 64, 3), nudged, geometry, method="separable").separated
+    assert separated is not None
+    assert len(separated.columns[0]) == 2

@@ -638,7 +638,7 @@ def separate(
             column, row = column * sign, row * sign
             known = columns.setdefault(int(c), [])
             index = next(
-                (i for i, seen in enumerate(known) if np.allclose(seen, column, atol=1e-12)),
+                (i for i, seen in enumerate(known) if np.allclose(seen, column, rtol=0, atol=1e-7)),
                 None,
             )
             if index is None:
