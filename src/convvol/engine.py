@@ -327,11 +327,13 @@ def _separable_row_bytes(ranks: np.ndarray, shape: methods.BandShape, block: int
     return max(1, 4 * methods.band_width(block, shape) * terms)
 
 
-def _separable_band_rows(
-    ranks: np.ndarray, shape: methods.BandShape, block: int, budget: int
-) -> int:
-    """Rows per band of ``separable`` within ``budget`` bytes of working set."""
-    return max(1, budget // _separable_row_bytes(ranks, shape, block))
+def _band_rows(row_bytes: int, budget: int, out_height: int, threads: int) -> int:
+    """Output rows per band: as many as ``budget`` bytes of working set hold, but at least
+    four bands per thread when the image is tall enough, to keep every thread busy."""
+    rows = max(1, min(out_height, budget // max(row_bytes, 1)))
+    if out_height >= 4 * threads:
+        rows = min(rows, -(-out_height // (4 * threads)))
+    return rows
 
 
 def _separable_calls(
@@ -367,6 +369,7 @@ def plan_convolution(
     ``weights`` are the N×C×kh×kw filters (their ranks decide whether ``separable`` pays).
     """
     method = _check_choice(method, METHODS, "method")
+    weights = np.asarray(weights)
     _, _, channels = volume_shape
     n_filters, _, kh, kw = weights.shape
     outputs = geometry.out_height * geometry.out_width
@@ -384,9 +387,9 @@ def plan_convolution(
         * tiles
         * ((channels + n_filters) * 2.5 * size * np.log2(size) + 4 * n_filters * channels * size)
     )
-    groups = methods.direct_groups(np.asarray(weights))
+    groups = methods.direct_groups(weights)
     # (more than 64 taps: a pass each would never beat the products, so no plan at all)
-    taps = methods.tap_plan(np.asarray(weights)) if stride == 1 and kh * kw <= 64 else None
+    taps = methods.tap_plan(weights) if stride == 1 and kh * kw <= 64 else None
     # depthwise banks: one pass per tap group over the output, instead of BLAS products
     taps_seconds = (
         taps.passes * outputs * n_filters / (_TAPS_RATE * threads) if taps else float("inf")
@@ -397,7 +400,7 @@ def plan_convolution(
     ) / threads
     # gemm copies each block's windows into its product matrix: kh·span·C values per block
     gemm_copies = outputs / block * kh * methods.block_span(block, shape) * channels
-    used_layers = int(methods.channels_read(np.asarray(weights)).sum())
+    used_layers = int(methods.channels_read(weights).sum())
     spectra_seconds = used_layers * 2.5 * size * np.log2(size) / _FFT_RATE  # once, one thread
     estimates = {
         "gemm": (flops * waste / _GEMM_RATE + gemm_copies / _COPY_RATE) / threads,
@@ -406,14 +409,13 @@ def plan_convolution(
     }
     # Looking for a separable shortcut may cost at most what the plain way would take.
     svd_budget = min(estimates.values()) * _SVD_RATE
-    ranks = methods.layer_ranks(np.asarray(weights), svd_budget=svd_budget)
+    ranks = methods.layer_ranks(weights, svd_budget=svd_budget)
     sep_block = _separable_block(shape)
     sep_flops = methods.separable_flops(ranks, shape, geometry.out_height, sep_block)
     decomposed = int((ranks > 1).sum())  # layers whose terms need a full SVD (U, Σ, V)
     budget = min(_BAND_TARGET_BYTES, (memory_limit or DEFAULT_MEMORY_LIMIT) // threads)
-    sep_rows = _separable_band_rows(ranks, shape, sep_block, budget)
-    if geometry.out_height >= 4 * threads:
-        sep_rows = min(sep_rows, -(-geometry.out_height // (4 * threads)))
+    sep_row_bytes = _separable_row_bytes(ranks, shape, sep_block)
+    sep_rows = _band_rows(sep_row_bytes, budget, geometry.out_height, threads)
     estimates["separable"] = (
         sep_flops / _SEPARABLE_RATE
         + _separable_calls(ranks, shape, geometry.out_height, sep_block, sep_rows) * _CALL_SECONDS
@@ -427,33 +429,28 @@ def plan_convolution(
     row_bytes = methods.blocks_per_row(block, geometry.out_width) * kh * (
         methods.block_span(block, shape) * channels + block * n_filters
     ) * 4  # fmt: skip
-    band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
     # One output row reads the kernel's whole reach of input rows: the smallest band.
     reach = (kh - 1) * dilation + 1
     width = volume_shape[1] + geometry.left + geometry.right
     separated = None
     if method == "separable":
         block = sep_block
-        separated = methods.separate(np.asarray(weights), block, shape)
-        row_bytes = _separable_row_bytes(ranks, shape, block)
-        band_rows = max(1, min(geometry.out_height, budget // row_bytes))
+        separated = methods.separate(weights, block, shape)
+        row_bytes = sep_row_bytes
     if taps_seconds > toeplitz_seconds:
         taps = None
     if method == "direct" and taps is not None:  # the band and the output, per output row
         expanded = width * n_filters if taps.channels is not None else 0  # band[..., channels]
         row_bytes = 4 * (width * channels + expanded + geometry.out_width * n_filters)
-        band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
     elif method == "direct":  # the stacked shifted rows and the results, per output row
         chunk = methods.direct_chunk(shape)
         span = methods.rows_span(chunk, shape)
         row_bytes = 4 * geometry.out_width * (kw * channels * span // chunk + 2 * n_filters)
-        band_rows = max(1, min(geometry.out_height, budget // max(row_bytes, 1)))
     if method in ("gemm", "separable"):
         width = max(width, methods.band_width(block, shape))
     smallest_band = threads * (reach * width * channels * 4 + row_bytes)
     _check_fits(smallest_band, "the input rows one band of output reads")
-    if geometry.out_height >= 4 * threads:  # enough bands to keep every thread busy
-        band_rows = min(band_rows, -(-geometry.out_height // (4 * threads)))
+    band_rows = _band_rows(row_bytes, budget, geometry.out_height, threads)
     if method == "fft":
         band_rows = fft_rows
     if method == "direct" and taps is None:  # whole chunks: the same products whatever the bands

@@ -400,7 +400,7 @@ def replace_directory(temporary: str, target: str) -> None:
     path = Path(target)
     backup = None
     if path.exists():
-        backup = path.with_name(f".{path.name}.{os.urandom(6).hex()}.convvol-backup")
+        backup = temporary_name(path, ".convvol-backup")
         os.rename(path, backup)
     try:
         os.rename(temporary, path)

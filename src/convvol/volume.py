@@ -697,9 +697,10 @@ def _write_tiff_16bit_rgb(stream: IO[bytes], pixels: np.ndarray) -> None:
 TEMPORARY_SUFFIX = ".convvol-part"  # the hidden files of outputs in the making
 
 
-def temporary_name(path: Path) -> Path:
-    """A hidden name beside ``path`` for its content until it is complete."""
-    return path.with_name(f".{path.name}.{os.urandom(6).hex()}{TEMPORARY_SUFFIX}")
+def temporary_name(path: Path, suffix: str = TEMPORARY_SUFFIX) -> Path:
+    """A hidden, unique name beside ``path``: for its content until it is complete, or
+    (``suffix=".convvol-backup"``) for what it held while it is being replaced."""
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}{suffix}")
 
 
 def _create_temporary(temporary: Path) -> int:
