@@ -476,11 +476,11 @@ def discover_methods() -> tuple[list[str] | None, str]:
         names = []
     source = "its Literal annotation"
     if not names:
-        engine = sys.modules.get("convvol.engine")
-        public = getattr(engine, "METHODS", None) if engine else None
+        settings = sys.modules.get("convvol.settings")
+        public = getattr(settings, "METHODS", None) if settings else None
         if isinstance(public, dict | tuple | list | frozenset | set):
             names = [str(m) for m in public]
-            source = "convvol.engine.METHODS"
+            source = "convvol.settings.METHODS"
     if not names:
         names, source = list(DEFAULT_METHODS), "the planned list"
     forced = [m for m in names if m != "auto"]

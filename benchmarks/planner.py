@@ -8,7 +8,7 @@ Run from the repository root:
 
 For each bank (every bundled bank resolved for RGB, then structured banks the cost model
 has to tell apart: many small rank-one terms, rank-two layers, a depthwise Gaussian, a
-large rank-one blur, a dense large kernel), every method of ``convvol.engine.METHODS`` is
+large rank-one blur, a dense large kernel), every method of ``convvol.settings.METHODS`` is
 forced and timed (median of the runs after one warm-up, all in this process), next to
 what ``auto`` picks and its estimates. ``auto ÷ best`` is the planner's cost: 1.00 when it
 picks the fastest method. Methods estimated at more than 50× the best estimate are not
@@ -26,6 +26,7 @@ import numpy as np
 
 import convvol
 from convvol import engine
+from convvol.settings import METHODS
 from convvol.bank import available_banks
 
 
@@ -79,7 +80,7 @@ def main() -> None:
     volume = rng.random((args.size, args.size, 3), dtype=np.float32)
     banks = {name: convvol.load_bank(name).resolve(3).weights for name in available_banks()}
     banks.update(structured_banks(rng))
-    methods = [m for m in engine.METHODS if m != "auto"]
+    methods = [m for m in METHODS if m != "auto"]
     print(f"planner check: {args.size}×{args.size}×3 float32, median of {args.repeats} runs")
     header = f"{'bank':28s} {'N×C×kh×kw':>13s} {'auto':>9s} " + " ".join(
         f"{m:>9s}" for m in methods

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from convvol.volume import write_volume
+from convvol.io import write_volume
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -15,7 +15,7 @@ import numpy as np
 
 from convvol.bank import Bank, bank_from_bytes
 from convvol.errors import ConvvolError
-from convvol.volume import read_volume
+from convvol.io import read_volume
 
 # Small enough that every decoded input is quick, so the fuzzer explores instead of
 # decoding; the limit itself is what a larger input meets (and it is tested on its own).

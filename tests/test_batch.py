@@ -315,7 +315,7 @@ def test_output_folders_made_by_another_worker_meanwhile(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Workers race to make the same new folder: the loser uses it, and never removes it."""
-    from convvol.volume import OutputSet
+    from convvol.io import OutputSet
 
     made_elsewhere = workdir / "out" / "sub"
     made_elsewhere.mkdir(parents=True)  # as if another process had just made it
@@ -329,3 +329,42 @@ def test_output_folders_made_by_another_worker_meanwhile(
     monkeypatch.undo()
     assert made_elsewhere.is_dir()  # not ours to remove
     assert list(made_elsewhere.iterdir()) == []
+
+
+# --- one flow: a file alone and the same file in a batch ----------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".png", ".npy"])
+def test_one_file_alone_and_in_a_batch_give_the_same_bytes_and_messages(
+    workdir: Path, suffix: str
+) -> None:
+    """Both go through convvol.jobs.run_job: the same output bytes, the same line saying
+    what was written, and the same one-line error for a bad file."""
+    make_images(workdir / "in", 1)
+    alone = run("apply", "in/img000.png", "-f", "edges", "-o", f"alone/{{stem}}{suffix}")
+    many = run("apply", "in", "-f", "edges", "-o", f"many/{{stem}}{suffix}", "-j", "1")
+    assert alone.exit_code == 0, alone.output
+    assert many.exit_code == 0, many.output
+    made = (workdir / "alone" / f"img000{suffix}").read_bytes()
+    assert made == (workdir / "many" / f"img000{suffix}").read_bytes()
+
+    from convvol.jobs import Item, JobOptions, process_file, run_job
+
+    options = JobOptions(banks=(convvol.load_bank("edges"),), template=f"lib/{{stem}}{suffix}")
+    (item,) = batch.expand_inputs(["in"])
+    assert item == Item.of("in/img000.png")
+    direct = run_job(item, options)
+    batched = process_file(item, options)
+    wrote = f"wrote lib/img000{suffix}: 12×10×3 from {item.source}"
+    assert direct.message == batched.message == wrote
+    assert alone.stderr.strip() == f"wrote alone/img000{suffix}: 12×10×3 from in/img000.png"
+
+    (workdir / "bad").mkdir()
+    (workdir / "bad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    bad_alone = run("apply", "bad/broken.png", "-f", "edges", "-o", f"x/{{stem}}{suffix}")
+    bad_many = run("apply", "bad", "-f", "edges", "-o", f"y/{{stem}}{suffix}", "-j", "1")
+    error_line = bad_alone.stderr.splitlines()[0]
+    assert error_line.startswith("convvol: error: bad/broken.png: ")
+    assert error_line in bad_many.stderr.splitlines()
+    assert not (workdir / "x").exists()
+    assert not (workdir / "y").exists()

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 import convvol
-from convvol import cli as cli_module
+from convvol import jobs as jobs_module
 from convvol.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -379,7 +379,7 @@ def test_failed_write_leaves_no_partial_file(
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("convvol.volume.encode_volume", failing_encode)
+    monkeypatch.setattr("convvol.io.writers.encode_volume", failing_encode)
     result = run("apply", PATTERN, "-f", "edges", "--split", "-o", "out/{name}.png")
     assert_clean_error(result, 1, "No space left on device")
     assert sorted(p.name for p in (workdir / "out").iterdir()) == ["red_vertical.png"]
@@ -390,8 +390,8 @@ def test_interrupt_exits_130_without_output(workdir: Path, monkeypatch: pytest.M
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_module, "run_layers", interrupted)
-    monkeypatch.setattr(cli_module, "render_layers", interrupted)
+    monkeypatch.setattr(jobs_module, "run_plans", interrupted)
+    monkeypatch.setattr(jobs_module, "render_plans", interrupted)
     result = run("apply", PATTERN, "-f", "edges", "-o", "x.png")
     assert result.exit_code == 130
     assert list(workdir.iterdir()) == []
@@ -403,8 +403,8 @@ def test_internal_errors_are_one_line_unless_debug(
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("something unforeseen")
 
-    monkeypatch.setattr(cli_module, "run_layers", broken)
-    monkeypatch.setattr(cli_module, "render_layers", broken)
+    monkeypatch.setattr(jobs_module, "run_plans", broken)
+    monkeypatch.setattr(jobs_module, "render_plans", broken)
     result = run("apply", PATTERN, "-f", "edges", "-o", "x.png")
     assert_clean_error(result, 1, "internal error", "something unforeseen", "--debug")
     with pytest.raises(RuntimeError):

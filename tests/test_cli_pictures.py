@@ -17,13 +17,13 @@ from PIL import Image
 
 import convvol
 from convvol.bank import channel_names, load_bank
-from convvol.output import to_pixels
 from convvol.pictures import (
     BACKGROUND,
     heatmap_layout,
     sheet_layout,
     thumbnail_size,
 )
+from convvol.scaling import to_pixels
 from test_cli import assert_clean_error, read_png, run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,10 +19,11 @@ distributed = pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
 import convvol  # noqa: E402
-from convvol import batch  # noqa: E402
-from convvol import distributed as cluster_api  # noqa: E402
+from convvol import batch, dask_arrays  # noqa: E402
+from convvol import cluster as cluster_batches  # noqa: E402
 from convvol.cli import cli  # noqa: E402
-from convvol.engine import BORDERS  # noqa: E402
+from convvol.jobs import JobOptions, JobResult  # noqa: E402
+from convvol.settings import BORDERS, Settings  # noqa: E402
 
 RNG = np.random.default_rng(13)
 VOLUME = RNG.random((61, 45, 3), dtype=np.float32)
@@ -60,7 +61,7 @@ def test_map_overlap_equals_in_memory_at_every_seam(border: str) -> None:
     for settings in ({}, {"padding": "valid", "stride": 2}, {"padding": 5, "stride": 3}):
         options = {"border": border, "cval": cval, "dilation": 2, **settings}
         expected = convvol.convolve(VOLUME, weights, **options)
-        lazy = cluster_api.convolve_dask(array, weights, chunk_bytes=1, **options)
+        lazy = dask_arrays.convolve_dask(array, weights, chunk_bytes=1, **options)
         assert len(lazy.chunks[0]) > 3  # several seams
         assert np.array_equal(lazy.compute(scheduler="threads"), expected), settings
 
@@ -70,12 +71,12 @@ def test_banks_and_methods_on_dask(method: str) -> None:
     banks = [convvol.load_bank("blur"), convvol.load_bank("edges")]
     expected = convvol.run_layers(VOLUME, banks, method=method, border="wrap").volume
     array = da.from_array(VOLUME, chunks=(9, 45, 3))
-    lazy = cluster_api.apply_banks_dask(array, banks, method=method, border="wrap",
+    lazy = dask_arrays.apply_banks_dask(array, banks, method=method, border="wrap",
                                         chunk_bytes=20_000)  # fmt: skip
     assert np.array_equal(lazy.compute(scheduler="threads"), expected)
     grey = da.from_array(VOLUME[:, :, 0], chunks=(4, 4))
     bank = convvol.load_bank("box_blur")
-    lazy = cluster_api.convolve_dask(grey, bank, chunk_bytes=1)
+    lazy = dask_arrays.convolve_dask(grey, bank, chunk_bytes=1)
     assert np.array_equal(lazy.compute(), convvol.apply_bank(VOLUME[:, :, :1], bank))
 
 
@@ -134,18 +135,18 @@ def test_a_worker_killed_mid_batch_loses_nothing(workdir: Path, client: object) 
     )
     bank = convvol.load_bank("slow.yaml")
     items = batch.expand_inputs(["in"])
-    options = batch.BatchOptions(banks=(bank,), template="out/{stem}.npy",
-                                 overrides={"method": "gemm"})  # fmt: skip
+    options = JobOptions(banks=(bank,), template="out/{stem}.npy",
+                         settings=Settings(method="gemm"))  # fmt: skip
     pids = client.run(os.getpid)  # type: ignore[attr-defined]
     victim = next(iter(pids.values()))
     killed = []
 
-    def kill_once(result: batch.FileResult) -> None:
+    def kill_once(result: JobResult) -> None:
         if not killed:
             os.kill(victim, signal.SIGKILL)  # mid-batch: the other files are still running
             killed.append(result)
 
-    results = cluster_api.run_on_cluster(items, options, client, on_result=kill_once)
+    results = cluster_batches.run_on_cluster(items, options, client, on_result=kill_once)
     assert killed
     client.wait_for_workers(2, timeout=60)  # type: ignore[attr-defined]
     assert victim not in client.run(os.getpid).values()  # type: ignore[attr-defined]
@@ -160,4 +161,4 @@ def test_a_worker_killed_mid_batch_loses_nothing(workdir: Path, client: object) 
 
 def test_unreachable_scheduler() -> None:
     with pytest.raises(convvol.ConvvolError, match="cannot reach the Dask scheduler"):
-        cluster_api.connect("tcp://127.0.0.1:9", timeout=0.5)
+        cluster_batches.connect("tcp://127.0.0.1:9", timeout=0.5)

@@ -30,8 +30,8 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from convvol import volume as volume_module
 from convvol.cli import cli
+from convvol.io import writers as volume_module
 
 REPO = Path(__file__).resolve().parents[1]
 PATTERN = REPO / "sample_images" / "pattern.png"  # 256×256 RGB
@@ -925,8 +925,8 @@ def test_memory_error_names_the_input(workdir: Path, monkeypatch: pytest.MonkeyP
     def exhausted(*args: object, **kwargs: object) -> None:
         raise MemoryError
 
-    monkeypatch.setattr("convvol.cli.run_layers", exhausted)
-    monkeypatch.setattr("convvol.cli.render_layers", exhausted)
+    monkeypatch.setattr("convvol.jobs.run_plans", exhausted)
+    monkeypatch.setattr("convvol.jobs.render_plans", exhausted)
     result = run("apply", PATTERN, "-f", "edges", "-o", "x.png")
     assert_refused(result, 1, (str(PATTERN), "not enough memory"))
     assert everything(workdir) == set()

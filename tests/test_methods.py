@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 import convvol
-from convvol import methods
-from convvol.engine import METHODS, border_indices, plan_convolution, plan_geometry
+from convvol.engine import border_indices, plan_convolution, plan_geometry
+from convvol.engine import weights as planner_weights
+from convvol.engine.methods import REGISTRY
+from convvol.engine.methods.fft import fft_spectra
+from convvol.settings import METHODS
 from reference import BORDERS, output_shape, reference_convolve
 
 FORCED = [m for m in METHODS if m != "auto"]
@@ -131,9 +134,9 @@ def test_auto_picks_the_cheapest_estimate() -> None:
 
 
 def test_gemm_blocks_widen_skinny_products() -> None:
-    assert plan_for((1080, 1920, 3), (4, 3, 3, 3)).block == 4  # B·N = 16 columns, not 4
-    assert plan_for((256, 256, 3), (64, 3, 3, 3)).block == 1  # already 64 wide
-    assert plan_for((256, 256, 3), (1, 3, 1, 1)).block == 1  # 1×1: blocks only add zeros
+    assert plan_for((1080, 1920, 3), (4, 3, 3, 3)).kernel.block == 4  # B·N = 16 columns, not 4
+    assert plan_for((256, 256, 3), (64, 3, 3, 3)).kernel.block == 1  # already 64 wide
+    assert plan_for((256, 256, 3), (1, 3, 1, 1)).kernel.block == 1  # 1×1: blocks only add zeros
 
 
 def test_bands_respect_the_memory_limit() -> None:
@@ -212,13 +215,13 @@ def test_a_depthwise_rank_one_bank_runs_both_passes_stacked() -> None:
     weights = structured_banks(3, (5, 5))["depthwise, rank one each"]
     plan = plan_convolution((64, 64, 3), weights, plan_geometry(64, 64, 5, 5),
                             method="separable")  # fmt: skip
-    assert plan.separated is not None
-    assert plan.separated.one_each == (0, 3)
+    assert plan.kernel.separated is not None
+    assert plan.kernel.separated.one_each == (0, 3)
     permuted = weights[[1, 0, 2]]  # filter order no longer follows channel order
     plan = plan_convolution((64, 64, 3), permuted, plan_geometry(64, 64, 5, 5),
                             method="separable")  # fmt: skip
-    assert plan.separated is not None
-    assert plan.separated.one_each is None
+    assert plan.kernel.separated is not None
+    assert plan.kernel.separated.one_each is None
 
 
 def sharpen_bank(channels: int = 3) -> np.ndarray:
@@ -232,18 +235,18 @@ def test_depthwise_sharpen_runs_as_per_tap_sums() -> None:
     geometry = plan_geometry(2048, 2048, 3, 3)
     plan = plan_convolution((2048, 2048, 3), sharpen_bank(), geometry)
     assert plan.method == "direct"
-    assert plan.taps is not None
-    assert plan.taps.passes == 5  # 5·centre, 3 additions for the sum, 1 subtraction
+    assert plan.kernel.taps is not None
+    assert plan.kernel.taps.passes == 5  # 5·centre, 3 additions for the sum, 1 subtraction
     assert "per-tap sums, 5 passes" in plan.describe()
 
 
 def test_per_tap_sums_only_where_each_filter_reads_one_channel_at_stride_1() -> None:
     geometry = plan_geometry(512, 512, 3, 3)
     dense = np.random.default_rng(1).standard_normal((3, 3, 3, 3))
-    assert plan_convolution((512, 512, 3), dense, geometry, method="direct").taps is None
+    assert plan_convolution((512, 512, 3), dense, geometry, method="direct").kernel.taps is None
     strided = plan_geometry(512, 512, 3, 3, stride=2)
     forced = plan_convolution((512, 512, 3), sharpen_bank(), strided, stride=2, method="direct")
-    assert forced.taps is None
+    assert forced.kernel.taps is None
     assert "Toeplitz products" in forced.describe()
 
 
@@ -292,7 +295,7 @@ def ranked_layers(kernel: tuple[int, int]) -> np.ndarray:
 @pytest.mark.parametrize("kernel", [(1, 1), (1, 7), (7, 1), (3, 3), (5, 9), (15, 15), (64, 31)])
 def test_layer_ranks_agree_with_the_svd(kernel) -> None:
     weights = ranked_layers(kernel)
-    np.testing.assert_array_equal(methods.layer_ranks(weights), svd_ranks(weights))
+    np.testing.assert_array_equal(planner_weights.layer_ranks(weights), svd_ranks(weights))
 
 
 def test_rank_one_layers_need_no_svd(monkeypatch) -> None:
@@ -308,18 +311,18 @@ def test_rank_one_layers_need_no_svd(monkeypatch) -> None:
         raise AssertionError("an SVD was computed")
 
     monkeypatch.setattr(np.linalg, "svd", refuse)
-    np.testing.assert_array_equal(methods.layer_ranks(blur), np.eye(3, dtype=int))
-    np.testing.assert_array_equal(methods.layer_ranks(sobel), [[0, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(planner_weights.layer_ranks(blur), np.eye(3, dtype=int))
+    np.testing.assert_array_equal(planner_weights.layer_ranks(sobel), [[0, 1, 0], [0, 0, 1]])
     geometry = plan_geometry(300, 300, 255, 255)
     plan = plan_convolution((300, 300, 3), blur, geometry)
     assert plan.method == "separable"
-    assert plan.separated is not None
-    assert plan.separated.rank == 3
+    assert plan.kernel.separated is not None
+    assert plan.kernel.separated.rank == 3
 
 
 def test_rank_one_factors_rebuild_the_layer_or_decline() -> None:
     layers = ranked_layers((6, 11))[:, 0]
-    shown, u, r = methods.rank_one_factors(layers)
+    shown, u, r = planner_weights.rank_one_factors(layers)
     np.testing.assert_array_equal(shown, [False, True, True, True, False, False])
     for layer, column, row in zip(layers[1:4], u[1:4], r[1:4], strict=True):
         assert np.isclose(np.linalg.norm(column), 1)
@@ -339,11 +342,11 @@ def test_the_rank_one_check_holds_at_the_threshold(scale) -> None:
     """σ₁/σ₀ just above 10⁻⁷ is rank two, whatever the scale (no underflow); just below,
     rank one (shown without an SVD when the bound allows, else by the SVD)."""
     above, below = near_rank_one(2e-7, scale), near_rank_one(5e-9, scale)
-    shown, _, _ = methods.rank_one_factors(np.array([above, below]))
+    shown, _, _ = planner_weights.rank_one_factors(np.array([above, below]))
     assert not shown[0]
     assert shown[1]
     bank = np.array([above, below, near_rank_one(5e-8, scale)])[:, np.newaxis]
-    np.testing.assert_array_equal(methods.layer_ranks(bank)[:, 0], [2, 1, 1])
+    np.testing.assert_array_equal(planner_weights.layer_ranks(bank)[:, 0], [2, 1, 1])
 
 
 def test_non_finite_weights_are_refused() -> None:
@@ -358,7 +361,7 @@ def test_non_finite_weights_are_refused() -> None:
 def test_the_svd_is_skipped_when_it_would_cost_more_than_the_plain_way() -> None:
     """Layers that are not rank one are then taken as full rank: separable cannot win."""
     weights = ranked_layers((9, 5))
-    ranks = methods.layer_ranks(weights, svd_budget=0)
+    ranks = planner_weights.layer_ranks(weights, svd_budget=0)
     np.testing.assert_array_equal(ranks[:, 0], [0, 1, 1, 1, 5, 5])
 
     def refuse(*args, **kwargs):
@@ -374,12 +377,12 @@ def test_the_svd_is_skipped_when_it_would_cost_more_than_the_plain_way() -> None
 
 def test_fft_spectra_skip_zero_layers() -> None:
     weights = structured_banks(3, (5, 4))["one channel each, permuted, one empty"]
-    spectra = methods.fft_spectra(weights, (16, 12), dilation=2)
+    spectra = fft_spectra(weights, (16, 12), dilation=2)
     dilated = np.zeros((*weights.shape[:2], 9, 7))
     dilated[:, :, ::2, ::2] = weights
     expected = np.conj(np.fft.rfft2(dilated, s=(16, 12), axes=(2, 3)))
     np.testing.assert_allclose(spectra, expected, atol=1e-12)
-    assert not spectra[~methods.channels_read(weights)].any()
+    assert not spectra[~planner_weights.channels_read(weights)].any()
 
 
 def test_separable_is_not_picked_for_many_small_rank_one_terms() -> None:
@@ -398,7 +401,7 @@ def test_separable_is_not_picked_for_many_small_rank_one_terms() -> None:
     blur[np.arange(3), np.arange(3)] = np.outer(gaussian(15, 2.6), gaussian(15, 2.6))
     plan = plan_convolution((2048, 2048, 3), blur, plan_geometry(2048, 2048, 15, 15))
     assert plan.method == "separable"
-    assert plan.block == 16
+    assert plan.kernel.block == 16
 
 
 def test_filters_share_a_vertical_pass_only_for_the_same_column_vector() -> None:
@@ -406,11 +409,21 @@ def test_filters_share_a_vertical_pass_only_for_the_same_column_vector() -> None
     that differs by 1e-5 relative gets its own (sharing it would be a 1e-5 error)."""
     weights = structured_banks(3, (5, 5))["rank one"]  # filter 1 reuses filter 0's column
     geometry = plan_geometry(64, 64, 5, 5)
-    separated = plan_convolution((64, 64, 3), weights, geometry, method="separable").separated
+    plan = plan_convolution((64, 64, 3), weights, geometry, method="separable")
+    separated = plan.kernel.separated
     assert separated is not None
     assert [len(separated.columns[c]) for c in range(3)] == [1, 1, 1]
     nudged = weights.astype(np.float64)
     nudged[1, 0, 2] *= 1 + 1e-5  # one row of filter 1's channel-0 layer: another column
-    separated = plan_convolution((64, 64, 3), nudged, geometry, method="separable").separated
+    separated = plan_convolution((64, 64, 3), nudged, geometry, method="separable").kernel.separated
     assert separated is not None
     assert len(separated.columns[0]) == 2
+
+
+def test_every_method_is_one_registry_entry() -> None:
+    """settings.METHODS (what users may force) and the engine's registry agree."""
+    assert set(METHODS) == {"auto", *REGISTRY}
+    for name, module in REGISTRY.items():
+        assert name == module.NAME
+        assert callable(module.estimate)
+        assert callable(module.prepare)

@@ -10,10 +10,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 import convvol
-from convvol import outofcore
 from convvol.cli import cli
-from convvol.engine import BORDERS
 from convvol.errors import ParameterError, VolumeError
+from convvol.io import streams
+from convvol.jobs import filter_volume
+from convvol.limits import parse_size
+from convvol.settings import BORDERS
 
 RNG = np.random.default_rng(11)
 VOLUME = RNG.random((47, 39, 3), dtype=np.float32)
@@ -37,13 +39,13 @@ def workdir(workdir: Path) -> Path:
      ("64mb", 64 * 2**20), ("8 K", 8192), ("1T", 2**40)],
 )  # fmt: skip
 def test_parse_size(text: str, size: int) -> None:
-    assert outofcore.parse_size(text) == size
+    assert parse_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["", "lots", "-5M", "0", "12X", "M"])
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(ParameterError):
-        outofcore.parse_size(text)
+        parse_size(text)
 
 
 @pytest.mark.parametrize("border", BORDERS)
@@ -60,7 +62,7 @@ def test_npy_to_npy_equals_in_memory_for_every_border(
     if border == "constant":
         options["cval"] = 0.5
     expected = convvol.run_layers(VOLUME, banks, **options).volume
-    outofcore.filter_volume("volume.npy", banks, "out.npy", budget=TINY, **options)
+    filter_volume("volume.npy", banks, "out.npy", budget=TINY, **options)
     assert np.array_equal(np.load("out.npy"), expected)
 
 
@@ -72,14 +74,14 @@ def test_even_kernels_stacked_banks_and_zarr(workdir: Path) -> None:
     banks = [convvol.load_bank("blur"), convvol.load_bank("even.yaml")]
     expected = convvol.run_layers(VOLUME, banks, border="symmetric").volume
     for budget in (TINY, None):
-        outofcore.filter_volume("volume.npy", banks, "out.npy", budget=budget, border="symmetric")
+        filter_volume("volume.npy", banks, "out.npy", budget=budget, border="symmetric")
         assert np.array_equal(np.load("out.npy"), expected)
     pytest.importorskip("zarr")
     import zarr
 
-    outofcore.filter_volume("volume.npy", banks, "out.zarr", budget=TINY, border="symmetric")
+    filter_volume("volume.npy", banks, "out.zarr", budget=TINY, border="symmetric")
     assert np.array_equal(zarr.open_array("out.zarr", mode="r")[:], expected)
-    outofcore.filter_volume("out.zarr", [convvol.load_bank("blur")], "again.npy", budget=TINY)
+    filter_volume("out.zarr", [convvol.load_bank("blur")], "again.npy", budget=TINY)
     blurred = convvol.apply_bank(expected, convvol.load_bank("blur"))
     assert np.array_equal(np.load("again.npy"), blurred)
     assert sorted(p.name for p in workdir.iterdir()) == [
@@ -96,14 +98,14 @@ def test_input_dtypes_and_two_dimensional_volumes(workdir: Path, dtype: type) ->
     raw = (RNG.random((30, 20)) * 200).astype(dtype)
     np.save("raw.npy", raw)
     bank = convvol.load_bank("box_blur")
-    outofcore.filter_volume("raw.npy", [bank], "out.npy", budget=TINY)
+    filter_volume("raw.npy", [bank], "out.npy", budget=TINY)
     expected = convvol.apply_bank(convvol.read_volume("raw.npy"), bank)
     assert np.array_equal(np.load("out.npy"), expected)
 
 
 def test_output_file_is_what_np_save_writes(workdir: Path) -> None:
     bank = convvol.load_bank("edges")
-    outofcore.filter_volume("volume.npy", [bank], "out.npy", budget=TINY)
+    filter_volume("volume.npy", [bank], "out.npy", budget=TINY)
     convvol.write_volume("saved.npy", convvol.apply_bank(VOLUME, bank))
     assert (workdir / "out.npy").read_bytes() == (workdir / "saved.npy").read_bytes()
 
@@ -113,33 +115,33 @@ def test_bad_inputs_are_volume_errors(workdir: Path) -> None:
     data = (workdir / "volume.npy").read_bytes()
     (workdir / "short.npy").write_bytes(data[: len(data) // 2])
     with pytest.raises(VolumeError, match="truncated"):
-        outofcore.filter_volume("short.npy", [bank], "out.npy")
+        filter_volume("short.npy", [bank], "out.npy")
     np.save("objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(VolumeError, match=r"objects\.npy"):
-        outofcore.filter_volume("objects.npy", [bank], "out.npy")
+        filter_volume("objects.npy", [bank], "out.npy")
     np.save("four.npy", np.zeros((2, 2, 2, 2), np.float32))
     with pytest.raises(VolumeError, match="H×W×C"):
-        outofcore.filter_volume("four.npy", [bank], "out.npy")
+        filter_volume("four.npy", [bank], "out.npy")
     with pytest.raises(VolumeError, match="no such file"):
-        outofcore.filter_volume("missing.npy", [bank], "out.npy")
+        filter_volume("missing.npy", [bank], "out.npy")
     assert not (workdir / "out.npy").exists()
 
 
 def test_limits_and_values_as_for_every_input(workdir: Path) -> None:
     bank = convvol.load_bank("blur")
     with pytest.raises(VolumeError, match="more than the limit") as caught:
-        outofcore.filter_volume("volume.npy", [bank], "out.npy", max_pixels=100)
+        filter_volume("volume.npy", [bank], "out.npy", max_pixels=100)
     assert "--max-pixels" in (caught.value.hint or "")
-    outofcore.filter_volume("volume.npy", [bank], "out.npy", max_pixels=0)  # 0: no limit
+    filter_volume("volume.npy", [bank], "out.npy", max_pixels=0)  # 0: no limit
     spoiled = VOLUME.astype(np.float64)
     spoiled[40, 7, 2] = np.nan
     np.save("nan.npy", spoiled)
     with pytest.raises(VolumeError, match=r"not finite, the first nan at row 40, column 7"):
-        outofcore.filter_volume("nan.npy", [bank], "bad.npy", budget=TINY)
+        filter_volume("nan.npy", [bank], "bad.npy", budget=TINY)
     assert not (workdir / "bad.npy").exists()
     # A Fortran-ordered .npy is read whole (a strip of rows is not contiguous there).
     np.save("fortran.npy", np.asfortranarray(VOLUME))
-    assert not outofcore.can_stream("fortran.npy", "f.npy", split=False, format_name=None)
+    assert not streams.can_stream("fortran.npy", "f.npy", split=False, format_name=None)
     assert run("apply", "fortran.npy", "-f", "blur", "-o", "f.npy", "-q").exit_code == 0
     assert np.array_equal(np.load("f.npy"), convvol.apply_bank(VOLUME, bank))
 
@@ -155,16 +157,16 @@ def test_failure_midway_leaves_the_old_output(
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(outofcore.NpySink, "write", failing)
+    monkeypatch.setattr(streams.NpySink, "write", failing)
     with pytest.raises(convvol.OutputError, match="No space left"):
-        outofcore.filter_volume("volume.npy", [convvol.load_bank("blur")], "out.npy", budget=TINY)
+        filter_volume("volume.npy", [convvol.load_bank("blur")], "out.npy", budget=TINY)
     assert (workdir / "out.npy").read_bytes() == b"old"
     assert sorted(p.name for p in workdir.iterdir()) == ["out.npy", "volume.npy"]
 
 
 def test_sources_give_padded_rows(workdir: Path) -> None:
-    source = outofcore.open_source("volume.npy")
-    assert isinstance(source, outofcore.NpySource)
+    source = streams.open_source("volume.npy")
+    assert isinstance(source, streams.NpySource)
     padded = source.rows(np.array([-1, 3, 2, 1, 0, 1, 2, 46]), cval=0.5)
     assert np.all(padded[0] == 0.5)
     assert np.array_equal(padded[1:], VOLUME[[3, 2, 1, 0, 1, 2, 46]])

@@ -17,7 +17,6 @@ import convvol
 from convvol import pictures
 from convvol.bank import BankWeights, bank_from_document, channel_names, load_bank
 from convvol.console import HALF_BLOCK, SHADES, draw_pictures, preview
-from convvol.output import to_pixels
 from convvol.pictures import (
     BACKGROUND,
     DIVERGING,
@@ -40,6 +39,7 @@ from convvol.pictures import (
     tile_size,
     volume_pictures,
 )
+from convvol.scaling import to_pixels
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from convvol import (
     run_layers,
 )
 from convvol.engine import convolve_bands, plan_convolution, plan_geometry
-from convvol.output import to_pixels
 from convvol.pipeline import render_layers
+from convvol.scaling import to_pixels
 
 SOBEL_X = builtin_kernel("sobel_x")
 
@@ -467,7 +467,7 @@ def test_bias_reaches_bands_that_are_not_contiguous_rows(method, depthwise, chan
         weights = np.zeros((2, 3, 3, 3))
         weights[[0, 1], [0, 1]] = [[0, -1, 0], [-1, 5, -1], [0, -1, 0]]
         geometry = plan_geometry(20, 9, 3, 3)
-        assert plan_convolution((20, 9, 3), weights, geometry, method="direct").taps
+        assert plan_convolution((20, 9, 3), weights, geometry, method="direct").kernel.taps
     bias = np.array([0.5, -2.0])
     holder = np.zeros((20, 9, 4), np.float32)
     out = holder[:, :, channels]  # some of its channels: rows are not contiguous

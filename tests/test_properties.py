@@ -27,9 +27,9 @@ from convvol.bank import (
     Bank,
     bank_from_bytes,
 )
-from convvol.engine import ACTIVATIONS, BORDERS
 from convvol.errors import ConvvolError, ParameterError
 from convvol.kernels import BUILTIN_KERNELS
+from convvol.settings import ACTIVATIONS, BORDERS
 
 # Modest example counts: the whole suite stays within a few minutes on two cores.
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

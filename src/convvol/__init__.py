@@ -12,7 +12,7 @@ turns a volume into an H'×W'×N volume, as one layer of a CNN does.
 from typing import TYPE_CHECKING, Any
 
 from convvol.bank import Bank, Filter, bank_from_document, load_bank
-from convvol.engine import convolve, convolve_bands
+from convvol.engine import LayerPlan, convolve, convolve_bands, plan_layer
 from convvol.errors import (
     BankError,
     ConvvolError,
@@ -21,9 +21,17 @@ from convvol.errors import (
     ParameterError,
     VolumeError,
 )
+from convvol.io import pixels_to_volume, read_pixels, read_volume, write_volume
 from convvol.kernels import builtin_kernel
-from convvol.pipeline import LayerResult, RenderedResult, apply_bank, render_layers, run_layers
-from convvol.volume import pixels_to_volume, read_pixels, read_volume, write_volume
+from convvol.pipeline import (
+    LayerResult,
+    RenderedResult,
+    apply_bank,
+    plan_stack,
+    render_layers,
+    run_layers,
+)
+from convvol.settings import LayerSettings, Settings
 
 __version__ = "1.0.0"
 
@@ -47,10 +55,13 @@ __all__ = [
     "ConvvolError",
     "Filter",
     "KernelError",
+    "LayerPlan",
     "LayerResult",
+    "LayerSettings",
     "OutputError",
     "ParameterError",
     "RenderedResult",
+    "Settings",
     "VolumeError",
     "__version__",
     "apply_bank",
@@ -62,6 +73,8 @@ __all__ = [
     "kernel_heatmaps",
     "load_bank",
     "pixels_to_volume",
+    "plan_layer",
+    "plan_stack",
     "read_pixels",
     "read_volume",
     "render_layers",

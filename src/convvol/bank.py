@@ -26,8 +26,8 @@ import numpy as np
 import yaml
 
 from convvol import kernels
-from convvol.engine import ACTIVATIONS, BORDERS, PADDINGS
 from convvol.errors import BankError, KernelError, choice_hint, did_you_mean
+from convvol.settings import ACTIVATIONS, BORDERS, PADDINGS
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
 BANK_KEYS = ("name", "description", "filters", "defaults")
@@ -43,7 +43,7 @@ NAME_PATTERN = re.compile(r"^[\w.+-]+$")
 MAX_FILTERS = 4096
 MAX_CHANNEL_INDEX = 4095
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# Limits on what a bank file may make convvol do (see the README's "Faults" section).
+# Limits on what a bank file may make convvol do (see docs/errors.md).
 MAX_BANK_BYTES = 16 * 2**20  # the file itself
 MAX_BANK_VALUES = 2**20  # numbers, texts, lists and mappings, YAML aliases expanded
 MAX_BANK_NESTING = 64  # lists and mappings inside each other
@@ -836,7 +836,7 @@ def bank_from_bytes(
 
 def bundled_directory() -> Path:
     """The banks shipped with convvol (the repository's top-level ``filters/``)."""
-    from importlib import resources  # 20 ms of imports: only when a name is looked up
+    from importlib import resources  # costly imports: only when a name is looked up
 
     packaged = Path(str(resources.files("convvol") / "filters"))
     if packaged.is_dir():

@@ -3,18 +3,17 @@
 Inputs are paths, directories (searched recursively for images, ``.npy`` files and Zarr
 arrays, by extension) and glob patterns (:func:`expand_inputs`). Each input's outputs
 come from a template with ``{stem}`` and, to mirror a directory tree, ``{relpath}``
-(:func:`check_plan` refuses clashes before any work). :func:`process_file` filters one
-file and never raises for a bad file: it returns a failed :class:`FileResult`, so the
-batch goes on. :func:`run_local` runs files in this process or in a pool of worker
-processes, each engine held to its share of the cores; :mod:`convvol.distributed` runs
-them on a Dask cluster.
+(:func:`check_plan` refuses clashes before any work). Each file goes through the one job
+flow (:func:`convvol.jobs.process_file`), which never raises for a bad file: it returns a
+failed result, so the batch goes on. :func:`run_local` runs files in this process or in
+a pool of worker processes, each engine held to its share of the cores;
+:mod:`convvol.cluster` runs them on a Dask cluster.
 """
 
 from __future__ import annotations
 
 import copyreg
 import glob
-import io
 import os
 import shutil
 import signal
@@ -22,32 +21,19 @@ import string
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from convvol import outofcore, strips
-from convvol.bank import Bank
 from convvol.engine import available_threads
-from convvol.errors import ConvvolError, OutputError, ParameterError, VolumeError
-from convvol.pipeline import check_memory
-from convvol.volume import (
-    DEFAULT_COMPRESS_LEVEL,
-    DEFAULT_MAX_PIXELS,
-    TEMPORARY_SUFFIX,
-    Format,
-    OutputSet,
-    check_encodable,
-    encode_volume,
-    format_for_path,
-    format_named,
-    read_volume,
-)
+from convvol.errors import ParameterError, VolumeError
+from convvol.io.remote import filesystem, is_url
+from convvol.io.streams import is_zarr
+from convvol.io.writers import TEMPORARY_SUFFIX
+from convvol.jobs import Item, JobOptions, JobResult, process_file
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -72,20 +58,6 @@ copyreg.pickle(MappingProxyType, lambda proxy: (_mapping_proxy, (dict(proxy),)))
 # --- inputs -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Item:
-    """One input of a batch: where it is, and the template fields it gives."""
-
-    source: str  # a path or fsspec URL, as given or found
-    stem: str  # the file name without its extension
-    relpath: str = "."  # its directory relative to the directory or pattern it came from
-
-
-def is_url(text: str) -> bool:
-    """An fsspec URL (``s3://bucket/key``, ``file:///path``) rather than a local path."""
-    return "://" in text
-
-
 def is_pattern(argument: str) -> bool:
     """A glob pattern to expand (``*``, ``?`` or ``[``) rather than a file that exists."""
     return bool(GLOB_CHARACTERS & set(argument)) and not os.path.lexists(argument)
@@ -101,7 +73,7 @@ def is_batch(arguments: Sequence[str]) -> bool:
     return (
         is_url(argument)
         or is_pattern(argument)
-        or (os.path.isdir(argument) and not outofcore.is_zarr(argument))
+        or (os.path.isdir(argument) and not is_zarr(argument))
     )
 
 
@@ -142,13 +114,13 @@ def _expand(argument: str) -> Iterator[Item]:
     elif is_pattern(argument):
         root = _pattern_root(argument)
         for match in sorted(glob.glob(argument, recursive=True)):
-            if os.path.isfile(match) or outofcore.is_zarr(match):
-                yield _item(match, root)
-    elif os.path.isdir(argument) and not outofcore.is_zarr(argument):
+            if os.path.isfile(match) or is_zarr(match):
+                yield Item.of(match, root)
+    elif os.path.isdir(argument) and not is_zarr(argument):
         for path in _walk(Path(argument)):
-            yield _item(str(path), argument)
+            yield Item.of(str(path), argument)
     else:
-        yield Item(argument, _stem(argument))
+        yield Item.of(argument)
 
 
 def _walk(directory: Path) -> Iterator[Path]:
@@ -160,7 +132,7 @@ def _walk(directory: Path) -> Iterator[Path]:
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        if entry.is_dir() and not outofcore.is_zarr(entry):
+        if entry.is_dir() and not is_zarr(entry):
             yield from _walk(entry)
         elif entry.suffix.lower() in INPUT_SUFFIXES:
             yield entry
@@ -177,100 +149,32 @@ def _pattern_root(pattern: str) -> str:
     return str(Path(*fixed)) if fixed else "."
 
 
-def _stem(source: str) -> str:
-    name = source.rstrip("/").rsplit("/", 1)[-1]
-    return Path(name).stem or name
-
-
-def _item(source: str, root: str) -> Item:
-    relative = os.path.relpath(os.path.dirname(source) or ".", root)
-    return Item(source, _stem(source), relative)
-
-
-def _filesystem(url: str) -> tuple[Any, str]:
-    try:
-        import fsspec
-    except ImportError:
-        raise ParameterError(
-            f"{url}: URLs need fsspec", hint="pip install 'convvol[dask]'"
-        ) from None
-    try:
-        return fsspec.core.url_to_fs(url)
-    except (ValueError, ImportError) as error:
-        raise ParameterError(f"{url}: {error}") from None
-
-
 def _expand_url(url: str) -> Iterator[Item]:
-    filesystem, path = _filesystem(url)
+    files, path = filesystem(url)
     protocol = url.split("://", 1)[0]
     if GLOB_CHARACTERS & set(path):
         root = _pattern_root(path)
-        matches = sorted(filesystem.glob(path))
-    elif filesystem.isdir(path) and not path.rstrip("/").endswith(".zarr"):
+        matches = sorted(files.glob(path))
+    elif files.isdir(path) and not path.rstrip("/").endswith(".zarr"):
         root = path
         matches = [
-            found for found in sorted(filesystem.find(path))
+            found for found in sorted(files.find(path))
             if Path(found).suffix.lower() in INPUT_SUFFIXES
             and not any(part.startswith(".") for part in Path(found).parts)
         ]  # fmt: skip
     else:
-        yield Item(url, _stem(url))
+        yield Item.of(url)
         return
     for match in matches:
         relative = os.path.relpath(os.path.dirname(match) or ".", root)
-        yield Item(f"{protocol}://{match.lstrip('/') if protocol != 'file' else match}",
-                   _stem(match), relative)  # fmt: skip
+        url_of_match = f"{protocol}://{match.lstrip('/') if protocol != 'file' else match}"
+        yield Item(url_of_match, Item.of(match).stem, relative)
 
 
 # --- planning -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BatchOptions:
-    """Everything a worker needs to filter one file, the same for every file."""
-
-    banks: tuple[Bank, ...]
-    template: str  # with {stem}, {relpath}, {bank}; with split also {name}, {index}
-    labels: tuple[str, ...] = ()  # the banks as the user named them, for messages
-    split: bool = False
-    format_name: str | None = None
-    channels: str = "rgb"
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # apply_bank's settings
-    scale: str = "clip"
-    depth: int = 8
-    compress_level: int = DEFAULT_COMPRESS_LEVEL
-    max_memory: int | None = None  # bytes per file (out-of-core budget, engine share)
-    max_pixels: int | None = DEFAULT_MAX_PIXELS  # input limit, as read_volume's
-    skip_existing: bool = False
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What became of one input."""
-
-    source: str
-    status: str  # "succeeded", "failed" or "skipped"
-    targets: tuple[str, ...] = ()
-    message: str = ""
-    hint: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "failed"
-
-
-def fields_for(item: Item, options: BatchOptions) -> dict[str, str]:
-    """The template fields an input gives (without --split's {name} and {index})."""
-    return {"stem": item.stem, "relpath": item.relpath, "bank": options.banks[-1].name}
-
-
-def single_target(item: Item, options: BatchOptions) -> str | None:
-    """The one output of a file (None with --split, whose outputs depend on its depth)."""
-    return None if options.split else options.template.format(**fields_for(item, options))
-
-
-def check_plan(items: Sequence[Item], options: BatchOptions) -> None:
+def check_plan(items: Sequence[Item], options: JobOptions) -> None:
     """Refuse, before any work, outputs that clash or overwrite inputs (ParameterError)."""
     if len(items) > 1 and "stem" not in _template_fields(options.template):
         raise ParameterError(
@@ -282,7 +186,7 @@ def check_plan(items: Sequence[Item], options: BatchOptions) -> None:
     for item in items:
         # With --split, each file's own outputs differ by {name}/{index}; files clash
         # when everything else is the same.
-        fields = fields_for(item, options)
+        fields = options.fields(item)
         extra = {"name": "{name}", "index": 0} if options.split else {}
         target = options.template.format(**fields, **extra)
         key = _key(target)
@@ -295,7 +199,7 @@ def check_plan(items: Sequence[Item], options: BatchOptions) -> None:
         if not options.split:
             if key in inputs:
                 raise ParameterError(f"{target} is an input: convvol never overwrites its input")
-            if not is_url(target) and os.path.isdir(target) and not outofcore.is_zarr(target):
+            if not is_url(target) and os.path.isdir(target) and not is_zarr(target):
                 raise ParameterError(f"{target} is a directory")
 
 
@@ -307,15 +211,7 @@ def _key(path: str) -> str:
     return path if is_url(path) else os.path.realpath(path)
 
 
-def target_exists(target: str) -> bool:
-    """Whether an output is there already (a local path or an fsspec URL)."""
-    if is_url(target):
-        filesystem, path = _filesystem(target)
-        return bool(filesystem.exists(path))
-    return os.path.exists(target)
-
-
-def absolute(items: Sequence[Item], options: BatchOptions) -> tuple[list[Item], BatchOptions]:
+def absolute(items: Sequence[Item], options: JobOptions) -> tuple[list[Item], JobOptions]:
     """Items and template with local paths made absolute, for workers elsewhere."""
 
     def fix(path: str) -> str:
@@ -323,124 +219,6 @@ def absolute(items: Sequence[Item], options: BatchOptions) -> tuple[list[Item], 
 
     fixed = [replace(item, source=fix(item.source)) for item in items]
     return fixed, replace(options, template=fix(options.template))
-
-
-# --- one file -----------------------------------------------------------------------
-
-
-def process_file(item: Item, options: BatchOptions, threads: int | None = None) -> FileResult:
-    """Filter one input to its outputs; a bad file gives a failed result, never an error.
-
-    ``threads`` (default: every core) are the engine's threads for this file; results do
-    not depend on them. Outputs are atomic: nothing appears unless it is complete.
-    """
-    started = time.perf_counter()
-    try:
-        targets, status = _process(item, options, threads)
-    except ConvvolError as error:
-        return failure(item, error.message, error.hint, started)
-    except MemoryError:
-        return failure(item, "not enough memory for this image and bank",
-                       "use --max-memory with .npy or .zarr outputs", started)  # fmt: skip
-    except Exception as error:  # a batch outlives surprises; the message says what
-        return failure(item, f"internal error: {type(error).__name__}: {error}", None, started)
-    return FileResult(item.source, status, tuple(targets), seconds=time.perf_counter() - started)
-
-
-def failure(item: Item, message: str, hint: str | None, started: float) -> FileResult:
-    """A failed result whose message names the file."""
-    if item.source not in message:
-        message = f"{item.source}: {message}"
-    return FileResult(item.source, "failed", (), message, hint, time.perf_counter() - started)
-
-
-def _process(item: Item, options: BatchOptions, threads: int | None) -> tuple[list[str], str]:
-    target = single_target(item, options)
-    if target is not None and options.skip_existing and target_exists(target):
-        return [target], "skipped"
-    if target is not None and outofcore.can_stream(
-        item.source, target, split=False, format_name=options.format_name
-    ):
-        outofcore.filter_volume(
-            item.source, options.banks, target, budget=options.max_memory, threads=threads,
-            labels=options.labels or None, format=options.format_name,
-            max_pixels=options.max_pixels, **options.overrides,
-        )  # fmt: skip
-        return [target], "succeeded"
-    volume = _read(item.source, options.channels, options.max_pixels)
-    # Refused up front, as on the command line, if the machine has no room for the run.
-    check_memory(volume.shape, options.banks, label=item.source, input_bytes=volume.nbytes,
-                 **options.overrides)  # fmt: skip
-    layers = strips.plan_layers(
-        (volume.shape[0], volume.shape[1], volume.shape[2]), options.banks,
-        memory_limit=outofcore.engine_memory_limit(options.max_memory),
-        labels=options.labels or None, **options.overrides,
-    )  # fmt: skip
-    names = layers[-1].names
-    fields = fields_for(item, options)
-    targets = (
-        [options.template.format(name=name, index=index, **fields)
-         for index, name in enumerate(names)]
-        if options.split
-        else [options.template.format(**fields)]
-    )  # fmt: skip
-    if options.split and options.skip_existing and all(map(target_exists, targets)):
-        return targets, "skipped"
-    formats = [_format(options.format_name, t) for t in targets]
-    for each, fmt in zip(targets, formats, strict=True):
-        check_encodable(fmt, 1 if options.split else len(names), options.depth, each)
-        if _key(each) == _key(item.source):
-            raise ParameterError(f"{each} is the input: convvol never overwrites its input")
-    result = strips.run_plans(volume, layers, threads=threads)
-    del volume
-    jobs = [
-        (each, result[:, :, index : index + 1] if options.split else result, fmt)
-        for index, (each, fmt) in enumerate(zip(targets, formats, strict=True))
-    ]
-    encoding = {"scale": options.scale, "depth": options.depth,
-                "compress_level": options.compress_level}  # fmt: skip
-    if is_url(targets[0]):
-        for each, volume_out, fmt in jobs:
-            _write_url(each, volume_out, fmt, encoding)
-    else:
-        with OutputSet() as outputs:
-            outputs.write_all(jobs, **encoding)
-    return targets, "succeeded"
-
-
-def _format(format_name: str | None, target: str) -> Format:
-    return format_named(format_name) if format_name else format_for_path(target)
-
-
-def _read(source: str, channels: str, max_pixels: int | None) -> np.ndarray:
-    if outofcore.is_zarr(source):
-        return outofcore.read_whole(source, max_pixels=max_pixels)
-    if not is_url(source):
-        return read_volume(source, channels=channels, max_pixels=max_pixels)
-    filesystem, path = _filesystem(source)
-    try:
-        data = filesystem.cat_file(path)
-    except FileNotFoundError:
-        raise VolumeError(f"{source}: no such file") from None
-    except OSError as error:
-        raise VolumeError(f"{source}: cannot read: {error}") from None
-    stream = io.BytesIO(data)
-    stream.name = source  # read_volume names the file in its messages
-    return read_volume(stream, channels=channels, max_pixels=max_pixels)
-
-
-def _write_url(target: str, volume: np.ndarray, fmt: Format, encoding: dict[str, Any]) -> None:
-    """Encode fully, then store in one call: object stores make the object appear whole."""
-    buffer = io.BytesIO()
-    encode_volume(buffer, volume, fmt, target=target, **encoding)
-    filesystem, path = _filesystem(target)
-    try:
-        parent = path.rsplit("/", 1)[0]
-        if parent and parent != path:
-            filesystem.makedirs(parent, exist_ok=True)
-        filesystem.pipe_file(path, buffer.getvalue())
-    except OSError as error:
-        raise OutputError(f"{target}: cannot write: {error}") from None
 
 
 def remove_temporaries(targets: Iterable[str]) -> None:
@@ -470,16 +248,16 @@ def remove_temporaries(targets: Iterable[str]) -> None:
 
 # --- running ------------------------------------------------------------------------
 
-OnResult = Callable[[FileResult], None]
+OnResult = Callable[[JobResult], None]
 
 
 def run_local(
     items: Sequence[Item],
-    options: BatchOptions,
+    options: JobOptions,
     *,
     jobs: int | None = None,
     on_result: OnResult | None = None,
-) -> list[FileResult]:
+) -> list[JobResult]:
     """Filter every item: in this process with ``jobs=1``, else in worker processes.
 
     ``jobs`` defaults to the number of cores; each worker's engine gets cores ÷ workers
@@ -491,9 +269,9 @@ def run_local(
     report = on_result or (lambda result: None)
     cores = available_threads()
     workers = max(1, min(jobs or cores, len(items)))
-    results: list[FileResult] = []
+    results: list[JobResult] = []
 
-    def keep(result: FileResult) -> None:
+    def keep(result: JobResult) -> None:
         results.append(result)
         report(result)
 
@@ -502,7 +280,7 @@ def run_local(
             try:
                 keep(process_file(item, options))
             except KeyboardInterrupt:
-                remove_temporaries(filter(None, [single_target(item, options)]))
+                remove_temporaries(filter(None, [options.single_target(item)]))
                 raise
     else:
         _run_pool(items, options, workers, max(1, cores // workers), keep)
@@ -511,7 +289,7 @@ def run_local(
 
 
 def _run_pool(
-    items: Sequence[Item], options: BatchOptions, workers: int, threads: int, keep: OnResult
+    items: Sequence[Item], options: JobOptions, workers: int, threads: int, keep: OnResult
 ) -> None:
     # Imported here: multiprocessing costs start-up time that single files never need.
     import multiprocessing
@@ -528,7 +306,7 @@ def _run_pool(
             pending.append(item)
         else:
             message = f"{item.source}: the worker process died on it (out of memory?)"
-            keep(FileResult(item.source, "failed", (), message))
+            keep(JobResult(item.source, "failed", (), message))
 
     while pending:
         # Spawned, not forked: the engine keeps threads, and forking after threads is unsafe.
@@ -536,7 +314,7 @@ def _run_pool(
         pool = ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
         )
-        running: dict[Future[FileResult], Item] = {}
+        running: dict[Future[JobResult], Item] = {}
         broken = False
         try:
             while (pending or running) and not broken:
@@ -570,7 +348,7 @@ def _run_pool(
         except KeyboardInterrupt:
             _interrupt(pool)
             # An interrupt can fall between a part-file's creation and its bookkeeping.
-            remove_temporaries(filter(None, (single_target(i, options) for i in running.values())))
+            remove_temporaries(filter(None, (options.single_target(i) for i in running.values())))
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -650,7 +428,7 @@ def _worker_interrupted(signum: int, frame: FrameType | None) -> None:
     os._exit(_exit_code)
 
 
-def _worker_job(item: Item, options: BatchOptions, threads: int) -> FileResult:
+def _worker_job(item: Item, options: JobOptions, threads: int) -> JobResult:
     global _busy
     try:
         _busy = True

@@ -9,42 +9,44 @@ standard output went away (``| head``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import string
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from convvol import __version__, batch, console, outofcore
+from convvol import __version__, batch, console
 from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
-from convvol.engine import ACTIVATIONS, BORDERS, METHODS, PADDINGS
-from convvol.errors import BankError, ConvvolError, ParameterError, choice_hint
-from convvol.kernels import MAX_KERNEL_SIDE
-from convvol.output import SCALES
-from convvol.pipeline import check_memory, plan_layers, render_layers, run_layers
-from convvol.volume import (
-    CHANNEL_MODES,
+from convvol.errors import ConvvolError, choice_hint
+from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
-    DEFAULT_MAX_PIXELS,
     FORMAT_ALIASES,
     FORMATS,
-    Format,
-    OutputSet,
-    check_encodable,
     format_for_path,
     format_named,
-    pixels_to_volume,
-    read_pixels,
-    read_volume,
-    write_volume,
 )
+from convvol.io.readers import CHANNEL_MODES, read_volume
+from convvol.io.streams import is_zarr
+from convvol.io.writers import write_volume
+from convvol.jobs import (
+    DEFAULT_SPLIT_TEMPLATE,
+    DEFAULT_TEMPLATE,
+    Item,
+    JobOptions,
+    JobResult,
+    picture_target,
+    run_job,
+)
+from convvol.kernels import MAX_KERNEL_SIDE
+from convvol.limits import DEFAULT_MAX_PIXELS, parse_size
+from convvol.scaling import SCALES
+from convvol.settings import ACTIVATIONS, BORDERS, METHODS, PADDINGS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath")
@@ -157,7 +159,7 @@ class SizeType(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, int):
             return value
         try:
-            return outofcore.parse_size(value)
+            return parse_size(value)
         except ConvvolError as error:
             self.fail(error.message + (f" ({error.hint})" if error.hint else ""), param, ctx)
 
@@ -324,7 +326,8 @@ def cli(debug: bool) -> None:
     type=click.IntRange(0, 9),
     default=DEFAULT_COMPRESS_LEVEL,
     show_default=True,
-    help="PNG zlib level: 1 is fast (as OpenCV), 6 is Pillow's default, 9 is smallest.",
+    help="PNG deflate level: 1 is fast (ISA-L when installed; OpenCV's level), 6 is "
+    "Pillow's default, 9 is smallest.",
 )
 @click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
 @click.option(
@@ -363,7 +366,7 @@ def apply(
     max_memory: int | None,
     scheduler: str | None,
     quiet: bool,
-    **settings: Any,
+    **given: Any,
 ) -> None:
     """Apply filter banks to images, .npy volumes or Zarr arrays (INPUT, or - for stdin).
 
@@ -381,255 +384,82 @@ def apply(
         convvol apply 'photos/**/*.jpg' -f blur -o 'out/{relpath}/{stem}.png' --skip-existing
         convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
     """
-    banks = [load_bank(name, max_kernel=max_kernel) for name in bank_names]
+    banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
+    settings = Settings(**given)
     _check_cval(settings, banks)
-    settings["memory_limit"] = outofcore.engine_memory_limit(max_memory)
-    if scheduler or batch.is_batch(inputs):
-        if montage is not None or preview:
-            raise click.UsageError("--montage and --preview show one input; give one INPUT")
-        encoding: dict[str, Any] = {
-            "scale": scale, "depth": int(depth), "compress_level": compress_level,
-        }  # fmt: skip
-        _apply_batch(
-            inputs, banks, bank_names, output, split, format_name, channels, encoding,
-            settings, jobs=workers, skip_existing=skip_existing, max_memory=max_memory,
-            max_pixels=max_pixels, scheduler=scheduler, explain=explain, quiet=quiet,
-        )  # fmt: skip
-        return
-    (input_path,) = inputs
-    click.get_current_context().meta["convvol.input"] = input_path  # for messages
-    to_stdout = output == "-"
-    if to_stdout and split:
+    many = bool(scheduler) or batch.is_batch(inputs)
+    if output == "-" and many:
+        raise click.UsageError("several inputs write several files; give -o a template with "
+                               "{stem}, not -")  # fmt: skip
+    if output == "-" and split:
         raise click.UsageError("--split writes several files; give a template, not -")
-    if to_stdout and sys.stdout.isatty():
+    if output == "-" and sys.stdout.isatty():
         raise click.UsageError(
             "refusing to write binary image data to a terminal; redirect or pipe stdout"
         )
-    template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
-    if not to_stdout:
+    if many and (montage is not None or preview):
+        raise click.UsageError("--montage and --preview show one input; give one INPUT")
+    if many and explain:
+        raise click.UsageError("--explain describes one input's plan; give one INPUT")
+    template = output or (DEFAULT_SPLIT_TEMPLATE if split else DEFAULT_TEMPLATE)
+    if template != "-":
         _check_template(template, split)
     if montage is not None:
         _check_template(montage, split=False, option="'--montage'")
-    fields = {"stem": "stdin" if input_path == "-" else Path(input_path).stem,
-              "bank": banks[-1].name, "relpath": "."}  # fmt: skip
-    target = None if to_stdout or split else template.format(**fields)
-    if (
-        target
-        and montage is None
-        and not preview
-        and outofcore.can_stream(input_path, target, split=False, format_name=format_name)
-    ):
-        _apply_out_of_core(input_path, target, banks, bank_names, format_name, settings,
-                           max_memory, max_pixels, skip_existing, explain, quiet)  # fmt: skip
-        return
-    with console.native_messages_hidden():
-        if outofcore.is_zarr(input_path):  # a Zarr array to an image: read whole
-            stored, divisor = outofcore.read_whole(input_path, max_pixels=max_pixels), 1.0
-        else:
-            stored, divisor = read_pixels(input_path, channels=channels, max_pixels=max_pixels)
-    names = _output_names(stored.shape[2], banks, bank_names, channels)
-    shape = (stored.shape[0], stored.shape[1], stored.shape[2])
-    if explain:
-        for number, (bank, plan) in enumerate(zip(banks, plan_layers(shape, banks, **settings),
-                                                  strict=True), start=1):  # fmt: skip
-            console.status(f"layer {number} ({bank.name}): {plan.describe()}")
-    options: dict[str, Any] = {
-        "scale": scale, "depth": int(depth), "compress_level": compress_level,
-    }  # fmt: skip
-    targets: list[str] = []
-    if to_stdout:
-        stdout_format = format_named(format_name or "png")
-        check_encodable(stdout_format, len(names), int(depth), "standard output")
-    else:
-        targets = (
-            [template.format(name=name, index=index, **fields) for index, name in enumerate(names)]
-            if split
-            else [template.format(**fields)]
-        )
-        formats = [format_named(format_name) if format_name else format_for_path(t)
-                   for t in targets]  # fmt: skip
-        _check_targets(targets, input_path, template)
-        for each, fmt in zip(targets, formats, strict=True):
-            check_encodable(fmt, 1 if split else len(names), int(depth), each)
-        if skip_existing and all(os.path.exists(each) for each in targets):
-            if not quiet:
-                console.status(f"skipped {input_path}: {_shown(targets)} exists")
-            return
-    sheet = _montage_target(montage.format(**fields), input_path, targets) if montage else None
-
-    # Only image files to write: the last layer goes straight to pixels, band by band,
-    # never held as floats (the same pixels, less memory and time).
-    as_pixels = (
-        sheet is None
-        and not preview
-        and all(fmt.name != "npy" for fmt in ([stdout_format] if to_stdout else formats))
-    )
-    streamed = as_pixels and scale != "minmax"  # minmax needs every value first
-    check_memory(
-        shape, banks, label="<stdin>" if input_path == "-" else input_path,
-        input_bytes=stored.nbytes, output_bytes=int(depth) // 8 if streamed else 4,
-        writing=_writing_cost(formats if not to_stdout else [stdout_format], to_stdout,
-                              int(depth), as_pixels),
-        **settings,
+    options = JobOptions(
+        banks=banks, template=template, labels=bank_names, split=split, format_name=format_name,
+        channels=channels, settings=settings, scale=scale, depth=int(depth),
+        compress_level=compress_level, max_memory=max_memory, max_pixels=max_pixels,
+        skip_existing=skip_existing, montage=montage, keep_volume=preview,
     )  # fmt: skip
-    if as_pixels:
-        rendered = render_layers(
-            stored, banks, scale=scale, depth=int(depth), divisor=divisor, **settings
-        )
-        outcome, options["quantized"] = rendered.pixels, True
-    else:
-        outcome = run_layers(stored, banks, divisor=divisor, **settings).volume
-    # With several layers, a channel's name alone does not say which bank made it.
-    labels = tuple(f"{banks[-1].name}/{name}" if len(banks) > 1 else name for name in names)
-    with OutputSet() as outputs:
-        if sheet is not None:  # first, so that a failure here leaves stdout untouched
-            volume = pixels_to_volume(stored, divisor)
-            source = fields["stem"] if input_path == "-" else Path(input_path).name
-            title = " > ".join([source, *(bank.name for bank in banks)]) + f"  (--scale {scale})"
-            from convvol import pictures  # on use: its Pillow modules cost start-up time
-
-            picture = pictures.contact_sheet(
-                volume, outcome, labels, scale=scale, title=title,
-                input_names=channel_names(volume.shape[2]),
-            )  # fmt: skip
-            outputs.write(sheet[0], pictures.as_unit_volume(picture), fmt=sheet[1],
-                          scale="clip", depth=8, compress_level=compress_level)  # fmt: skip
-        if to_stdout:
-            write_volume("-", outcome, format=stdout_format.name, **options)
-        else:
-            jobs = [
-                (target, outcome[:, :, index : index + 1] if split else outcome, fmt)
-                for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))
-            ]
-            outputs.write_all(jobs, **options)
-    if not quiet:
-        height, width, depth_out = outcome.shape
-        if targets:
-            console.status(f"wrote {_shown(targets)}: {height}×{width}×{depth_out} from "
-                           f"{input_path}")  # fmt: skip
-        if sheet is not None:
-            console.status(f"wrote {sheet[0]}: contact sheet of the input and "
-                           f"{_count(depth_out, 'output channel')}")  # fmt: skip
-    if preview:
-        from convvol import pictures
-
-        console.preview(pictures.volume_pictures(outcome, labels, scale=scale), stderr=True)
-
-
-def _writing_cost(formats: list[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
-    """Memory for writing the result, as a multiple of its bytes in memory (an estimate).
-
-    Pixels made from floats, PNG's filtered rows and the compressed bytes come beside the
-    result (from pixels, only the last two); .npy is written straight from it; standard
-    output holds the whole encoded file first.
-    """
-    if all(fmt.name == "npy" for fmt in formats):
-        cost = 0.0
-    elif as_pixels:
-        cost = 2.0
-    else:
-        cost = 3 * (depth // 8) / 4
-    return cost + (1.0 if to_stdout else 0.0)
-
-
-def _shown(targets: list[str]) -> str:
-    return targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
-
-
-def _explain(shape: tuple[int, int, int], banks: list[Bank], settings: dict[str, Any]) -> None:
-    plans = plan_layers(shape, banks, **settings)
-    for number, (bank, plan) in enumerate(zip(banks, plans, strict=True), start=1):
-        console.status(f"layer {number} ({bank.name}): {plan.describe()}")
-
-
-def _apply_out_of_core(
-    input_path: str,
-    target: str,
-    banks: list[Bank],
-    bank_names: tuple[str, ...],
-    format_name: str | None,
-    settings: dict[str, Any],
-    max_memory: int | None,
-    max_pixels: int,
-    skip_existing: bool,
-    explain: bool,
-    quiet: bool,
-) -> None:
-    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory."""
-    _check_targets([target], input_path, target)
-    if skip_existing and os.path.exists(target):
-        if not quiet:
-            console.status(f"skipped {input_path}: {target} exists")
+    if many:
+        _apply_batch(inputs, options, jobs=workers, scheduler=scheduler, quiet=quiet)
         return
-    if explain:
-        source = outofcore.open_source(input_path, max_pixels=max_pixels)
-        source.close()
-        _explain(source.shape, banks, settings)
-    engine_settings = {key: value for key, value in settings.items() if key != "memory_limit"}
-    layer = outofcore.filter_volume(
-        input_path, banks, target, budget=max_memory, labels=bank_names, format=format_name,
-        max_pixels=max_pixels, **engine_settings,
-    )  # fmt: skip
-    if not quiet:
-        height, width, depth_out = layer.out_shape
-        console.status(f"wrote {target}: {height}×{width}×{depth_out} from {input_path}")
+    (input_path,) = inputs
+    click.get_current_context().meta["convvol.input"] = input_path  # for messages
+    result = run_job(Item.of(input_path), options, explain=console.status if explain else None,
+                     reading=console.native_messages_hidden)  # fmt: skip
+    if result.message and not quiet:
+        for line in result.message.splitlines():
+            console.status(line)
+    if preview and result.volume is not None:
+        from convvol import pictures  # on use: its Pillow modules cost start-up time
+
+        shown = pictures.volume_pictures(result.volume, result.labels, scale=scale)
+        console.preview(shown, stderr=True)
 
 
 def _apply_batch(
     inputs: tuple[str, ...],
-    banks: list[Bank],
-    bank_names: tuple[str, ...],
-    output: str | None,
-    split: bool,
-    format_name: str | None,
-    channels: str,
-    encoding: dict[str, Any],
-    settings: dict[str, Any],
+    options: JobOptions,
     *,
     jobs: int | None,
-    skip_existing: bool,
-    max_memory: int | None,
-    max_pixels: int,
     scheduler: str | None,
-    explain: bool,
     quiet: bool,
 ) -> None:
     """Many inputs: check the plan, run it (workers or a cluster), report, exit 0/1/130."""
-    if output == "-":
-        raise click.UsageError("several inputs write several files; give -o a template with "
-                               "{stem}, not -")  # fmt: skip
-    if explain:
-        raise click.UsageError("--explain describes one input's plan; give one INPUT")
-    template = output or ("{stem}_{bank}_{name}.png" if split else "{stem}_{bank}.png")
-    _check_template(template, split)
     items = batch.expand_inputs(inputs)
-    options = batch.BatchOptions(
-        banks=tuple(banks), template=template, labels=bank_names, split=split,
-        format_name=format_name, channels=channels,
-        overrides={key: value for key, value in settings.items() if key != "memory_limit"},
-        max_memory=max_memory, max_pixels=max_pixels, skip_existing=skip_existing, **encoding,
-    )  # fmt: skip
     batch.check_plan(items, options)
-    first = batch.single_target(items[0], options)
-    if first and not (format_name is None and outofcore.is_zarr(first)):
-        format_named(format_name) if format_name else format_for_path(first)
+    first = options.single_target(items[0])
+    if first and not (options.format_name is None and is_zarr(first)):
+        format_named(options.format_name) if options.format_name else format_for_path(first)
     client = None
     if scheduler:
-        from convvol import distributed  # Dask is an optional extra
+        from convvol import cluster  # Dask is an optional extra
 
-        client = distributed.connect(scheduler)
+        client = cluster.connect(scheduler)
     progress = console.BatchProgress(len(items), enabled=not quiet and console.stderr_is_terminal())
     started = time.perf_counter()
 
-    def report(result: batch.FileResult) -> None:
+    def report(result: JobResult) -> None:
         progress.advance(result.status, result.message, result.hint)
 
     try:
         with progress:
             if client is not None:
-                from convvol import distributed
+                from convvol import cluster
 
-                results = distributed.run_on_cluster(items, options, client, on_result=report)
+                results = cluster.run_on_cluster(items, options, client, on_result=report)
             else:
                 results = batch.run_local(items, options, jobs=jobs, on_result=report)
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped)
@@ -667,42 +497,17 @@ def _summary(counts: dict[str, int], seconds: float) -> str:
     )
 
 
-def _check_cval(settings: dict[str, Any], banks: list[Bank]) -> None:
+def _check_cval(settings: Settings, banks: Sequence[Bank]) -> None:
     """--cval must be finite, and only means something with the constant border."""
-    if settings.get("cval") is None:
+    if settings.cval is None:
         return
-    if not math.isfinite(settings["cval"]):
-        raise click.BadParameter(f"{settings['cval']} is not a finite number", param_hint="--cval")
     for bank in banks:
-        border = settings.get("border") or bank.defaults.get("border", "reflect")
+        border = settings.border or bank.defaults.get("border", "reflect")
         if border != "constant":
             raise click.UsageError(
                 f"--cval fills the padded area only with --border constant, and bank "
                 f"{bank.name!r} uses --border {border}"
             )
-
-
-def _output_names(
-    channels: int, banks: list[Bank], bank_args: tuple[str, ...], channel_mode: str
-) -> tuple[str, ...]:
-    """Check, before any work, that every layer fits the depth before it; the last names."""
-    names: tuple[str, ...] = tuple(channel_names(channels))
-    for number, (bank, bank_arg) in enumerate(zip(banks, bank_args, strict=True), start=1):
-        try:
-            names = bank.resolve(len(names)).names
-        except BankError as error:
-            depth = _count(len(names), "channel")
-            if number == 1:
-                hint = f"the input has {depth}" + (
-                    "; without --channels keep, images are read as RGB"
-                    if channel_mode == "keep"
-                    else ""
-                )
-            else:
-                hint = f"layer {number - 1} (-f {bank_args[number - 2]}) outputs {depth}"
-            prefix = f"layer {number} (-f {bank_arg}): " if len(banks) > 1 else ""
-            raise BankError(prefix + error.message, hint=hint) from None
-    return names
 
 
 def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
@@ -727,65 +532,6 @@ def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
             "include {name} or {index}",
             param_hint="'-o'",
         )
-
-
-def _check_targets(targets: list[str], input_path: str, template: str) -> None:
-    """Refuse before any work: two channels to one path, the input, or a directory."""
-    resolved = [Path(t).resolve() for t in targets]
-    if len(set(resolved)) != len(resolved):
-        raise click.BadParameter(
-            f"{template!r} maps two output channels to the same file; include {{index}}",
-            param_hint="'-o'",
-        )
-    if input_path != "-" and any(
-        Path(input_path).resolve() == target or _same_file(input_path, target)
-        for target in resolved
-    ):
-        raise click.BadParameter(
-            f"{input_path} is the input: convvol never overwrites its input",
-            param_hint="'-o'",
-        )
-    for target in targets:
-        if Path(target).is_dir() and not outofcore.is_zarr(target):
-            raise click.BadParameter(f"{target} is a directory", param_hint="'-o'")
-
-
-def _same_file(first: str | Path, second: str | Path) -> bool:
-    """True if both names are one file (a hard link too); False if either is missing."""
-    try:
-        return os.path.samefile(first, second)
-    except (OSError, ValueError):
-        return False
-
-
-def _picture_target(target: str, option: str, taken: dict[str, str]) -> tuple[str, Format]:
-    """Check a picture's file before any work: a file, its format known, no path taken.
-
-    ``taken`` maps paths already in use (the input, the outputs) to what they are.
-    """
-    if target == "-":
-        raise click.BadParameter("a picture goes to a file, not standard output", param_hint=option)
-    try:
-        fmt = format_for_path(target)
-    except ParameterError as error:
-        known = ", ".join(ext for f in FORMATS.values() for ext in f.extensions)
-        raise click.BadParameter(
-            f"{error.message}; use one of {known}", param_hint=option
-        ) from None
-    resolved = Path(target).resolve()
-    for path, what in taken.items():
-        if path != "-" and (Path(path).resolve() == resolved or _same_file(path, target)):
-            raise click.BadParameter(f"{target} is {what}", param_hint=option)
-    if resolved.is_dir():
-        raise click.BadParameter(f"{target} is a directory", param_hint=option)
-    return target, fmt
-
-
-def _montage_target(target: str, input_path: str, outputs: list[str]) -> tuple[str, Format]:
-    """The contact sheet's path and format; never the input or one of the outputs."""
-    taken = dict.fromkeys(outputs, "an output of this run")
-    taken[input_path] = "the input: convvol never overwrites its input"
-    return _picture_target(target, "'--montage'", taken)
 
 
 @cli.command("list-filters")
@@ -866,7 +612,7 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
     """
     bank = load_bank(bank_name, max_kernel=max_kernel)
     depth = depth or bank.default_channels
-    target = _picture_target(image, "'--image'", _bank_file(bank)) if image else None
+    target = picture_target(image, _bank_file(bank), "--image") if image else None
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
     kh, kw = bank.kernel_shape

@@ -3,8 +3,8 @@
 Status and errors go to stderr so stdout stays data. Rich is used only where a person
 reads (a terminal); piped output gets plain, parsable text. Rich honours ``NO_COLOR``
 (and ``FORCE_COLOR``, which gives Rich's output even when piped). User text is never
-parsed as markup. Rich is imported only when something is drawn with it: its ~30 ms
-of imports would otherwise count against every run.
+parsed as markup. Rich is imported only when something is drawn with it: its imports
+would otherwise count against every run's start-up.
 """
 
 from __future__ import annotations

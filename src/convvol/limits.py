@@ -1,14 +1,72 @@
-"""How much memory this process may still take: the measure for refusing work up front.
+"""Limits on what a run may take: input sizes, memory budgets, sizes as users write them,
+and how much memory this process may still take.
 
 A run's needs are estimated before anything large is allocated (see
 :func:`convvol.pipeline.check_memory`) and compared with :func:`available_memory`, so a
-result too large for the machine is a clear error instead of a killed process.
+result too large for the machine is a clear error instead of a killed process. (The bank
+format's own limits, on kernel sides and file sizes, are in :mod:`convvol.bank` and
+:mod:`convvol.kernels`, with the format they bound.)
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import re
 from pathlib import Path
+
+from convvol.engine.cost import DEFAULT_MEMORY_LIMIT, available_threads
+from convvol.errors import ParameterError
+
+# Images of more pixels (width × height, from the header, before decoding) are refused
+# unless the caller raises the limit: Pillow's own refusal threshold, 2 × 89,478,485
+# (a 13,377² image: 2 GiB as float32 RGB). A .npy volume or a TIFF page stack may hold
+# 4× as many values (H×W×C), as an RGBA image of that many pixels does.
+DEFAULT_MAX_PIXELS = 178_956_970
+VALUES_PER_PIXEL = 4
+MIB = 2**20
+# The budget of one file when --max-memory is not given.
+DEFAULT_BUDGET = 1024 * MIB
+# Bytes per unit, binary as memory is counted: 512M is 512 MiB.
+SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+# The engine's working set never shrinks below this per thread: its bands (8 MiB
+# targets) then fall as with the default limit, so results stay identical.
+_ENGINE_FLOOR_PER_THREAD = 8 * MIB
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"64MB"`` or ``"1000000"``.
+
+    Units are powers of 1024 (K, M, G, T, optionally followed by ``B`` or ``iB``).
+    """
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ParameterError(
+            f"{text!r} is not a size", hint="write bytes, or a number with K, M, G or T: 512M"
+        )
+    size = int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+    if size < 1:
+        raise ParameterError(f"{text!r} is not a size above zero")
+    return size
+
+
+def engine_memory_limit(budget: int | None) -> int | None:
+    """The engine's working-set share of a budget: a quarter, at most the engine's default
+    (256 MiB), at least 8 MiB per core. ``None`` (no budget) keeps the engine's default."""
+    if budget is None:
+        return None
+    floor = _ENGINE_FLOOR_PER_THREAD * available_threads()
+    return max(min(DEFAULT_MEMORY_LIMIT, budget // 4), floor)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is not there to ask)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * mmap.PAGESIZE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _meminfo() -> dict[str, int]:

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from convvol.bank import BankWeights
 from convvol.errors import ParameterError
-from convvol.output import as_volume, to_pixels
+from convvol.scaling import as_volume, to_pixels
 
 # --- sizes and colours, in pixels and 8-bit RGB -----------------------------------------
 

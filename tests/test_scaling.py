@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import convvol
-from convvol.output import SCALES, quantize, to_pixels, to_unit
+from convvol.scaling import SCALES, quantize, to_pixels, to_unit
 
 
 def column(*values: float) -> np.ndarray:

@@ -1,17 +1,10 @@
-"""Volumes larger than memory: read a strip of rows at a time, write a strip at a time.
-
-A ``.npy`` input is memory-mapped and a ``.npy`` or Zarr output is written strip by
-strip: each strip of output rows is computed from just the input rows it reads (the
-kernel's halo included, border rows built by the engine's own index rule) with the plan
-the in-memory engine would use (:mod:`convvol.strips`), so the file is bit-identical to
-the in-memory result. The mapped input pages are released after each strip and the
-output goes out through ordinary writes, so the resident memory stays within the budget
-(``--max-memory``) however large the volume.
-
-Stacked banks write each intermediate volume to a hidden ``.npy`` beside the output and
-read it back mapped. Outputs are atomic: a ``.npy`` is renamed into place when complete
-(:class:`~convvol.volume.OutputSet`), a local Zarr directory likewise; a Zarr written to
-an fsspec URL (``s3://``) is written in place.
+"""Volumes larger than memory, as row sources and sinks: a ``.npy`` input memory-mapped
+(or a Zarr array read by chunks of rows) gives any rows asked for, border rows by the
+engine's own index rule; a ``.npy`` or Zarr output takes a strip of rows at a time. The
+mapped input pages are released after each strip, so resident memory stays within the
+budget however large the volume (:func:`convvol.jobs.filter_volume` runs the strips).
+Outputs are atomic: a ``.npy`` is renamed into place when complete (:class:`OutputSet`),
+a local Zarr directory likewise; a Zarr written to an fsspec URL (``s3://``) in place.
 """
 
 from __future__ import annotations
@@ -19,72 +12,18 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import re
 import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import numpy as np
 
-from convvol import strips
-from convvol.bank import Bank
-from convvol.engine import DEFAULT_MEMORY_LIMIT, available_threads
 from convvol.errors import OutputError, ParameterError, VolumeError
-from convvol.volume import (
-    DEFAULT_MAX_PIXELS,
-    NPY_MAGIC,
-    VALUES_PER_PIXEL,
-    OutputSet,
-    read_volume,
-    temporary_name,
-)
-
-MIB = 2**20
-# The budget of one file when --max-memory is not given.
-DEFAULT_BUDGET = 1024 * MIB
-# Bytes per unit, binary as memory is counted: 512M is 512 MiB.
-SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-# The engine's working set never shrinks below this per thread: its bands (8 MiB
-# targets) then fall as with the default limit, so results stay identical.
-_ENGINE_FLOOR_PER_THREAD = 8 * MIB
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"64MB"`` or ``"1000000"``.
-
-    Units are powers of 1024 (K, M, G, T, optionally followed by ``B`` or ``iB``).
-    """
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ParameterError(
-            f"{text!r} is not a size", hint="write bytes, or a number with K, M, G or T: 512M"
-        )
-    size = int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
-    if size < 1:
-        raise ParameterError(f"{text!r} is not a size above zero")
-    return size
-
-
-def engine_memory_limit(budget: int | None) -> int | None:
-    """The engine's working-set share of a budget: a quarter, at most the engine's default
-    (256 MiB), at least 8 MiB per core. ``None`` (no budget) keeps the engine's default."""
-    if budget is None:
-        return None
-    floor = _ENGINE_FLOOR_PER_THREAD * available_threads()
-    return max(min(DEFAULT_MEMORY_LIMIT, budget // 4), floor)
-
-
-def resident_bytes() -> int:
-    """This process's resident memory now (0 where /proc is not there to ask)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * mmap.PAGESIZE
-    except (OSError, IndexError, ValueError):
-        return 0
+from convvol.io.readers import NPY_MAGIC, read_volume
+from convvol.io.writers import temporary_name
+from convvol.limits import DEFAULT_MAX_PIXELS, MIB, VALUES_PER_PIXEL
 
 
 def is_zarr(path: str | os.PathLike[str]) -> bool:
@@ -410,98 +349,3 @@ def replace_directory(temporary: str, target: str) -> None:
         raise
     if backup:
         shutil.rmtree(backup, ignore_errors=True)
-
-
-# --- the filter ---------------------------------------------------------------------
-
-
-def filter_volume(
-    source: RowSource | str | os.PathLike[str],
-    banks: Sequence[Bank],
-    target: str | os.PathLike[str],
-    *,
-    budget: int | None = None,
-    threads: int | None = None,
-    labels: Sequence[str] | None = None,
-    format: str | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    **overrides: Any,
-) -> strips.LayerPlan:
-    """Run ``banks`` over a volume too large for memory, writing ``target`` strip by strip.
-
-    ``source`` is a :class:`RowSource`, a ``.npy`` path or a Zarr path/URL; ``target`` a
-    ``.npy`` path (or any name with ``format="npy"``) or a Zarr path/URL (``*.zarr``).
-    ``budget`` bounds the process's resident memory in bytes (default 1 GiB); a quarter
-    of it (at most 256 MiB) is the engine's working set. ``overrides`` are the settings
-    :func:`~convvol.apply_bank` takes; ``max_pixels`` the input limit of read_volume. The
-    result equals :func:`~convvol.run_layers`'s, bit for bit. Returns the last layer's plan
-    (its ``out_shape`` and ``names``).
-    """
-    budget = budget or DEFAULT_BUDGET
-    opened = source if isinstance(source, RowSource) else open_source(source, max_pixels=max_pixels)
-    target = str(target)
-    to_zarr = format is None and is_zarr(target)
-    if not to_zarr and (format or "npy").lower() != "npy":
-        raise ParameterError(f"{target}: out-of-core output is .npy or Zarr, not {format}")
-    layers = strips.plan_layers(
-        opened.shape, banks, memory_limit=engine_memory_limit(budget), labels=labels, **overrides
-    )
-    # What strips may hold: the budget less what the process holds already and the
-    # engine's share, halved for the raw rows read before conversion and for slack.
-    room = budget - resident_bytes() - (engine_memory_limit(budget) or DEFAULT_MEMORY_LIMIT)
-    strip_budget = max(room // 2, 0)
-    current = opened
-    try:
-        with ExitStack() as stack:
-            for number, layer in enumerate(layers, start=1):
-                rows = layer.strip_rows(strip_budget)
-                if number < len(layers):
-                    if number == 1:
-                        scratch = stack.enter_context(_scratch_directory(target))
-                    between = os.path.join(scratch, f"layer{number}.npy")
-                    with open(between, "wb") as stream:
-                        _run_layer(current, layer, NpySink(stream, layer.out_shape), rows,
-                                   threads)  # fmt: skip
-                    current.close()
-                    current = NpySource(between, max_pixels=None)  # our own
-                elif to_zarr:
-                    with zarr_output(target) as where:
-                        _run_layer(current, layer, ZarrSink(where, layer.out_shape, rows), rows,
-                                   threads)  # fmt: skip
-                else:
-                    with OutputSet() as outputs, outputs.open(target) as stream:
-                        _run_layer(current, layer, NpySink(stream, layer.out_shape), rows,
-                                   threads)  # fmt: skip
-            current.close()  # before the scratch directory goes
-    except OSError as error:
-        raise OutputError(f"{target}: cannot write: {error.strerror or error}") from None
-    finally:
-        current.close()
-    return layers[-1]
-
-
-def _run_layer(
-    source: RowSource,
-    layer: strips.LayerPlan,
-    sink: NpySink | ZarrSink,
-    strip_rows: int,
-    threads: int | None,
-) -> None:
-    height = layer.out_shape[0]
-    for first in range(0, height, strip_rows):
-        last = min(first + strip_rows, height)
-        padded = source.rows(layer.input_rows(first, last), layer.cval)
-        strip = layer.compute(padded, first, last, threads=threads)
-        del padded
-        sink.write(first, strip)
-
-
-@contextmanager
-def _scratch_directory(target: str) -> Iterator[str]:
-    """A hidden directory for intermediate layers: beside a local target (same disk),
-    else in the system's temporary directory."""
-    parent = None if "://" in target else str(Path(target).resolve().parent)
-    if parent:
-        Path(parent).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".convvol-layers-", dir=parent) as directory:
-        yield directory

@@ -1,4 +1,4 @@
-"""Tests for convvol.volume: reading images and .npy files as volumes, writing them back.
+"""Tests for convvol.io: reading images and .npy files as volumes, writing them back.
 
 Images are small and synthetic (numpy + Pillow, in tmp_path), plus the bundled samples.
 16-bit colour PNGs are also built byte by byte here (zlib, every PNG filter type, Adam7
@@ -24,9 +24,10 @@ import pytest
 from PIL import Image, ImageOps
 
 import convvol
-import convvol.volume
+import convvol.io.png
+import convvol.io.writers
 from convvol import read_volume, write_volume
-from convvol.volume import OutputSet, pixels_to_volume, read_pixels
+from convvol.io import OutputSet, pixels_to_volume, read_pixels
 
 REPO = Path(__file__).parents[1]
 SAMPLES = REPO / "sample_images"
@@ -1234,7 +1235,7 @@ def test_overwrite_replaces_an_existing_file(tmp_path: Path) -> None:
 def test_target_appears_only_when_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "out.png"
     seen: list[tuple[bool, list[str]]] = []
-    real_encode = convvol.volume.encode_volume
+    real_encode = convvol.io.writers.encode_volume
 
     def watching_encode(stream: Any, *args: Any, **kwargs: Any) -> None:
         stream.write(b"partial")
@@ -1244,7 +1245,7 @@ def test_target_appears_only_when_complete(tmp_path: Path, monkeypatch: pytest.M
         real_encode(stream, *args, **kwargs)
         seen.append((path.exists(), leftovers(tmp_path)))
 
-    monkeypatch.setattr(convvol.volume, "encode_volume", watching_encode)
+    monkeypatch.setattr(convvol.io.writers, "encode_volume", watching_encode)
     write_volume(path, smooth_rgb(3, 3))
     assert len(seen) == 2
     for exists, parts in seen:
@@ -1269,7 +1270,7 @@ def test_failed_encode_leaves_no_file(
         stream.flush()
         raise error
 
-    monkeypatch.setattr(convvol.volume, "encode_volume", failing_encode)
+    monkeypatch.setattr(convvol.io.writers, "encode_volume", failing_encode)
     path = tmp_path / "sub" / "out.png"
     with pytest.raises((Midway, OSError, convvol.ConvvolError)):
         write_volume(path, smooth_rgb(3, 3))
@@ -1289,7 +1290,7 @@ def test_failed_encode_leaves_existing_target_untouched(
         stream.write(b"garbage" * 100)
         raise Midway("midway")
 
-    monkeypatch.setattr(convvol.volume, "encode_volume", failing_encode)
+    monkeypatch.setattr(convvol.io.writers, "encode_volume", failing_encode)
     with pytest.raises(Midway):
         write_volume(path, np.zeros((9, 9, 3)))
     assert path.read_bytes() == before
@@ -1327,7 +1328,7 @@ def test_failure_inside_the_png_writer_leaves_no_file(
     def failing_compressor(*args: Any, **kwargs: Any) -> Any:
         raise zlib.error("deflate failed midway")
 
-    monkeypatch.setattr(convvol.volume, "_raw_deflater", failing_compressor)
+    monkeypatch.setattr(convvol.io.png, "_raw_deflater", failing_compressor)
     with pytest.raises((zlib.error, convvol.ConvvolError)):
         write_volume(path, rng(41).random((400, 300, 3)), depth=depth)
     assert path.read_bytes() == b"old contents"

@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 import convvol
-from convvol import strips
-from convvol.engine import BORDERS
+from convvol.engine import LayerPlan, plan_layer
 from convvol.errors import BankError, ParameterError
+from convvol.pipeline import plan_stack, run_plans
+from convvol.settings import BORDERS, LayerSettings, Settings
 
 RNG = np.random.default_rng(7)
 VOLUME = RNG.random((53, 41, 3), dtype=np.float32)
 
 
-def by_strips(layer: strips.LayerPlan, volume: np.ndarray, rows: int) -> np.ndarray:
+def by_strips(layer: LayerPlan, volume: np.ndarray, rows: int) -> np.ndarray:
     """Each strip from only the input rows it reads, as out-of-core and Dask compute it."""
     parts = []
     height = layer.out_shape[0]
@@ -46,7 +47,7 @@ def test_strips_equal_the_engine_bit_for_bit(
                     "dilation": dilation, "flip": True, "method": method,
                     "cval": 0.25 if border == "constant" else 0.0}  # fmt: skip
         expected = convvol.convolve(VOLUME, weights, bias, **settings)
-        layer = strips.plan_layer(VOLUME.shape, weights, bias, **settings)
+        layer = plan_layer(VOLUME.shape, weights, bias, LayerSettings(**settings))
         assert np.array_equal(layer.run(VOLUME), expected), border
         assert np.array_equal(layer.run(VOLUME, threads=1), expected), border
         for rows in (layer.band_rows, 3 * layer.band_rows):
@@ -57,27 +58,27 @@ def test_memory_limit_and_threads_reach_the_plan() -> None:
     weights = RNG.standard_normal((2, 3, 15, 15)).astype(np.float32)
     for limit, threads in itertools.product([2**16, None], [1, 2]):
         expected = convvol.convolve(VOLUME, weights, memory_limit=limit, threads=threads)
-        layer = strips.plan_layer(VOLUME.shape, weights, memory_limit=limit, threads=threads)
+        layer = plan_layer(VOLUME.shape, weights, memory_limit=limit, threads=threads)
         assert np.array_equal(layer.run(VOLUME, threads=1), expected)
 
 
 def test_plan_layers_follow_run_layers() -> None:
     banks = [convvol.load_bank("blur"), convvol.load_bank("edges")]
-    layers = strips.plan_layers(VOLUME.shape, banks, stride=2)
+    layers = plan_stack(VOLUME.shape, banks, Settings(stride=2))
     expected = convvol.run_layers(VOLUME, banks, stride=2)
-    assert np.array_equal(strips.run_plans(VOLUME, layers), expected.volume)
+    assert np.array_equal(run_plans(VOLUME, layers), expected.volume)
     assert layers[-1].names == expected.names
 
 
 def test_depth_errors_name_the_layer() -> None:
     banks = [convvol.load_bank("grayscale"), convvol.load_bank("color_edges")]
     with pytest.raises(BankError, match=r"layer 2 \(-f ce\)") as caught:
-        strips.plan_layers(VOLUME.shape, banks, labels=["g", "ce"])
+        plan_stack(VOLUME.shape, banks, labels=["g", "ce"])
     assert caught.value.hint == "layer 1 (-f g) outputs 1 channel"
 
 
 def test_strips_must_start_a_band() -> None:
-    layer = strips.plan_layer(VOLUME.shape, np.ones((1, 3, 3, 3)), memory_limit=2**14)
+    layer = plan_layer(VOLUME.shape, np.ones((1, 3, 3, 3)), memory_limit=2**14)
     assert layer.band_rows > 1
     with pytest.raises(ParameterError, match="band"):
         layer.compute(VOLUME[:7], 1, 5)
@@ -86,7 +87,7 @@ def test_strips_must_start_a_band() -> None:
 
 
 def test_strip_rows_fit_the_budget() -> None:
-    layer = strips.plan_layer(VOLUME.shape, np.ones((4, 3, 3, 3)), memory_limit=2**14)
+    layer = plan_layer(VOLUME.shape, np.ones((4, 3, 3, 3)), memory_limit=2**14)
     rows = layer.strip_rows(layer.strip_bytes(5 * layer.band_rows))
     assert rows % layer.band_rows == 0 or rows == layer.out_shape[0]
     assert layer.strip_bytes(rows) <= layer.strip_bytes(5 * layer.band_rows)
@@ -98,7 +99,7 @@ def test_strip_rows_fit_the_budget() -> None:
 def test_a_plan_travels_by_pickle(method: str) -> None:
     import pickle
 
-    layer = strips.plan_layer(VOLUME.shape, np.ones((2, 3, 5, 5)), method=method)
+    layer = plan_layer(VOLUME.shape, np.ones((2, 3, 5, 5)), None, LayerSettings(method=method))
     expected = layer.run(VOLUME)
     copy = pickle.loads(pickle.dumps(layer))
     assert np.array_equal(copy.run(VOLUME), expected)

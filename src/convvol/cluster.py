@@ -1,0 +1,178 @@
+"""Batches on a Dask cluster: one task per file, and Zarr-to-Zarr inputs as a chunked
+graph each. Needs the ``dask`` extra: ``pip install 'convvol[dask]'``.
+
+Every file task runs the one job flow (:func:`convvol.jobs.process_file`) on a worker
+with BLAS on one thread; a Zarr input with a Zarr output is filtered as a dask array
+(:func:`convvol.dask_arrays.apply_banks_dask`), written beside its target and moved
+into place when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from convvol import batch
+from convvol.dask_arrays import _dask_array, apply_banks_dask, single_threaded_blas
+from convvol.errors import ConvvolError, OutputError, ParameterError
+from convvol.io.remote import is_url
+from convvol.io.streams import is_zarr, open_source, replace_directory
+from convvol.io.writers import temporary_name
+from convvol.jobs import Item, JobOptions, JobResult, failure, process_file, target_exists
+from convvol.limits import engine_memory_limit
+
+
+def _cluster_file(item: Item, options: JobOptions) -> JobResult:
+    """One file as a task: BLAS on one thread, the engine's bands in order."""
+    single_threaded_blas()
+    return process_file(item, options, 1)
+
+
+def connect(address: str, timeout: float = 10.0) -> Any:
+    """A ``distributed.Client`` for the scheduler at ``address`` (``tcp://host:8786``)."""
+    try:
+        import distributed
+    except ImportError:
+        raise ParameterError(
+            "--scheduler needs Dask's distributed package", hint="pip install 'convvol[dask]'"
+        ) from None
+    try:
+        client: Any = distributed.Client
+        return client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise ConvvolError(
+            f"cannot reach the Dask scheduler at {address}: {error}",
+            hint="check the address (tcp://host:8786) and that the scheduler is running",
+        ) from None
+
+
+def run_on_cluster(
+    items: Sequence[Item],
+    options: JobOptions,
+    client: Any,
+    *,
+    on_result: batch.OnResult | None = None,
+    retries: int = 2,
+    window: int = 1000,
+) -> list[JobResult]:
+    """Filter every item on the cluster ``client`` talks to; results as files finish.
+
+    One task per file (``pure=False``: a re-run writes again), retried ``retries`` times
+    on errors; a worker that dies mid-task has its tasks rerun elsewhere by the scheduler.
+    A Zarr input with a Zarr output is a chunked graph of its own. Local paths are made
+    absolute: workers must see the same files (a shared file system), or use fsspec
+    URLs. Outputs are atomic as on one machine; hidden part-files of killed workers are
+    removed at the end. Ctrl-C cancels what has not started and raises KeyboardInterrupt.
+    """
+    import distributed
+
+    report = on_result or (lambda result: None)
+    given = {os.path.abspath(item.source): item.source for item in items if not is_url(item.source)}
+    items, options = batch.absolute(items, options)
+    results: list[JobResult] = []
+    futures: dict[Any, tuple[Item, str | None, str | None]] = {}
+    queue = list(reversed(items))
+    completed: Any = getattr(distributed, "as_completed")(loop=client.loop)  # noqa: B009
+
+    def submit_next() -> None:
+        item = queue.pop()
+        target = options.single_target(item)
+        if target is not None and options.skip_existing and target_exists(target):
+            keep(JobResult(item.source, "skipped", (target,)))
+            return
+        if target is not None and is_zarr(item.source) and is_zarr(target):
+            try:
+                future, temporary = _submit_zarr(client, item, options, target, retries)
+            except ConvvolError as error:
+                keep(failure(item, error.message, error.hint, time.perf_counter()))
+                return
+            futures[future] = (item, target, temporary)
+        else:
+            future = client.submit(
+                _cluster_file, item, options, pure=False, retries=retries,
+                key=f"convvol-{len(results) + len(futures)}-{item.stem}-{os.urandom(4).hex()}",
+            )  # fmt: skip
+            futures[future] = (item, None, None)
+        completed.add(future)
+
+    def keep(result: JobResult) -> None:
+        name = given.get(result.source)
+        if name is not None:  # report files by the names the user gave
+            message = result.message.replace(result.source, name)
+            result = replace(result, source=name, message=message)
+        results.append(result)
+        report(result)
+
+    started = time.perf_counter()
+    try:
+        while queue and len(futures) < window:
+            submit_next()
+        for future in completed:
+            item, target, temporary = futures.pop(future)
+            keep(_collect(future, item, target, temporary, started))
+            while queue and len(futures) < window:
+                submit_next()
+    except KeyboardInterrupt:
+        client.cancel(list(futures))
+        for _, _, temporary in futures.values():
+            if temporary:
+                shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    batch.remove_temporaries(target for result in results for target in result.targets)
+    return results
+
+
+def _submit_zarr(
+    client: Any, item: Item, options: JobOptions, target: str, retries: int
+) -> tuple[Any, str | None]:
+    """The chunked graph of one Zarr-to-Zarr input, writing beside the target."""
+    da = _dask_array()
+    source = open_source(item.source)  # checks it before any task runs
+    source.close()
+    array = da.from_zarr(item.source)
+    filtered = apply_banks_dask(
+        array, options.banks, memory_limit=engine_memory_limit(options.max_memory),
+        labels=options.labels or None, settings=options.settings,
+    )  # fmt: skip
+    temporary = None
+    where = target
+    if not is_url(target):
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = str(temporary_name(path))
+        where = temporary
+    stored = filtered.to_zarr(where, compute=False, mode="w")
+    return client.compute(stored, retries=retries), temporary
+
+
+def _collect(
+    future: Any,
+    item: Item,
+    target: str | None,
+    temporary: str | None,
+    started: float,
+) -> JobResult:
+    """A future's result as a FileResult; a chunked Zarr output is moved into place."""
+    try:
+        result = future.result()
+    except Exception as error:  # a task's error, or a worker that kept dying on it
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+        message = str(error) or type(error).__name__
+        return failure(item, f"{type(error).__name__}: {message}", None, started)
+    if target is None:
+        assert isinstance(result, JobResult)
+        return result
+    if temporary:
+        try:
+            replace_directory(temporary, target)
+        except OSError as error:
+            error_message = OutputError(f"{target}: cannot write: {error.strerror or error}")
+            return failure(item, error_message.message, None, started)
+    return JobResult(item.source, "succeeded", (target,),
+                            seconds=time.perf_counter() - started)  # fmt: skip

@@ -1,0 +1,40 @@
+"""Files in and out: the format table, readers, encoders, atomic writers, volumes larger
+than memory, and fsspec URLs.
+
+- :mod:`~convvol.io.formats`: output formats as a table (:data:`FORMATS`);
+- :mod:`~convvol.io.readers`: images (Pillow) and ``.npy`` as volumes;
+- :mod:`~convvol.io.encode`, :mod:`~convvol.io.png`: a volume into a file's bytes;
+- :mod:`~convvol.io.writers`: atomic outputs (:class:`OutputSet`), standard output;
+- :mod:`~convvol.io.streams`: row sources and sinks for volumes larger than memory;
+- :mod:`~convvol.io.remote`: fsspec URLs.
+"""
+
+from convvol.io.formats import (
+    DEFAULT_COMPRESS_LEVEL,
+    FORMAT_ALIASES,
+    FORMATS,
+    Format,
+    check_encodable,
+    format_for_path,
+    format_named,
+)
+from convvol.io.readers import CHANNEL_MODES, pixels_to_volume, read_pixels, read_volume
+from convvol.io.writers import TEMPORARY_SUFFIX, OutputSet, temporary_name, write_volume
+
+__all__ = [
+    "CHANNEL_MODES",
+    "DEFAULT_COMPRESS_LEVEL",
+    "FORMATS",
+    "FORMAT_ALIASES",
+    "TEMPORARY_SUFFIX",
+    "Format",
+    "OutputSet",
+    "check_encodable",
+    "format_for_path",
+    "format_named",
+    "pixels_to_volume",
+    "read_pixels",
+    "read_volume",
+    "temporary_name",
+    "write_volume",
+]

@@ -1,0 +1,91 @@
+"""Encoding a volume into one file's bytes: Pillow for most formats, our own PNG encoder
+(parallel deflate) and 16-bit RGB TIFF writer where Pillow falls short.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import IO
+
+import numpy as np
+from PIL import Image
+
+from convvol.errors import ParameterError
+from convvol.io.formats import DEFAULT_COMPRESS_LEVEL, Format, check_encodable
+from convvol.io.png import write_png
+from convvol.scaling import DEPTHS, as_volume, to_pixels
+
+
+def encode_volume(
+    stream: IO[bytes],
+    volume: np.ndarray,
+    fmt: Format,
+    *,
+    scale: str = "clip",
+    depth: int = 8,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    target: str = "output",
+    quantized: bool = False,
+) -> None:
+    """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy.
+
+    ``target`` names the destination in error messages. ``quantized`` says ``volume``
+    holds pixels already (``to_pixels``'s uint8 or uint16 for ``depth``): they are
+    written as they are.
+    """
+    volume = as_volume(volume)
+    if quantized and (fmt.name == "npy" or volume.dtype != DEPTHS.get(depth)):
+        raise ParameterError(
+            f"{target}: quantized pixels must be {np.dtype(DEPTHS.get(depth, np.uint8)).name} "
+            f"for an image format; got {volume.dtype} for {fmt.name}"
+        )
+    if fmt.name == "npy":
+        np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
+        return
+    check_encodable(fmt, volume.shape[2], depth, target)
+    pixels = volume if quantized else to_pixels(volume, scale, depth)
+    channels = pixels.shape[2]
+    if fmt.name == "png":
+        write_png(stream, pixels, compress_level)
+        return
+    if fmt.name == "tiff" and depth == 16 and channels == 3:
+        _write_tiff_16bit_rgb(stream, pixels)
+        return
+    options = dict(fmt.options)
+    if channels == 1 or (channels == 3 and depth == 8):
+        _pillow_image(pixels).save(stream, format=fmt.pillow_name, **options)
+        return
+    # TIFF with any other depth: one greyscale page per channel.
+    pages = [_pillow_image(pixels[:, :, [c]]) for c in range(channels)]
+    pages[0].save(stream, format="TIFF", save_all=True, append_images=pages[1:], **options)
+
+
+def _pillow_image(pixels: np.ndarray) -> Image.Image:
+    """uint8 H×W×3 → RGB; uint8 H×W×1 → L; uint16 H×W×1 → I;16 (Pillow infers the mode)."""
+    return Image.fromarray(
+        np.ascontiguousarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0])
+    )
+
+
+def _write_tiff_16bit_rgb(stream: IO[bytes], pixels: np.ndarray) -> None:
+    """A 48-bit RGB baseline TIFF, which Pillow cannot write: one uncompressed strip."""
+    height, width, _ = pixels.shape
+    strip = pixels.astype("<u2").tobytes()
+    bits_at, strip_at = 8, 16
+    ifd_at = strip_at + len(strip) + len(strip) % 2
+    short, long = 3, 4
+    fields = [  # (tag, type, count, value or offset), in ascending tag order
+        (256, long, 1, width), (257, long, 1, height), (258, short, 3, bits_at),
+        (259, short, 1, 1), (262, short, 1, 2), (273, long, 1, strip_at),
+        (277, short, 1, 3), (278, long, 1, height), (279, long, 1, len(strip)),
+        (284, short, 1, 1),
+    ]  # fmt: skip
+    stream.write(b"II*\x00" + struct.pack("<I", ifd_at) + struct.pack("<4H", 16, 16, 16, 0))
+    stream.write(strip + b"\x00" * (len(strip) % 2))
+    stream.write(struct.pack("<H", len(fields)))
+    for tag, kind, count, value in fields:
+        packed = (
+            struct.pack("<I", value) if kind == long or count > 1 else struct.pack("<HH", value, 0)
+        )
+        stream.write(struct.pack("<HHI", tag, kind, count) + packed)
+    stream.write(struct.pack("<I", 0))  # no further pages

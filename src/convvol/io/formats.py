@@ -1,0 +1,85 @@
+"""Output formats as rows of a table: how each is saved, which bit depths and channel
+counts it takes (imageio's way: data, not branches of code).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convvol.errors import ParameterError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Format:
+    """An output format: how it is saved, which bit depths and channel counts it takes."""
+
+    name: str
+    extensions: tuple[str, ...]
+    pillow_name: str | None = None  # None: written by convvol itself (npy)
+    depths: tuple[int, ...] = (8,)
+    any_depth: bool = False  # stores any number of channels (one page each)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+FORMATS: dict[str, Format] = {
+    fmt.name: fmt
+    for fmt in [
+        Format("png", (".png",), "PNG", depths=(8, 16)),
+        Format("jpeg", (".jpg", ".jpeg"), "JPEG", options={"quality": 95}),
+        Format("tiff", (".tif", ".tiff"), "TIFF", depths=(8, 16), any_depth=True),
+        Format("bmp", (".bmp",), "BMP"),
+        Format("webp", (".webp",), "WEBP", options={"quality": 95}),
+        Format("npy", (".npy",)),
+    ]
+}
+FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+# Level 1 (ISA-L, or zlib's run-length strategy), as OpenCV writes PNGs: several times
+# faster than level 6 for somewhat larger files (figures in benchmarks/README.md).
+DEFAULT_COMPRESS_LEVEL = 1
+
+
+def format_named(name: str) -> Format:
+    """The format called ``name`` (``png``, ``jpg``, ...), or ParameterError."""
+    key = FORMAT_ALIASES.get(name.lower(), name.lower())
+    if key not in FORMATS:
+        names = [*FORMATS, *FORMAT_ALIASES]
+        raise ParameterError(
+            f"unknown format {name!r}; formats are {', '.join(FORMATS)}",
+            hint=did_you_mean(name, names),
+        )
+    return FORMATS[key]
+
+
+def format_for_path(path: str | os.PathLike[str]) -> Format:
+    """The format a file name's extension asks for, or ParameterError."""
+    suffix = Path(path).suffix.lower()
+    for fmt in FORMATS.values():
+        if suffix in fmt.extensions:
+            return fmt
+    known = ", ".join(ext for fmt in FORMATS.values() for ext in fmt.extensions)
+    raise ParameterError(
+        f"{path}: cannot tell the output format from the extension {suffix or '(none)'!r}",
+        hint=f"use one of {known}, or give --format",
+    )
+
+
+def check_encodable(fmt: Format, channels: int, depth: int, target: str = "output") -> None:
+    """Raise ParameterError unless ``fmt`` can store ``channels`` channels at ``depth`` bits."""
+    if fmt.name == "npy":
+        return
+    if depth not in fmt.depths:
+        raise ParameterError(
+            f"{target}: {fmt.name.upper()} stores {' or '.join(map(str, fmt.depths))}-bit "
+            f"pixels, not {depth}-bit",
+            hint="use .png or .tif for --depth 16, or .npy for raw floats",
+        )
+    if not fmt.any_depth and channels not in (1, 3):
+        raise ParameterError(
+            f"{target}: the result has {channels} channels; {fmt.name.upper()} stores 1 "
+            "(greyscale) or 3 (RGB)",
+            hint="use --split for one greyscale image per channel, or write .npy or .tif "
+            "to keep the whole volume",
+        )

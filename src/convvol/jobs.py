@@ -1,0 +1,564 @@
+"""One input to its outputs: the flow every run takes, from one file on the command line
+to each file of a batch, in this process, a worker process or a Dask worker.
+
+:func:`run_job` decides everything about one input in one place: its targets (from the
+output template), the checks made before any work (clashes, the input itself,
+directories, formats that cannot hold the result, memory), which path it takes (strips
+of a ``.npy``/Zarr volume larger than memory; the last layer rendered straight to pixels
+band by band; or float volumes when ``.npy``, a contact sheet or a preview needs them),
+the atomic writing, and the line that says what was written. :func:`process_file` is the
+same job for batches: a bad file becomes a failed result instead of an error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convvol.bank import Bank, channel_names
+from convvol.engine import LayerPlan
+from convvol.errors import ConvvolError, OutputError, ParameterError
+from convvol.io import streams
+from convvol.io.formats import (
+    DEFAULT_COMPRESS_LEVEL,
+    FORMATS,
+    Format,
+    check_encodable,
+    format_for_path,
+    format_named,
+)
+from convvol.io.readers import pixels_to_volume, read_pixels
+from convvol.io.remote import is_url, read_url, url_exists, write_url
+from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr, zarr_output
+from convvol.io.writers import OutputSet, write_volume
+from convvol.limits import (
+    DEFAULT_BUDGET,
+    DEFAULT_MAX_PIXELS,
+    engine_memory_limit,
+    resident_bytes,
+)
+from convvol.pipeline import check_memory, plan_stack, render_plans, run_plans
+from convvol.settings import Settings
+
+DEFAULT_TEMPLATE = "{stem}_{bank}.png"
+DEFAULT_SPLIT_TEMPLATE = "{stem}_{bank}_{name}.png"
+Explain = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: its path (or URL, or ``-``), and what the template's fields take from it."""
+
+    source: str
+    stem: str
+    relpath: str = "."  # its folder relative to the pattern's or directory's root
+
+    @classmethod
+    def of(cls, source: str, root: str | None = None) -> Item:
+        """The item for ``source``; ``root`` (a directory or a pattern's fixed part) gives
+        ``{relpath}``."""
+        if source == "-":
+            return cls(source, "stdin")
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        relpath = "." if root is None else os.path.relpath(os.path.dirname(source) or ".", root)
+        return cls(source, Path(name).stem or name, relpath)
+
+    @property
+    def label(self) -> str:
+        """How messages name it."""
+        return "<stdin>" if self.source == "-" else self.source
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How every input of a run becomes its outputs: the same for every file of a batch."""
+
+    banks: tuple[Bank, ...]
+    template: str = DEFAULT_TEMPLATE  # {stem}, {relpath}, {bank}; with split {name}, {index}; "-"
+    labels: tuple[str, ...] = ()  # the banks as the user named them, for messages
+    split: bool = False
+    format_name: str | None = None
+    channels: str = "rgb"
+    settings: Settings = field(default_factory=Settings)
+    scale: str = "clip"
+    depth: int = 8
+    compress_level: int = DEFAULT_COMPRESS_LEVEL
+    max_memory: int | None = None  # bytes per file (out-of-core budget, engine share)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # input limit, as read_volume's
+    skip_existing: bool = False
+    montage: str | None = None  # a contact sheet's template (one input at a time)
+    keep_volume: bool = False  # hand the float result back (for a preview)
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.template == "-"
+
+    @property
+    def engine_settings(self) -> Settings:
+        """The settings with the engine's share of ``max_memory``."""
+        return self.settings.with_knobs(memory_limit=engine_memory_limit(self.max_memory))
+
+    def fields(self, item: Item) -> dict[str, str]:
+        """The template fields an input gives (without --split's {name} and {index})."""
+        return {"stem": item.stem, "relpath": item.relpath, "bank": self.banks[-1].name}
+
+    def single_target(self, item: Item) -> str | None:
+        """The one output of an input (None with --split, whose outputs depend on its
+        depth, and for standard output)."""
+        if self.split or self.to_stdout:
+            return None
+        return self.template.format(**self.fields(item))
+
+
+@dataclass(frozen=True, eq=False)
+class JobResult:
+    """What became of one input."""
+
+    source: str
+    status: str  # "succeeded", "failed" or "skipped"
+    targets: tuple[str, ...] = ()
+    message: str = ""  # what was written (or skipped), or what went wrong
+    hint: str | None = None
+    seconds: float = 0.0
+    volume: np.ndarray | None = field(default=None, repr=False)  # with keep_volume
+    labels: tuple[str, ...] = ()  # the output channels, named for pictures
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def run_job(
+    item: Item,
+    options: JobOptions,
+    *,
+    threads: int | None = None,
+    explain: Explain | None = None,
+    reading: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> JobResult:
+    """Filter one input to its outputs; raise ConvvolError (or OSError, MemoryError) if it
+    cannot be done. Nothing is written unless everything is (outputs are atomic).
+
+    ``threads`` (default: every core) run the engine's bands; results never depend on them.
+    ``explain`` receives a line per layer: its method, estimate and bands. ``reading`` is
+    a context for decoding the input (the CLI hides what C decoders print there).
+    """
+    started = time.perf_counter()
+    source = item.source
+    single = options.single_target(item)
+    if single is not None and options.skip_existing and target_exists(single):
+        return _skipped(item, [single], started)
+    if (
+        single is not None
+        and options.montage is None
+        and not options.keep_volume
+        and streams.can_stream(source, single, split=False, format_name=options.format_name)
+    ):
+        return _stream(item, single, options, threads, explain, started)
+
+    with reading():
+        stored, divisor = _read(item, options)
+    keep_hint = "; without --channels keep, images are read as RGB"
+    with _named(item):
+        layers = plan_stack(
+            stored.shape, options.banks, options.engine_settings, labels=options.labels or None,
+            input_hint=keep_hint if options.channels == "keep" else "",
+        )  # fmt: skip
+    if explain is not None:
+        _explain(layers, explain)
+    names = layers[-1].names
+    fields = options.fields(item)
+    if options.to_stdout:
+        targets: list[str] = []
+        formats = [format_named(options.format_name or "png")]
+        check_encodable(formats[0], len(names), options.depth, "standard output")
+    else:
+        targets = (
+            [options.template.format(name=name, index=index, **fields)
+             for index, name in enumerate(names)]
+            if options.split
+            else [options.template.format(**fields)]
+        )  # fmt: skip
+        formats = [_format(options.format_name, target) for target in targets]
+        check_targets(targets, source)
+        for target, fmt in zip(targets, formats, strict=True):
+            check_encodable(fmt, 1 if options.split else len(names), options.depth, target)
+        if options.skip_existing and all(map(target_exists, targets)):
+            return _skipped(item, targets, started)
+    sheet = (
+        _montage_target(options.montage.format(**fields), source, targets)
+        if options.montage is not None
+        else None
+    )
+    # Only image files to write: the last layer goes straight to pixels, band by band,
+    # never held as floats (the same pixels, less memory and time).
+    as_pixels = sheet is None and not options.keep_volume and all(f.name != "npy" for f in formats)
+    rendered = as_pixels and options.scale != "minmax"  # minmax needs every value first
+    check_memory(
+        layers, label=item.label, input_bytes=stored.nbytes,
+        output_bytes=options.depth // 8 if rendered else 4,
+        writing=_writing_cost(formats, options.to_stdout, options.depth, as_pixels),
+    )  # fmt: skip
+    if as_pixels:
+        outcome = render_plans(stored, layers, scale=options.scale, depth=options.depth,
+                               divisor=divisor, threads=threads)  # fmt: skip
+    else:
+        outcome = run_plans(stored, layers, divisor=divisor, threads=threads)
+    # With several layers, a channel's name alone does not say which bank made it.
+    many = len(options.banks) > 1
+    labels = tuple(f"{options.banks[-1].name}/{name}" if many else name for name in names)
+    encoding: dict[str, Any] = {"scale": options.scale, "depth": options.depth,
+                "compress_level": options.compress_level, "quantized": as_pixels}  # fmt: skip
+    with OutputSet() as outputs:
+        if sheet is not None:  # first, so that a failure here leaves stdout untouched
+            _write_sheet(outputs, sheet, item, options, pixels_to_volume(stored, divisor),
+                         outcome, labels)  # fmt: skip
+        if options.to_stdout:
+            write_volume("-", outcome, format=formats[0].name, **encoding)
+        elif is_url(targets[0]):
+            for index, (target, fmt) in enumerate(zip(targets, formats, strict=True)):
+                write_url(target, _channel(outcome, index, options.split), fmt, encoding)
+        else:
+            outputs.write_all(
+                [(target, _channel(outcome, index, options.split), fmt)
+                 for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))],
+                **encoding,
+            )  # fmt: skip
+    height, width, depth_out = outcome.shape
+    lines = []  # nothing for standard output: the data says it all
+    if targets:
+        lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
+    if sheet is not None:
+        lines.append(f"wrote {sheet[0]}: contact sheet of the input and "
+                     f"{_count(depth_out, 'output channel')}")  # fmt: skip
+    return JobResult(
+        source, "succeeded", tuple(targets), "\n".join(lines),
+        seconds=time.perf_counter() - started,
+        volume=outcome if options.keep_volume else None, labels=labels,
+    )  # fmt: skip
+
+
+def process_file(item: Item, options: JobOptions, threads: int | None = None) -> JobResult:
+    """:func:`run_job` for a batch: a bad file gives a failed result, never an error."""
+    started = time.perf_counter()
+    try:
+        return run_job(item, options, threads=threads)
+    except ConvvolError as error:
+        return failure(item, error.message, error.hint, started)
+    except MemoryError:
+        return failure(item, "not enough memory for this image and bank",
+                       "use --max-memory with .npy or .zarr outputs", started)  # fmt: skip
+    except Exception as error:  # a batch outlives surprises; the message says what
+        return failure(item, f"internal error: {type(error).__name__}: {error}", None, started)
+
+
+def failure(item: Item, message: str, hint: str | None, started: float) -> JobResult:
+    """A failed result whose message names the file."""
+    if item.source not in message:
+        message = f"{item.source}: {message}"
+    return JobResult(item.source, "failed", (), message, hint, time.perf_counter() - started)
+
+
+def _skipped(item: Item, targets: list[str], started: float) -> JobResult:
+    message = f"skipped {item.source}: {shown(targets)} exists"
+    return JobResult(item.source, "skipped", tuple(targets), message,
+                     seconds=time.perf_counter() - started)  # fmt: skip
+
+
+def shown(targets: Sequence[str]) -> str:
+    """One target, or how many and the first."""
+    return targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+@contextmanager
+def _named(item: Item) -> Iterator[None]:
+    """Settings that do not fit this input (an empty output, a band too large for memory)
+    are errors about this input: the message names it."""
+    try:
+        yield
+    except ParameterError as error:
+        if item.label in error.message:
+            raise
+        raise ParameterError(f"{item.label}: {error.message}", hint=error.hint) from None
+
+
+def _explain(layers: Sequence[LayerPlan], explain: Explain) -> None:
+    for number, layer in enumerate(layers, start=1):
+        explain(f"layer {number} ({layer.bank_name}): {layer.describe()}")
+
+
+def _channel(volume: np.ndarray, index: int, split: bool) -> np.ndarray:
+    return volume[:, :, index : index + 1] if split else volume
+
+
+def _format(format_name: str | None, target: str) -> Format:
+    return format_named(format_name) if format_name else format_for_path(target)
+
+
+def _read(item: Item, options: JobOptions) -> tuple[np.ndarray, float]:
+    """The input as stored values and the divisor that makes them the volume's values."""
+    source = item.source
+    if is_zarr(source):  # a Zarr array to images: read whole
+        return streams.read_whole(source, max_pixels=options.max_pixels), 1.0
+    if is_url(source):
+        volume = read_url(source, channels=options.channels, max_pixels=options.max_pixels)
+        return volume, 1.0
+    return read_pixels(source, channels=options.channels, max_pixels=options.max_pixels)
+
+
+def target_exists(target: str) -> bool:
+    """Whether an output is there already (a local path or an fsspec URL)."""
+    return url_exists(target) if is_url(target) else os.path.exists(target)
+
+
+def same_path(first: str, second: str) -> bool:
+    """Whether two names are one file: the same resolved path, or a hard link."""
+    if is_url(first) or is_url(second):
+        return first == second
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):
+        return False
+
+
+def check_targets(targets: Sequence[str], source: str) -> None:
+    """Refuse before any work: two channels to one path, the input, or a directory."""
+    keys = [t if is_url(t) else os.path.realpath(t) for t in targets]
+    if len(set(keys)) != len(keys):
+        raise ParameterError(
+            "the output template maps two output channels to the same file; include {index}"
+        )
+    if source != "-" and any(same_path(source, target) for target in targets):
+        raise ParameterError(f"{source} is the input: convvol never overwrites its input")
+    for target in targets:
+        if not is_url(target) and os.path.isdir(target) and not is_zarr(target):
+            raise ParameterError(f"{target} is a directory")
+
+
+def _writing_cost(formats: Sequence[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
+    """Memory for writing the result, as a multiple of its bytes in memory (an estimate).
+
+    Pixels made from floats, PNG's filtered rows and the compressed bytes come beside the
+    result (from pixels, only the last two); .npy is written straight from it; standard
+    output holds the whole encoded file first.
+    """
+    if all(fmt.name == "npy" for fmt in formats):
+        cost = 0.0
+    elif as_pixels:
+        cost = 2.0
+    else:
+        cost = 3 * (depth // 8) / 4
+    return cost + (1.0 if to_stdout else 0.0)
+
+
+def picture_target(target: str, taken: dict[str, str], option: str) -> tuple[str, Format]:
+    """Check a picture's file before any work: a file, its format known, no path taken.
+
+    ``taken`` maps paths already in use (the input, the outputs) to what they are;
+    ``option`` ('--montage', '--image') is named in the message.
+    """
+
+    def refused(problem: str) -> ParameterError:
+        return ParameterError(f"Invalid value for '{option}': {problem}")
+
+    if target == "-":
+        raise refused("a picture goes to a file, not standard output")
+    try:
+        fmt = format_for_path(target)
+    except ParameterError as error:
+        known = ", ".join(ext for f in FORMATS.values() for ext in f.extensions)
+        raise refused(f"{error.message}; use one of {known}") from None
+    for path, what in taken.items():
+        if path != "-" and same_path(path, target):
+            raise refused(f"{target} is {what}")
+    if os.path.isdir(target):
+        raise refused(f"{target} is a directory")
+    return target, fmt
+
+
+def _montage_target(target: str, source: str, outputs: list[str]) -> tuple[str, Format]:
+    """The contact sheet's path and format; never the input or one of the outputs."""
+    taken = dict.fromkeys(outputs, "an output of this run")
+    taken[source] = "the input: convvol never overwrites its input"
+    return picture_target(target, taken, "--montage")
+
+
+def _write_sheet(
+    outputs: OutputSet,
+    sheet: tuple[str, Format],
+    item: Item,
+    options: JobOptions,
+    volume: np.ndarray,
+    outcome: np.ndarray,
+    labels: tuple[str, ...],
+) -> None:
+    from convvol import pictures  # on use: its Pillow modules cost start-up time
+
+    name = item.stem if item.source == "-" else Path(item.source).name
+    title = " > ".join([name, *(bank.name for bank in options.banks)]) + (
+        f"  (--scale {options.scale})"
+    )
+    picture = pictures.contact_sheet(volume, outcome, labels, scale=options.scale, title=title,
+                                     input_names=channel_names(volume.shape[2]))  # fmt: skip
+    outputs.write(sheet[0], pictures.as_unit_volume(picture), fmt=sheet[1], scale="clip",
+                  depth=8, compress_level=options.compress_level)  # fmt: skip
+
+
+# --- volumes larger than memory -------------------------------------------------------
+
+
+def _stream(
+    item: Item,
+    target: str,
+    options: JobOptions,
+    threads: int | None,
+    explain: Explain | None,
+    started: float,
+) -> JobResult:
+    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory."""
+    check_targets([target], item.source)
+
+    def described(layers: Sequence[LayerPlan]) -> None:
+        if explain is not None:
+            _explain(layers, explain)
+
+    with _named(item):
+        layer = filter_volume(
+            item.source, options.banks, target, options.settings, budget=options.max_memory,
+            threads=threads, labels=options.labels or None, format=options.format_name,
+            max_pixels=options.max_pixels, on_plan=described,
+        )  # fmt: skip
+    height, width, depth_out = layer.out_shape
+    message = f"wrote {target}: {height}×{width}×{depth_out} from {item.source}"
+    return JobResult(item.source, "succeeded", (target,), message,
+                     seconds=time.perf_counter() - started, labels=layer.names)  # fmt: skip
+
+
+def filter_volume(
+    source: RowSource | str | os.PathLike[str],
+    banks: Sequence[Bank],
+    target: str | os.PathLike[str],
+    settings: Settings | None = None,
+    *,
+    budget: int | None = None,
+    threads: int | None = None,
+    labels: Sequence[str] | None = None,
+    format: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    on_plan: Callable[[Sequence[LayerPlan]], None] | None = None,
+    **options: Any,
+) -> LayerPlan:
+    """Run ``banks`` over a volume too large for memory, writing ``target`` strip by strip.
+
+    ``source`` is a :class:`~convvol.io.streams.RowSource`, a ``.npy`` path or a Zarr
+    path/URL; ``target`` a ``.npy`` path (or any name with ``format="npy"``) or a Zarr
+    path/URL (``*.zarr``). ``budget`` bounds the process's resident memory in bytes
+    (default 1 GiB); a quarter of it (at most 256 MiB) is the engine's working set.
+    ``settings`` (or keywords, as :func:`~convvol.apply_bank` takes) beat the banks'
+    defaults; ``max_pixels`` is the input limit of read_volume; ``on_plan`` sees the
+    plans before any work. The result equals :func:`~convvol.run_layers`'s, bit for bit.
+    Returns the last layer's plan (its ``out_shape`` and ``names``).
+    """
+    if settings is not None and options:
+        raise ParameterError("give settings either as a Settings or as keywords, not both")
+    settings = settings if settings is not None else Settings.from_options(options)
+    budget = budget or DEFAULT_BUDGET
+    opened = (
+        source if isinstance(source, RowSource)
+        else streams.open_source(source, max_pixels=max_pixels)
+    )  # fmt: skip
+    target = str(target)
+    to_zarr = format is None and is_zarr(target)
+    try:
+        if not to_zarr and (format or "npy").lower() != "npy":
+            raise ParameterError(f"{target}: out-of-core output is .npy or Zarr, not {format}")
+        engine_share = engine_memory_limit(budget)
+        layers = plan_stack(opened.shape, banks, settings.with_knobs(memory_limit=engine_share),
+                            labels=labels)  # fmt: skip
+        if on_plan is not None:
+            on_plan(layers)
+        # What strips may hold: the budget less what the process holds already and the
+        # engine's share, halved for the raw rows read before conversion and for slack.
+        room = budget - resident_bytes() - (engine_share or 0)
+        _run_strips(opened, layers, target, to_zarr, max(room // 2, 0), threads)
+    finally:
+        opened.close()
+    return layers[-1]
+
+
+def _run_strips(
+    opened: RowSource,
+    layers: Sequence[LayerPlan],
+    target: str,
+    to_zarr: bool,
+    strip_budget: int,
+    threads: int | None,
+) -> None:
+    current = opened
+    try:
+        with ExitStack() as stack:
+            for number, layer in enumerate(layers, start=1):
+                rows = layer.strip_rows(strip_budget)
+                if number < len(layers):
+                    if number == 1:
+                        scratch = stack.enter_context(_scratch_directory(target))
+                    between = os.path.join(scratch, f"layer{number}.npy")
+                    with open(between, "wb") as stream:
+                        _run_layer(current, layer, NpySink(stream, layer.out_shape), rows,
+                                   threads)  # fmt: skip
+                    current.close()
+                    current = NpySource(between, max_pixels=None)  # our own
+                elif to_zarr:
+                    with zarr_output(target) as where:
+                        _run_layer(current, layer, ZarrSink(where, layer.out_shape, rows), rows,
+                                   threads)  # fmt: skip
+                else:
+                    with OutputSet() as outputs, outputs.open(target) as stream:
+                        _run_layer(current, layer, NpySink(stream, layer.out_shape), rows,
+                                   threads)  # fmt: skip
+            current.close()  # before the scratch directory goes
+    except OSError as error:
+        raise OutputError(f"{target}: cannot write: {error.strerror or error}") from None
+    finally:
+        current.close()
+
+
+def _run_layer(
+    source: RowSource,
+    layer: LayerPlan,
+    sink: NpySink | ZarrSink,
+    strip_rows: int,
+    threads: int | None,
+) -> None:
+    height = layer.out_shape[0]
+    for first in range(0, height, strip_rows):
+        last = min(first + strip_rows, height)
+        padded = source.rows(layer.input_rows(first, last), layer.cval)
+        strip = layer.compute(padded, first, last, threads=threads)
+        del padded
+        sink.write(first, strip)
+
+
+@contextmanager
+def _scratch_directory(target: str) -> Iterator[str]:
+    """A hidden directory for intermediate layers: beside a local target (same disk),
+    else in the system's temporary directory."""
+    parent = None if "://" in target else str(Path(target).resolve().parent)
+    if parent:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".convvol-layers-", dir=parent) as directory:
+        yield directory

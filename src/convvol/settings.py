@@ -1,0 +1,170 @@
+"""The convolution settings: one vocabulary, validated in one place, merged in one function.
+
+Two frozen types:
+
+- :class:`Settings` is what a caller asks for (the CLI's options, a Python caller's
+  keywords): every field ``None`` unless given, plus the engine's knobs (``threads``,
+  ``memory_limit``), which never change a result.
+- :class:`LayerSettings` is every setting decided for one layer: the caller's value, else
+  the bank's ``defaults:``, else the engine's default (:meth:`Settings.for_bank`).
+
+Both validate on construction, so a value that reaches the engine is always a good one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from convvol.errors import ParameterError, choice_hint, did_you_mean
+
+PADDINGS = ("same", "valid", "full")
+BORDERS = ("reflect", "symmetric", "edge", "wrap", "constant")
+ACTIVATIONS = ("none", "relu", "abs")
+METHODS = ("auto", "direct", "gemm", "fft", "separable")  # 'auto' and the engine's registry
+
+Padding = str | int
+
+# The keys a bank's ``defaults:`` may give (the engine's knobs and method are the caller's).
+BANK_SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation")
+# Integers beyond this are never meant: no image is 2³¹ pixels along one axis.
+MAX_STEP = 2**31 - 1
+
+
+def check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
+    """``value`` if it is one of ``choices``; else a ParameterError with a hint."""
+    if not isinstance(value, str) or value not in choices:
+        raise ParameterError(
+            f"{what} must be one of {', '.join(choices)}; got {value!r}",
+            hint=choice_hint(value, choices),
+        )
+    return value
+
+
+def check_positive_int(value: object, what: str) -> int:
+    """``value`` as an int if it is an integer in 1..2³¹−1; else a ParameterError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ParameterError(f"{what} must be an integer ≥ 1; got {value!r}")
+    return _at_most_max_step(int(value), what)
+
+
+def _at_most_max_step(value: int, what: str) -> int:
+    if value > MAX_STEP:
+        raise ParameterError(
+            f"{what} must be at most {MAX_STEP}; got {value}",
+            hint="no image is that large; check the number",
+        )
+    return value
+
+
+def check_padding(padding: object) -> Padding:
+    """``padding`` if it is 'same', 'valid', 'full' or an integer ≥ 0, else raise."""
+    if isinstance(padding, int | np.integer) and not isinstance(padding, bool):
+        if padding < 0:
+            raise ParameterError(f"padding must be ≥ 0; got {padding}")
+        return _at_most_max_step(int(padding), "padding")
+    return check_choice(padding, PADDINGS, "padding")
+
+
+def check_cval(cval: object) -> float:
+    """``cval`` as a finite float, else raise."""
+    try:
+        number = float(cval)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ParameterError(f"cval must be a number; got {cval!r}") from None
+    if not math.isfinite(number):
+        raise ParameterError(f"cval must be a finite number; got {number}")
+    return number
+
+
+def check_activation(activation: object) -> str:
+    """``activation`` if it is ``none``, ``relu`` or ``abs``, else raise."""
+    return check_choice(activation, ACTIVATIONS, "activation")
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """Every setting of one layer, decided and validated (the engine's defaults here)."""
+
+    padding: Padding = "same"
+    border: str = "reflect"
+    cval: float = 0.0
+    stride: int = 1
+    dilation: int = 1
+    activation: str = "none"
+    flip: bool = False
+    method: str = "auto"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise the values once, here
+        set_(self, "padding", check_padding(self.padding))
+        set_(self, "border", check_choice(self.border, BORDERS, "border"))
+        set_(self, "cval", check_cval(self.cval))
+        set_(self, "stride", check_positive_int(self.stride, "stride"))
+        set_(self, "dilation", check_positive_int(self.dilation, "dilation"))
+        set_(self, "activation", check_activation(self.activation))
+        set_(self, "flip", bool(self.flip))
+        set_(self, "method", check_choice(self.method, METHODS, "method"))
+
+
+SETTINGS = tuple(f.name for f in fields(LayerSettings))
+# Passed through to the engine, never taken from a bank: how many threads run its bands,
+# and the bytes of its working set (its results do not depend on either).
+ENGINE_KNOBS = ("threads", "memory_limit")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the caller asks for: ``None`` means "not given" (the bank's default, then the
+    engine's, applies); ``threads`` and ``memory_limit`` are the engine's knobs."""
+
+    padding: Padding | None = None
+    border: str | None = None
+    cval: float | None = None
+    stride: int | None = None
+    dilation: int | None = None
+    activation: str | None = None
+    flip: bool | None = None
+    method: str | None = None
+    threads: int | None = None
+    memory_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        given = {name: getattr(self, name) for name in SETTINGS if getattr(self, name) is not None}
+        LayerSettings(**given)  # validates each value given
+        if self.threads is not None:
+            check_positive_int(self.threads, "threads")
+        if self.memory_limit is not None:
+            check_positive_int(self.memory_limit, "memory_limit")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        """Settings from keywords (``apply_bank(volume, bank, stride=2)``); an unknown
+        name is a ParameterError with a "did you mean"."""
+        for key in options:
+            if key not in SETTINGS and key not in ENGINE_KNOBS:
+                raise ParameterError(
+                    f"unknown setting {key!r}; settings are {', '.join(SETTINGS)}",
+                    hint=did_you_mean(key, SETTINGS + ENGINE_KNOBS),
+                )
+        return cls(**options)
+
+    def for_bank(self, defaults: Mapping[str, Any]) -> LayerSettings:
+        """The one merge: what the caller gave, else the bank's ``defaults:``, else the
+        engine's default."""
+        given = {name: getattr(self, name) for name in SETTINGS if getattr(self, name) is not None}
+        return LayerSettings(**{**defaults, **given})
+
+    def with_knobs(
+        self, *, threads: int | None = None, memory_limit: int | None = None
+    ) -> Settings:
+        """These settings with the engine's knobs replaced where given."""
+        return replace(
+            self,
+            threads=self.threads if threads is None else threads,
+            memory_limit=self.memory_limit if memory_limit is None else memory_limit,
+        )
