@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import click
@@ -262,6 +263,30 @@ def test_every_page_is_in_the_nav() -> None:
     """Also checked by the strict build; this holds where mkdocs is not installed."""
     config = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
     assert set(re.findall(r"^  - [^:]+: (\S+\.md)$", config, flags=re.MULTILINE)) == set(PAGES)
+
+
+def test_linked_headings_have_the_same_anchor_on_github() -> None:
+    """A link to `page.md#anchor` works on the site and when GitHub shows the page: the
+    headings linked to slugify alike under Python-Markdown's rule and GitHub's."""
+
+    def python_markdown(heading: str) -> str:  # markdown.extensions.toc.slugify
+        ascii_text = unicodedata.normalize("NFKD", heading).encode("ascii", "ignore").decode()
+        return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", ascii_text).strip().lower())
+
+    def github(heading: str) -> str:
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    sources = [("README.md", README), *((name, GENERATED.sub("", t)) for name, t in PAGES.items())]
+    links = [
+        (page.removeprefix("docs/") or where, anchor)
+        for where, text in sources
+        for page, anchor in re.findall(r"\]\(([\w./-]*)#([\w-]+)\)", text)
+    ]
+    assert len(links) > 20
+    for page, anchor in links:
+        headings = re.findall(r"^#{2,3} (.+)$", PAGES[page], flags=re.MULTILINE)
+        (heading,) = [heading for heading in headings if python_markdown(heading) == anchor]
+        assert github(heading) == anchor, f"{page}#{anchor}: {heading!r}"
 
 
 def test_the_readme_is_a_front_door() -> None:
