@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fuzz the bank loader (YAML and JSON) with atheris: python fuzz/fuzz_bank.py CORPUS [flags].
 
-Any exception but ConvvolError is a crash. See fuzz/run.py for the bounded run the
-README documents.
+Any exception but ConvvolError is a crash. See fuzz/run.py for the bounded run that
+docs/errors.md documents.
 """
 
 import sys

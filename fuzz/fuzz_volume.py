@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fuzz the volume reader (images and .npy) with atheris: python fuzz/fuzz_volume.py CORPUS.
 
-Any exception but ConvvolError is a crash. See fuzz/run.py for the bounded run the
-README documents.
+Any exception but ConvvolError is a crash. See fuzz/run.py for the bounded run that
+docs/errors.md documents.
 """
 
 import sys

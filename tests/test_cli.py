@@ -1,4 +1,4 @@
-"""The command line, driven like the README drives it: CliRunner on real temporary files."""
+"""The command line, driven like the docs drive it: CliRunner on real temporary files."""
 
 from __future__ import annotations
 

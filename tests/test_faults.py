@@ -2,8 +2,8 @@
 code, no input takes more than the documented limits, and no failure or interruption leaves
 a file behind.
 
-One table per category of the README's "Faults" section (banks, images and volumes,
-outputs and processes). Each row runs ``convvol apply`` and checks the exit code, that the
+One table per category of docs/errors.md (banks, images and volumes, outputs and
+processes). Each row runs ``convvol apply`` and checks the exit code, that the
 message names the file and the problem, that there is no traceback, and that nothing was
 written. Process-level faults (signals, pipes, file-size limits) run real subprocesses.
 """

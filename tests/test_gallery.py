@@ -1,5 +1,6 @@
-"""The README's gallery: its pictures are committed, shown, made by the script's commands
-(the README's, word for word), and still what the script makes."""
+"""The README's gallery (and the manual's, docs/pictures.md): its pictures are committed,
+shown, made by the script's commands (the README's, word for word), and still what the
+script makes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
+PICTURES_PAGE = (REPO / "docs" / "pictures.md").read_text(encoding="utf-8")
 SCRIPT = REPO / "scripts" / "make_gallery.py"
 GALLERY = REPO / "docs" / "gallery"
 
@@ -53,6 +55,16 @@ def test_the_readme_runs_the_scripts_commands_and_shows_their_pictures() -> None
         assert command in lines, command
     for name in pictures_of(commands):
         assert f"](docs/gallery/{name})" in README, name
+
+
+def test_the_manual_shows_the_same_commands_and_pictures() -> None:
+    """docs/pictures.md, inside docs/, links the pictures relative to itself."""
+    blocks = re.findall(r"```sh\n(.*?)```", PICTURES_PAGE, flags=re.DOTALL)
+    lines = {line.strip() for block in blocks for line in block.splitlines()}
+    for command in script_commands():
+        assert command in lines, command
+    for name in pictures_of(script_commands()):
+        assert f"](gallery/{name})" in PICTURES_PAGE, name
 
 
 def test_the_pictures_are_committed_and_small() -> None:

@@ -2,9 +2,9 @@
 
 - Random bank documents, valid and mangled, as parsed structures and as the bytes of a file:
   the loader raises nothing but ConvvolError, and what it accepts resolves to finite weights.
-- Random valid banks and volumes: the result is finite, float32 and of the shape the README's
-  formulas predict (or, for padding 'valid' with a kernel wider than the image, the one
-  documented error).
+- Random valid banks and volumes: the result is finite, float32 and of the shape the
+  formulas of docs/semantics.md predict (or, for padding 'valid' with a kernel wider than
+  the image, the one documented error).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def valid_banks(draw: st.DrawFn, channels: int) -> dict[str, Any]:
 
 
 def predicted_side(size: int, kernel: int, padding: object, stride: int, dilation: int) -> int:
-    """The README's formulas for the output's height or width."""
+    """The formulas of docs/semantics.md for the output's height or width."""
     reach = dilation * (kernel - 1)
     if padding == "same":
         return math.ceil(size / stride)
