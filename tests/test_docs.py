@@ -336,3 +336,9 @@ def test_the_docs_name_only_the_public_api() -> None:
     for where, text in PAGES.items():
         for name in re.findall(r"\bconvvol\.([A-Za-z_]\w*)", GENERATED.sub("", text)):
             assert name in public, f"docs/{where}: convvol.{name}"
+
+
+def test_every_public_name_is_in_the_python_api_page() -> None:
+    page = (REPO / "docs" / "python-api.md").read_text(encoding="utf-8")
+    for name in convvol.__all__:
+        assert f"convvol.{name}" in page, name
