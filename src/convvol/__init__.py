@@ -9,44 +9,82 @@ turns a volume into an H'×W'×N volume, as one layer of a CNN does.
 (4, 4, 1)
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
-
-from convvol.bank import Bank, Filter, bank_from_document, load_bank
-from convvol.engine import LayerPlan, convolve, convolve_bands, plan_layer
-from convvol.errors import (
-    BankError,
-    ConvvolError,
-    KernelError,
-    OutputError,
-    ParameterError,
-    VolumeError,
-)
-from convvol.io import pixels_to_volume, read_pixels, read_volume, write_volume
-from convvol.kernels import builtin_kernel
-from convvol.pipeline import (
-    LayerResult,
-    RenderedResult,
-    apply_bank,
-    plan_stack,
-    render_layers,
-    run_layers,
-)
-from convvol.settings import LayerSettings, Settings
 
 __version__ = "1.0.0"
 
+# Every public name and the module that defines it. They are imported on first use, so
+# that importing convvol (and starting the command line) costs almost nothing until
+# something is used: Ctrl-C in the first instant then meets the CLI's own handling.
+_EXPORTS = {
+    "Bank": "convvol.bank",
+    "Filter": "convvol.bank",
+    "bank_from_document": "convvol.bank",
+    "load_bank": "convvol.bank",
+    "LayerPlan": "convvol.engine",
+    "convolve": "convvol.engine",
+    "convolve_bands": "convvol.engine",
+    "plan_layer": "convvol.engine",
+    "BankError": "convvol.errors",
+    "ConvvolError": "convvol.errors",
+    "KernelError": "convvol.errors",
+    "OutputError": "convvol.errors",
+    "ParameterError": "convvol.errors",
+    "VolumeError": "convvol.errors",
+    "pixels_to_volume": "convvol.io",
+    "read_pixels": "convvol.io",
+    "read_volume": "convvol.io",
+    "write_volume": "convvol.io",
+    "builtin_kernel": "convvol.kernels",
+    "LayerResult": "convvol.pipeline",
+    "RenderedResult": "convvol.pipeline",
+    "apply_bank": "convvol.pipeline",
+    "plan_stack": "convvol.pipeline",
+    "render_layers": "convvol.pipeline",
+    "run_layers": "convvol.pipeline",
+    "LayerSettings": "convvol.settings",
+    "Settings": "convvol.settings",
+    "contact_sheet": "convvol.pictures",
+    "kernel_heatmaps": "convvol.pictures",
+}
+
 if TYPE_CHECKING:
+    from convvol.bank import Bank, Filter, bank_from_document, load_bank
+    from convvol.engine import LayerPlan, convolve, convolve_bands, plan_layer
+    from convvol.errors import (
+        BankError,
+        ConvvolError,
+        KernelError,
+        OutputError,
+        ParameterError,
+        VolumeError,
+    )
+    from convvol.io import pixels_to_volume, read_pixels, read_volume, write_volume
+    from convvol.kernels import builtin_kernel
     from convvol.pictures import contact_sheet, kernel_heatmaps
+    from convvol.pipeline import (
+        LayerResult,
+        RenderedResult,
+        apply_bank,
+        plan_stack,
+        render_layers,
+        run_layers,
+    )
+    from convvol.settings import LayerSettings, Settings
 
 
 def __getattr__(name: str) -> Any:
-    """The picture makers, imported on first use: they pull in Pillow's drawing modules,
-    which the command line's main job never needs (start-up time counts there)."""
-    if name in ("contact_sheet", "kernel_heatmaps"):
-        from convvol import pictures
+    """A public name, imported from its module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'convvol' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
 
-        return getattr(pictures, name)
-    raise AttributeError(f"module 'convvol' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 __all__ = [
