@@ -338,11 +338,14 @@ def _page_stack(
                 label, f"{page + 1} pages of {width}×{height}", values,
                 VALUES_PER_PIXEL * max_pixels, "values",
             )  # fmt: skip
-        pixels, divisor = _image_pixels(image, stream, label)
+        pixels, divisor = _image_pixels(image, stream, label, check_finite=False)
         layers.append(pixels[:, :, 0])
         divisors.append(divisor)
+    stack = np.stack(layers, axis=2)
+    if stack.dtype.kind == "f":  # counted over every page, as for the same .npy
+        _finite_float32(stack, label)
     if len(set(divisors)) == 1:
-        return np.stack(layers, axis=2), divisors[0]
+        return stack, divisors[0]
     # Pages of different kinds: each to float32 by its own divisor.
     volume = np.empty((*layers[0].shape, len(layers)), np.float32)
     for c, (layer, divisor) in enumerate(zip(layers, divisors, strict=True)):
@@ -362,9 +365,11 @@ def _direct_mode(image: Image.Image) -> Image.Image:
 EXIF_ORIENTATION = 0x0112
 
 
-def _image_pixels(image: Image.Image, stream: BinaryIO, label: str) -> tuple[np.ndarray, float]:
+def _image_pixels(
+    image: Image.Image, stream: BinaryIO, label: str, *, check_finite: bool = True
+) -> tuple[np.ndarray, float]:
     """Pillow's quirks in one place: palettes, 16-bit modes, EXIF orientation → H×W×C
-    values and their divisor."""
+    values and their divisor. ``check_finite=False`` leaves float pages to the caller."""
     # load() clears the tile list, which tells 16-bit-per-sample colour apart.
     tiles = list(getattr(image, "tile", None) or [])
     image.load()
@@ -375,7 +380,7 @@ def _image_pixels(image: Image.Image, stream: BinaryIO, label: str) -> tuple[np.
     else:
         direct = _direct_mode(image)
         pixels, divisor = np.asarray(direct), _DIRECT_MODES[direct.mode]
-        if direct.mode == "F":  # float TIFFs may hold NaN or ±inf, which convvol refuses
+        if direct.mode == "F" and check_finite:  # float TIFFs may hold NaN or ±inf
             _finite_float32(pixels[:, :, np.newaxis], label)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
