@@ -33,7 +33,7 @@ from convvol.errors import ParameterError, VolumeError
 from convvol.io.remote import filesystem, is_url
 from convvol.io.streams import is_zarr
 from convvol.io.writers import TEMPORARY_SUFFIX
-from convvol.jobs import Item, JobOptions, JobResult, process_file
+from convvol.jobs import Item, JobOptions, JobResult, directory_error, process_file
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -95,10 +95,17 @@ def expand_inputs(arguments: Sequence[str]) -> list[Item]:
             return [Item("-", "stdin")]
         found = list(_expand(argument))
         if not found:
-            what = "pattern" if is_pattern(argument) or is_url(argument) else "directory"
+            pattern = is_pattern(argument) or is_url(argument)
             raise ParameterError(
-                f"{what} {argument!r} matches no images, .npy or .zarr files",
-                hint="quote patterns ('photos/*.png') so that convvol expands them",
+                f"{'pattern' if pattern else 'directory'} {argument!r} matches no images, "
+                ".npy or .zarr files",
+                hint=(
+                    f"check its folders and extension: convvol matches * ? [...] and ** "
+                    f"(any depth) itself, from {os.getcwd()}"
+                    if pattern
+                    else "it holds no file with an image, .npy or .zarr extension (hidden "
+                    "names are skipped)"
+                ),
             )
         for item in found:
             key = item.source if is_url(item.source) else os.path.realpath(item.source)
@@ -200,7 +207,7 @@ def check_plan(items: Sequence[Item], options: JobOptions) -> None:
             if key in inputs:
                 raise ParameterError(f"{target} is an input: convvol never overwrites its input")
             if not is_url(target) and os.path.isdir(target) and not is_zarr(target):
-                raise ParameterError(f"{target} is a directory")
+                raise directory_error(target)
 
 
 def _template_fields(template: str) -> set[str]:

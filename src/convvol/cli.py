@@ -44,12 +44,14 @@ from convvol.jobs import (
     run_job,
 )
 from convvol.kernels import MAX_KERNEL_SIDE
-from convvol.limits import DEFAULT_MAX_PIXELS, parse_size
+from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
 from convvol.scaling import SCALES
-from convvol.settings import ACTIVATIONS, BORDERS, METHODS, PADDINGS, Settings
+from convvol.settings import ACTIVATIONS, BORDERS, MAX_STEP, METHODS, PADDINGS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath")
+MAX_PREVIEW_COLUMNS = 10_000  # terminal columns: no terminal is wider
+MAX_JOBS = 1024  # worker processes: more cannot be meant on any machine convvol runs on
 BROKEN_PIPE_EXIT = 128 + 13  # as if killed by SIGPIPE, as cat or yes are under `| head`
 
 
@@ -146,20 +148,26 @@ class PaddingType(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, int) or value in PADDINGS:
             return value
         if isinstance(value, str) and value.isdigit():
+            if int(value) > MAX_STEP:
+                self.fail(f"{value} pixels is more than any image needs (at most {MAX_STEP})",
+                          param, ctx)  # fmt: skip
             return int(value)
         self.fail(f"{value!r} is not one of same, valid, full or an integer ≥ 0", param, ctx)
 
 
 class SizeType(click.ParamType):  # type: ignore[type-arg]
-    """Bytes, or a number with K, M, G or T (powers of 1024): 512M, 2G."""
+    """Bytes, or a number with K, M, G or T (powers of 1024): 512M, 2G; ``zero`` allows 0."""
 
     name = "SIZE"
+
+    def __init__(self, *, zero: bool = False) -> None:
+        self.zero = zero
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
         try:
-            return parse_size(value)
+            return parse_size(value, zero=self.zero)
         except ConvvolError as error:
             self.fail(error.message + (f" ({error.hint})" if error.hint else ""), param, ctx)
 
@@ -174,9 +182,9 @@ def engine_options(command: F) -> F:
                      help="How the padded area is filled (numpy.pad's modes). Default reflect."),
         click.option("--cval", type=float, default=None,
                      help="Value of the padded area for --border constant. Default 0."),
-        click.option("--stride", type=click.IntRange(min=1), default=None,
+        click.option("--stride", type=click.IntRange(1, MAX_STEP), default=None,
                      help="Step between outputs. Default 1."),
-        click.option("--dilation", type=click.IntRange(min=1), default=None,
+        click.option("--dilation", type=click.IntRange(1, MAX_STEP), default=None,
                      help="Step between kernel taps. Default 1."),
         click.option("--activation", type=HintedChoice(ACTIVATIONS), default=None,
                      help="Applied after the bias. Default none."),
@@ -213,11 +221,13 @@ def scale_option(command: F) -> F:
     )(command)
 
 
-def _limit_option(name: str, minimum: int, default: int, help_text: str) -> Callable[[F], F]:
+def _limit_option(
+    name: str, minimum: int, maximum: int, default: int, help_text: str
+) -> Callable[[F], F]:
     """A limit N ≥ ``minimum`` with a default and a CONVVOL_ environment variable."""
     return click.option(
         f"--{name}",
-        type=click.IntRange(min=minimum),
+        type=click.IntRange(minimum, maximum),
         default=default,
         show_default=True,
         envvar="CONVVOL_" + name.upper().replace("-", "_"),
@@ -230,7 +240,7 @@ def _limit_option(name: str, minimum: int, default: int, help_text: str) -> Call
 def max_pixels_option(command: F) -> F:
     """--max-pixels, for every command that reads images (apply, preview)."""
     return _limit_option(
-        "max-pixels", 0, DEFAULT_MAX_PIXELS,
+        "max-pixels", 0, MAX_SIZE, DEFAULT_MAX_PIXELS,
         "Refuse images of more pixels (width × height) and .npy volumes of more than "
         "4·N values, before decoding them; 0: no limit.",
     )(command)  # fmt: skip
@@ -239,14 +249,18 @@ def max_pixels_option(command: F) -> F:
 def max_kernel_option(command: F) -> F:
     """--max-kernel, for every command that reads banks."""
     return _limit_option(
-        "max-kernel", 1, MAX_KERNEL_SIDE, "Refuse banks with kernels more than N pixels a side."
+        "max-kernel",
+        1,
+        MAX_STEP,
+        MAX_KERNEL_SIDE,
+        "Refuse banks with kernels more than N pixels a side.",
     )(command)
 
 
 def batch_options(command: F) -> F:
     """Many files and big ones: workers, resuming, the memory budget, a Dask cluster."""
     options = [
-        click.option("-j", "--jobs", "workers", type=click.IntRange(min=1), default=None,
+        click.option("-j", "--jobs", "workers", type=click.IntRange(1, MAX_JOBS), default=None,
                      metavar="N",
                      help="Files filtered at once, in worker processes. Default: the number "
                      "of cores."),
@@ -256,6 +270,10 @@ def batch_options(command: F) -> F:
                      help="Memory budget per file (512M, 2G): .npy/.zarr to .npy/.zarr runs in "
                      "strips within it (default 1G); otherwise a quarter of it bounds the "
                      "engine's working set (default 256M)."),
+        click.option("--max-output", type=SizeType(zero=True), default="1T", show_default=True,
+                     envvar="CONVVOL_MAX_OUTPUT", show_envvar=True,
+                     help="Refuse, before any work, an output file larger than this (0: no "
+                     "limit). Every output is also checked against its disk's free space."),
         click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", default=None,
                      metavar="ADDRESS",
                      help="Run on this Dask scheduler (tcp://host:8786), one task per file; "
@@ -364,6 +382,7 @@ def apply(
     workers: int | None,
     skip_existing: bool,
     max_memory: int | None,
+    max_output: int,
     scheduler: str | None,
     quiet: bool,
     **given: Any,
@@ -409,7 +428,8 @@ def apply(
     options = JobOptions(
         banks=banks, template=template, labels=bank_names, split=split, format_name=format_name,
         channels=channels, settings=settings, scale=scale, depth=int(depth),
-        compress_level=compress_level, max_memory=max_memory, max_pixels=max_pixels,
+        compress_level=compress_level, max_memory=max_memory, max_output=max_output or None,
+        max_pixels=max_pixels,
         skip_existing=skip_existing, montage=montage, keep_volume=preview,
     )  # fmt: skip
     if many:
@@ -554,11 +574,13 @@ def list_filters(as_json: bool, max_kernel: int) -> None:
         try:
             bank = load_bank(path, max_kernel=max_kernel)
         except ConvvolError as error:
-            entry.update(filters=None, shape=None, description="", error=error.message)
+            entry.update(filters=None, outputs=None, shape=None, description="",
+                         error=error.message)  # fmt: skip
         else:
             resolved = bank.resolve(bank.default_channels)
             entry.update(
                 filters=len(bank.filters),
+                outputs=len(resolved.names),
                 shape=list(resolved.weights.shape),
                 description=bank.description,
                 error=None,
@@ -570,7 +592,7 @@ def list_filters(as_json: bool, max_kernel: int) -> None:
     rows = [
         [
             entry["name"],
-            str(entry["filters"] if entry["filters"] is not None else "-"),
+            _filters_cell(entry["filters"], entry["outputs"]),
             "×".join(map(str, entry["shape"])) if entry["shape"] else "-",
             entry["path"],
             entry["description"] if not entry["error"] else f"INVALID: {entry['error']}",
@@ -579,9 +601,16 @@ def list_filters(as_json: bool, max_kernel: int) -> None:
     ]
     console.table(
         "Filter banks (search path: " + os.pathsep.join(map(str, search_path())) + ")",
-        ["bank", "filters", "shape N×C×kh×kw", "source", "description"],
+        ["bank", "filters → outputs", "shape N×C×kh×kw", "source", "description"],
         rows,
     )
+
+
+def _filters_cell(filters: int | None, outputs: int | None) -> str:
+    """'3' for a bank of three filters; '1 → 3' for one depthwise filter on RGB."""
+    if filters is None or outputs is None:
+        return "-"
+    return str(filters) if outputs == filters else f"{filters} → {outputs}"
 
 
 @cli.command("show-filter")
@@ -615,6 +644,15 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
     target = picture_target(image, _bank_file(bank), "--image") if image else None
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
+    if target is not None:  # first: a reader that stops early (| head) must not lose it
+        shape = "x".join(map(str, resolved.weights.shape))
+        title = f"{bank.name} · {shape} (N x C x kh x kw)"
+        from convvol import pictures
+
+        picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
+        write_volume(target[0], pictures.as_unit_volume(picture), format=target[1].name)
+        height, width = picture.shape[:2]
+        console.status(f"wrote {target[0]}: {width}×{height} heat maps of {bank.name}")
     kh, kw = bank.kernel_shape
     filters, outputs = len(bank.filters), len(resolved.names)
     click.echo(
@@ -637,15 +675,6 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
             extras.append("zero on " + ", ".join(zero))
         header = name + (f": {description}" if description else "")
         console.show_layers(f"{header} ({'; '.join(extras)})", layers)
-    if target is not None:
-        shape = "x".join(map(str, resolved.weights.shape))
-        title = f"{bank.name} · {shape} (N x C x kh x kw)"
-        from convvol import pictures
-
-        picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
-        write_volume(target[0], pictures.as_unit_volume(picture), format=target[1].name)
-        height, width = picture.shape[:2]
-        console.status(f"wrote {target[0]}: {width}×{height} heat maps of {bank.name}")
 
 
 def _bank_file(bank: Bank) -> dict[str, str]:
@@ -666,7 +695,7 @@ def _count(number: int, noun: str) -> str:
 @scale_option
 @click.option(
     "--width",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_PREVIEW_COLUMNS),
     default=None,
     help="Columns to draw in (default: the terminal's width, and at most its height).",
 )

@@ -30,6 +30,7 @@ from convvol.io import streams
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
     FORMATS,
+    NPY_HEADER_BYTES,
     Format,
     check_encodable,
     format_for_path,
@@ -41,7 +42,10 @@ from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr,
 from convvol.io.writers import OutputSet, write_volume
 from convvol.limits import (
     DEFAULT_BUDGET,
+    DEFAULT_MAX_OUTPUT,
     DEFAULT_MAX_PIXELS,
+    check_free_space,
+    check_output_sizes,
     engine_memory_limit,
     resident_bytes,
 )
@@ -92,6 +96,7 @@ class JobOptions:
     depth: int = 8
     compress_level: int = DEFAULT_COMPRESS_LEVEL
     max_memory: int | None = None  # bytes per file (out-of-core budget, engine share)
+    max_output: int | None = DEFAULT_MAX_OUTPUT  # bytes one output may take (0/None: any)
     max_pixels: int | None = DEFAULT_MAX_PIXELS  # input limit, as read_volume's
     skip_existing: bool = False
     montage: str | None = None  # a contact sheet's template (one input at a time)
@@ -172,6 +177,7 @@ def run_job(
             stored.shape, options.banks, options.engine_settings, labels=options.labels or None,
             input_hint=keep_hint if options.channels == "keep" else "",
         )  # fmt: skip
+        check_reach(layers)
     if explain is not None:
         _explain(layers, explain)
     names = layers[-1].names
@@ -187,8 +193,8 @@ def run_job(
             if options.split
             else [options.template.format(**fields)]
         )  # fmt: skip
-        formats = [_format(options.format_name, target) for target in targets]
         check_targets(targets, source)
+        formats = [_format(options.format_name, target) for target in targets]
         for target, fmt in zip(targets, formats, strict=True):
             check_encodable(fmt, 1 if options.split else len(names), options.depth, target)
         if options.skip_existing and all(map(target_exists, targets)):
@@ -207,6 +213,15 @@ def run_job(
         output_bytes=options.depth // 8 if rendered else 4,
         writing=_writing_cost(formats, options.to_stdout, options.depth, as_pixels),
     )  # fmt: skip
+    height, width, depth_out = layers[-1].out_shape
+    shape = (height, width, 1 if options.split else depth_out)
+    files = [
+        (target, fmt.largest_file(shape, options.depth))
+        for target, fmt in zip(targets, formats, strict=False)
+    ]  # none for stdout
+    if sheet is not None:
+        files.append((sheet[0], SHEET_BYTES))
+    _check_files(files, options.max_output, explain)
     if as_pixels:
         outcome = render_plans(stored, layers, scale=options.scale, depth=options.depth,
                                divisor=divisor, threads=threads)  # fmt: skip
@@ -232,7 +247,6 @@ def run_job(
                  for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))],
                 **encoding,
             )  # fmt: skip
-    height, width, depth_out = outcome.shape
     lines = []  # nothing for standard output: the data says it all
     if targets:
         lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
@@ -294,6 +308,38 @@ def _named(item: Item) -> Iterator[None]:
         raise ParameterError(f"{item.label}: {error.message}", hint=error.hint) from None
 
 
+SHEET_BYTES = 64 * 2**20  # at most a contact sheet's: 4096² RGB, encoded
+
+
+def _check_files(
+    files: Sequence[tuple[str, int]], max_output: int | None, explain: Explain | None
+) -> None:
+    """Every output's size against --max-output and its file system's free space; what
+    cannot be known (object stores) is said under --explain."""
+    check_output_sizes(files, max_output)
+    check_free_space([(target, size) for target, size in files if not is_url(target)])
+    remote = [target for target, _ in files if is_url(target)]
+    if remote and explain is not None:
+        explain(f"free space at {remote[0]} cannot be known: not checked")
+
+
+def check_reach(layers: Sequence[LayerPlan]) -> None:
+    """Refuse a stride that cannot be meant: beyond the image's reach, where every output
+    would be the first pixel's. (A dilation beyond it is refused by the memory its bands
+    would need, in plain words: see pipeline.check_memory.)"""
+    for layer in layers:
+        height, width, _ = layer.in_shape
+        side = max(height, width)
+        what = f"the {height}×{width} " + ("image" if layer is layers[0] else "volume it filters")
+        bank = f" (bank {layer.bank_name!r})" if layer.bank_name else ""
+        if layer.stride > side:
+            raise ParameterError(
+                f"stride {layer.stride}{bank} is larger than {what}: every output would be "
+                "its first pixel's",
+                hint=f"use a stride of at most {side}",
+            )
+
+
 def _explain(layers: Sequence[LayerPlan], explain: Explain) -> None:
     for number, layer in enumerate(layers, start=1):
         explain(f"layer {number} ({layer.bank_name}): {layer.describe()}")
@@ -346,7 +392,13 @@ def check_targets(targets: Sequence[str], source: str) -> None:
         raise ParameterError(f"{source} is the input: convvol never overwrites its input")
     for target in targets:
         if not is_url(target) and os.path.isdir(target) and not is_zarr(target):
-            raise ParameterError(f"{target} is a directory")
+            raise directory_error(target)
+
+
+def directory_error(target: str) -> ParameterError:
+    """An output that names an existing directory: say so, and how to write into it."""
+    inside = os.path.join(target, "{stem}.png")
+    return ParameterError(f"{target} is a directory", hint=f"to write into it: -o '{inside}'")
 
 
 def _writing_cost(formats: Sequence[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
@@ -433,14 +485,17 @@ def _stream(
     check_targets([target], item.source)
 
     def described(layers: Sequence[LayerPlan]) -> None:
+        check_reach(layers)
         if explain is not None:
             _explain(layers, explain)
+            if is_url(target):
+                explain(f"free space at {target} cannot be known: not checked")
 
     with _named(item):
         layer = filter_volume(
             item.source, options.banks, target, options.settings, budget=options.max_memory,
             threads=threads, labels=options.labels or None, format=options.format_name,
-            max_pixels=options.max_pixels, on_plan=described,
+            max_pixels=options.max_pixels, max_output=options.max_output, on_plan=described,
         )  # fmt: skip
     height, width, depth_out = layer.out_shape
     message = f"wrote {target}: {height}×{width}×{depth_out} from {item.source}"
@@ -459,6 +514,7 @@ def filter_volume(
     labels: Sequence[str] | None = None,
     format: str | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
     on_plan: Callable[[Sequence[LayerPlan]], None] | None = None,
     **options: Any,
 ) -> LayerPlan:
@@ -469,9 +525,11 @@ def filter_volume(
     path/URL (``*.zarr``). ``budget`` bounds the process's resident memory in bytes
     (default 1 GiB); a quarter of it (at most 256 MiB) is the engine's working set.
     ``settings`` (or keywords, as :func:`~convvol.apply_bank` takes) beat the banks'
-    defaults; ``max_pixels`` is the input limit of read_volume; ``on_plan`` sees the
-    plans before any work. The result equals :func:`~convvol.run_layers`'s, bit for bit.
-    Returns the last layer's plan (its ``out_shape`` and ``names``).
+    defaults; ``max_pixels`` is the input limit of read_volume; ``max_output`` the most
+    bytes the output may take (checked with the free space, intermediate layers' files
+    included, before any work); ``on_plan`` sees the plans before any work. The result
+    equals :func:`~convvol.run_layers`'s, bit for bit. Returns the last layer's plan (its
+    ``out_shape`` and ``names``).
     """
     if settings is not None and options:
         raise ParameterError("give settings either as a Settings or as keywords, not both")
@@ -491,6 +549,7 @@ def filter_volume(
                             labels=labels)  # fmt: skip
         if on_plan is not None:
             on_plan(layers)
+        _check_streamed(layers, target, max_output)
         # What strips may hold: the budget less what the process holds already and the
         # engine's share, halved for the raw rows read before conversion and for slack.
         room = budget - resident_bytes() - (engine_share or 0)
@@ -498,6 +557,20 @@ def filter_volume(
     finally:
         opened.close()
     return layers[-1]
+
+
+def _check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | None) -> None:
+    """The output and the intermediate layers' files (beside a local target, else in the
+    system's temporary directory), checked before the first strip."""
+
+    def npy_bytes(layer: LayerPlan) -> int:
+        return NPY_HEADER_BYTES + 4 * int(np.prod(layer.out_shape, dtype=np.int64))
+
+    scratch = os.path.join(tempfile.gettempdir(), "layers") if is_url(target) else target
+    files = [(scratch, npy_bytes(layer)) for layer in layers[:-1]]
+    final = (target, npy_bytes(layers[-1]))
+    check_output_sizes([final], max_output)
+    check_free_space(files + ([] if is_url(target) else [final]))
 
 
 def _run_strips(

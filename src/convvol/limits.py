@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from convvol.engine.cost import DEFAULT_MEMORY_LIMIT, available_threads
@@ -29,16 +30,21 @@ MIB = 2**20
 DEFAULT_BUDGET = 1024 * MIB
 # Bytes per unit, binary as memory is counted: 512M is 512 MiB.
 SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+MAX_SIZE = 2**60  # 1 EiB: no size beyond it can be meant
+# The largest single output a run may write unless the user says otherwise (--max-output,
+# CONVVOL_MAX_OUTPUT): a typo in --padding must not start a multi-terabyte job.
+DEFAULT_MAX_OUTPUT = 2**40
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 # The engine's working set never shrinks below this per thread: its bands (8 MiB
 # targets) then fall as with the default limit, so results stay identical.
 _ENGINE_FLOOR_PER_THREAD = 8 * MIB
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, *, zero: bool = False) -> int:
     """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"64MB"`` or ``"1000000"``.
 
-    Units are powers of 1024 (K, M, G, T, optionally followed by ``B`` or ``iB``).
+    Units are powers of 1024 (K, M, G, T, optionally followed by ``B`` or ``iB``). ``zero``
+    allows 0 (a limit of 0 means none); sizes beyond :data:`MAX_SIZE` are refused.
     """
     match = _SIZE.match(str(text))
     if not match:
@@ -46,8 +52,12 @@ def parse_size(text: str) -> int:
             f"{text!r} is not a size", hint="write bytes, or a number with K, M, G or T: 512M"
         )
     size = int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
-    if size < 1:
+    if size < 1 and not (zero and size == 0):
         raise ParameterError(f"{text!r} is not a size above zero")
+    if size > MAX_SIZE:
+        raise ParameterError(
+            f"{text!r} is more than {size_text(MAX_SIZE)}", hint="check the number and its unit"
+        )
     return size
 
 
@@ -138,3 +148,66 @@ def gib(size: int) -> str:
     if size < 2**30:
         return f"{size / 2**20:.0f} MiB"
     return f"{size / 2**30:.1f} GiB"
+
+
+def size_text(size: int) -> str:
+    """Bytes for messages, in the largest binary unit that keeps a digit before the point:
+    '512 KiB', '77.2 GiB', '14.6 TiB'."""
+    for unit, power in (("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20)):
+        if size >= 2**power:
+            return f"{size / 2**power:.1f} {unit}"
+    return f"{size / 2**10:.0f} KiB" if size >= 2**10 else f"{size} bytes"
+
+
+def _existing_ancestor(path: str) -> Path:
+    """The nearest directory of ``path`` that exists (where its file would be made)."""
+    current = Path(os.path.abspath(path)).parent
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _mount_point(directory: Path) -> Path:
+    """The directory at the top of ``directory``'s file system (for messages)."""
+    try:
+        device = directory.stat().st_dev
+        while directory != directory.parent and directory.parent.stat().st_dev == device:
+            directory = directory.parent
+    except OSError:
+        pass
+    return directory
+
+
+def check_output_sizes(sizes: Sequence[tuple[str, int]], max_output: int | None) -> None:
+    """Refuse, before any work, an output of more than ``max_output`` bytes (0 or None:
+    no cap), naming it: a typo in --padding must not start a multi-terabyte job."""
+    for target, size in sizes:
+        if max_output and size > max_output:
+            raise ParameterError(
+                f"{target}: the result would be {size_text(size)}, more than the "
+                f"--max-output limit of {size_text(max_output)}",
+                hint="if it is meant, raise --max-output (or CONVVOL_MAX_OUTPUT; 0: no "
+                "limit); else check --padding, --dilation and --stride",
+            )
+
+
+def check_free_space(sizes: Sequence[tuple[str, int]]) -> None:
+    """Refuse, before the first byte is written, local outputs that do not fit the free
+    space of their file system (targets on one file system counted together), naming the
+    first that does not fit."""
+    needed: dict[int, int] = {}
+    for target, size in sizes:
+        directory = _existing_ancestor(target)
+        try:
+            device = directory.stat().st_dev
+            stats = os.statvfs(directory)
+        except (OSError, AttributeError):  # not there, or not a platform that says
+            continue
+        needed[device] = needed.get(device, 0) + size
+        free = stats.f_bavail * stats.f_frsize
+        if needed[device] > free:
+            raise ParameterError(
+                f"{target}: the result needs {size_text(needed[device])}, "
+                f"{_mount_point(directory)} has {size_text(free)} free",
+                hint="free some space, write elsewhere, or make the output smaller",
+            )

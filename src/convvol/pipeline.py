@@ -17,6 +17,7 @@ import numpy as np
 
 from convvol.bank import Bank
 from convvol.engine import DEFAULT_MEMORY_LIMIT, LayerPlan, as_volume, plan_layer
+from convvol.engine.cost import physical_memory
 from convvol.errors import BankError, ParameterError
 from convvol.limits import available_memory, gib
 from convvol.scaling import DEPTHS, check_scale, pixels_into, to_pixels
@@ -128,11 +129,26 @@ def check_memory(
     if room is not None:
         _check_room(layers, needs, room, label, input_bytes, writing)
     for layer in layers:
-        try:
-            layer.plan.check_band()
-        except ParameterError as error:
-            prefix = (f"{label}: " if label else "") + f"bank {layer.bank_name!r}: "
-            raise ParameterError(prefix + error.message, hint=error.hint) from None
+        _check_band(layer, label)
+
+
+def _check_band(layer: LayerPlan, label: str | None) -> None:
+    """The band check of the engine, said in terms of the settings that cause it."""
+    try:
+        layer.plan.check_band()
+    except ParameterError:
+        height, width, _ = layer.in_shape
+        settings = layer.settings
+        memory = physical_memory() or 0
+        raise ParameterError(
+            (f"{label}: " if label else "")
+            + f"bank {layer.bank_name!r} with dilation {settings.dilation} and padding "
+            f"{settings.padding} reads {layer.reach:,} input rows for each row of output: "
+            f"even one band of them would need {gib(layer.plan.smallest_band)} of memory, "
+            f"more than this machine's {gib(memory)}",
+            hint=f"use a dilation of at most {max(height, width)} (the image's size), a "
+            "smaller padding, or a smaller kernel",
+        ) from None
 
 
 def _check_room(

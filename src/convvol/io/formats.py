@@ -23,6 +23,19 @@ class Format:
     any_depth: bool = False  # stores any number of channels (one page each)
     options: dict[str, Any] = field(default_factory=dict)
 
+    def largest_file(self, shape: tuple[int, int, int], depth: int) -> int:
+        """At most how many bytes a volume of ``shape`` (H, W, C) takes in this format:
+        float32 values for npy, else the raw pixels, plus what deflate's stored blocks,
+        PNG's row filters and the headers add (compressed formats are mostly far smaller:
+        this is the bound the free space is checked against)."""
+        height, width, channels = shape
+        if self.name == "npy":
+            return NPY_HEADER_BYTES + 4 * height * width * channels
+        raw = height * width * channels * (depth // 8)
+        return raw + raw // 64 + height + 4096
+
+
+NPY_HEADER_BYTES = 128  # a .npy header as numpy writes it (a multiple of 64)
 
 FORMATS: dict[str, Format] = {
     fmt.name: fmt
