@@ -182,23 +182,9 @@ def run_job(
         _explain(layers, explain)
     names = layers[-1].names
     fields = options.fields(item)
-    if options.to_stdout:
-        targets: list[str] = []
-        formats = [format_named(options.format_name or "png")]
-        check_encodable(formats[0], len(names), options.depth, "standard output")
-    else:
-        targets = (
-            [options.template.format(name=name, index=index, **fields)
-             for index, name in enumerate(names)]
-            if options.split
-            else [options.template.format(**fields)]
-        )  # fmt: skip
-        check_targets(targets, source)
-        formats = [_format(options.format_name, target) for target in targets]
-        for target, fmt in zip(targets, formats, strict=True):
-            check_encodable(fmt, 1 if options.split else len(names), options.depth, target)
-        if options.skip_existing and all(map(target_exists, targets)):
-            return _skipped(item, targets, started)
+    targets, formats = _targets(source, options, fields, names)
+    if targets and options.skip_existing and all(map(target_exists, targets)):
+        return _skipped(item, targets, started)
     sheet = (
         _montage_target(options.montage.format(**fields), source, targets)
         if options.montage is not None
@@ -215,10 +201,8 @@ def run_job(
     )  # fmt: skip
     height, width, depth_out = layers[-1].out_shape
     shape = (height, width, 1 if options.split else depth_out)
-    files = [
-        (target, fmt.largest_file(shape, options.depth))
-        for target, fmt in zip(targets, formats, strict=False)
-    ]  # none for stdout
+    files = [(target, fmt.largest_file(shape, options.depth))
+             for target, fmt in zip(targets, formats, strict=False)]  # fmt: skip
     if sheet is not None:
         files.append((sheet[0], SHEET_BYTES))
     _check_files(files, options.max_output, explain)
@@ -230,23 +214,11 @@ def run_job(
     # With several layers, a channel's name alone does not say which bank made it.
     many = len(options.banks) > 1
     labels = tuple(f"{options.banks[-1].name}/{name}" if many else name for name in names)
-    encoding: dict[str, Any] = {"scale": options.scale, "depth": options.depth,
-                "compress_level": options.compress_level, "quantized": as_pixels}  # fmt: skip
     with OutputSet() as outputs:
         if sheet is not None:  # first, so that a failure here leaves stdout untouched
             _write_sheet(outputs, sheet, item, options, pixels_to_volume(stored, divisor),
                          outcome, labels)  # fmt: skip
-        if options.to_stdout:
-            write_volume("-", outcome, format=formats[0].name, **encoding)
-        elif is_url(targets[0]):
-            for index, (target, fmt) in enumerate(zip(targets, formats, strict=True)):
-                write_url(target, _channel(outcome, index, options.split), fmt, encoding)
-        else:
-            outputs.write_all(
-                [(target, _channel(outcome, index, options.split), fmt)
-                 for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))],
-                **encoding,
-            )  # fmt: skip
+        _write(outputs, outcome, targets, formats, options, quantized=as_pixels)
     lines = []  # nothing for standard output: the data says it all
     if targets:
         lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
@@ -258,6 +230,54 @@ def run_job(
         seconds=time.perf_counter() - started,
         volume=outcome if options.keep_volume else None, labels=labels,
     )  # fmt: skip
+
+
+def _targets(
+    source: str, options: JobOptions, fields: dict[str, str], names: Sequence[str]
+) -> tuple[list[str], list[Format]]:
+    """The files an input's result goes to (none for standard output) and their formats,
+    checked before any work: clashes, the input, directories, what the format can hold."""
+    if options.to_stdout:
+        stdout_format = format_named(options.format_name or "png")
+        check_encodable(stdout_format, len(names), options.depth, "standard output")
+        return [], [stdout_format]
+    targets = (
+        [options.template.format(name=name, index=index, **fields)
+         for index, name in enumerate(names)]
+        if options.split
+        else [options.template.format(**fields)]
+    )  # fmt: skip
+    check_targets(targets, source)
+    formats = [_format(options.format_name, target) for target in targets]
+    for target, fmt in zip(targets, formats, strict=True):
+        check_encodable(fmt, 1 if options.split else len(names), options.depth, target)
+    return targets, formats
+
+
+def _write(
+    outputs: OutputSet,
+    outcome: np.ndarray,
+    targets: Sequence[str],
+    formats: Sequence[Format],
+    options: JobOptions,
+    *,
+    quantized: bool,
+) -> None:
+    """The result to standard output, to fsspec URLs (each object whole), or to files
+    (all or nothing, with the rest of ``outputs``)."""
+    encoding: dict[str, Any] = {"scale": options.scale, "depth": options.depth,
+                                "compress_level": options.compress_level,
+                                "quantized": quantized}  # fmt: skip
+    if options.to_stdout:
+        write_volume("-", outcome, format=formats[0].name, **encoding)
+        return
+    jobs = [(target, _channel(outcome, index, options.split), fmt)
+            for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))]  # fmt: skip
+    if is_url(targets[0]):
+        for target, volume, fmt in jobs:
+            write_url(target, volume, fmt, encoding)
+    else:
+        outputs.write_all(jobs, **encoding)
 
 
 def process_file(item: Item, options: JobOptions, threads: int | None = None) -> JobResult:
