@@ -257,3 +257,38 @@ def test_refusals_are_fast_and_small(workdir: Path, small_npy: Path, args: list[
     assert done.stderr.startswith("convvol: error: "), done.stderr
     assert "Traceback" not in done.stderr
     assert files(workdir) == before
+
+
+# --- found in review: the one flow keeps every check -------------------------------------
+
+
+def test_skip_existing_never_skips_past_the_checks(workdir: Path) -> None:
+    shutil.copy(PHOTO, workdir / "p.png")
+    same = run("apply", "p.png", "-f", "blur", "-o", "p.png", "--skip-existing")
+    one_clear_line(same, 2, "Invalid value for '-o'", "p.png is the input")
+    (workdir / "out.png").write_bytes(b"an earlier result")
+    missing = run("apply", "missing.png", "-f", "blur", "-o", "out.png", "--skip-existing")
+    one_clear_line(missing, 2, "missing.png")
+
+
+def test_the_streamed_path_explains_a_dilation_beyond_memory(workdir: Path) -> None:
+    np.save(workdir / "a.npy", np.zeros((64, 64, 3), np.float32))
+    result = run("apply", "a.npy", "-f", "edges", "-o", "o.npy", "--dilation", "100000")
+    one_clear_line(result, 2, "a.npy", "dilation 100000", "GiB of memory", "at most 64")
+    assert files(workdir) == {"a.npy"}
+
+
+def test_a_size_error_names_the_output_once(workdir: Path, small_npy: Path) -> None:
+    result = run("apply", small_npy, "-f", "one.yaml", "-o", "o.npy", "--padding", "1000000")
+    assert result.stderr.startswith("convvol: error: o.npy: the result would be")
+
+
+def test_memory_limit_is_bytes_not_a_step() -> None:
+    volume = np.zeros((8, 8, 3), np.float32)
+    out = convvol.apply_bank(volume, convvol.load_bank("blur"), memory_limit=4 * 2**30)
+    assert out.shape == (8, 8, 3)
+
+
+def test_padding_digits_are_ascii(workdir: Path) -> None:
+    one_clear_line(run("apply", PHOTO, "-f", "edges", "-o", "x.png", "--padding", "²"), 2,
+                   "--padding")  # fmt: skip

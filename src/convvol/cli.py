@@ -9,6 +9,7 @@ standard output went away (``| head``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import string
@@ -147,7 +148,7 @@ class PaddingType(click.ParamType):  # type: ignore[type-arg]
     ) -> str | int:
         if isinstance(value, int) or value in PADDINGS:
             return value
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             if int(value) > MAX_STEP:
                 self.fail(f"{value} pixels is more than any image needs (at most {MAX_STEP})",
                           param, ctx)  # fmt: skip
@@ -404,6 +405,9 @@ def apply(
         convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
     """
     banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
+    cval = given.get("cval")
+    if cval is not None and not math.isfinite(cval):
+        raise click.BadParameter(f"{cval} is not a finite number", param_hint="--cval")
     settings = Settings(**given)
     _check_cval(settings, banks)
     many = bool(scheduler) or batch.is_batch(inputs)

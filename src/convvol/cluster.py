@@ -3,7 +3,7 @@ graph each. Needs the ``dask`` extra: ``pip install 'convvol[dask]'``.
 
 Every file task runs the one job flow (:func:`convvol.jobs.process_file`) on a worker
 with BLAS on one thread; a Zarr input with a Zarr output is filtered as a dask array
-(:func:`convvol.dask_arrays.apply_banks_dask`), written beside its target and moved
+(:func:`convvol.dask_arrays.run_plans_dask`), written beside its target and moved
 into place when complete.
 """
 
@@ -18,13 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from convvol import batch
-from convvol.dask_arrays import _dask_array, apply_banks_dask, single_threaded_blas
+from convvol.dask_arrays import dask_array_module, run_plans_dask, single_threaded_blas
 from convvol.errors import ConvvolError, OutputError, ParameterError
 from convvol.io.remote import is_url
 from convvol.io.streams import is_zarr, open_source, replace_directory
 from convvol.io.writers import temporary_name
-from convvol.jobs import Item, JobOptions, JobResult, failure, process_file, target_exists
-from convvol.limits import engine_memory_limit
+from convvol.jobs import (
+    Item,
+    JobOptions,
+    JobResult,
+    check_reach,
+    check_streamed,
+    failure,
+    process_file,
+    target_exists,
+)
+from convvol.pipeline import plan_stack
 
 
 def _cluster_file(item: Item, options: JobOptions) -> JobResult:
@@ -131,14 +140,14 @@ def _submit_zarr(
     client: Any, item: Item, options: JobOptions, target: str, retries: int
 ) -> tuple[Any, str | None]:
     """The chunked graph of one Zarr-to-Zarr input, writing beside the target."""
-    da = _dask_array()
+    da = dask_array_module()
     source = open_source(item.source)  # checks it before any task runs
     source.close()
-    array = da.from_zarr(item.source)
-    filtered = apply_banks_dask(
-        array, options.banks, memory_limit=engine_memory_limit(options.max_memory),
-        labels=options.labels or None, settings=options.settings,
-    )  # fmt: skip
+    layers = plan_stack(source.shape, options.banks, options.engine_settings,
+                        labels=options.labels or None)  # fmt: skip
+    check_reach(layers)
+    check_streamed(layers[-1:], target, options.max_output)  # no intermediate files here
+    filtered = run_plans_dask(da.from_zarr(item.source), layers)
     temporary = None
     where = target
     if not is_url(target):
@@ -157,7 +166,7 @@ def _collect(
     temporary: str | None,
     started: float,
 ) -> JobResult:
-    """A future's result as a FileResult; a chunked Zarr output is moved into place."""
+    """A future's result as a JobResult; a chunked Zarr output is moved into place."""
     try:
         result = future.result()
     except Exception as error:  # a task's error, or a worker that kept dying on it
@@ -174,5 +183,5 @@ def _collect(
         except OSError as error:
             error_message = OutputError(f"{target}: cannot write: {error.strerror or error}")
             return failure(item, error_message.message, None, started)
-    return JobResult(item.source, "succeeded", (target,),
-                            seconds=time.perf_counter() - started)  # fmt: skip
+    seconds = time.perf_counter() - started
+    return JobResult(item.source, "succeeded", (target,), seconds=seconds)

@@ -30,7 +30,8 @@ from convvol.settings import Settings
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 
 
-def _dask_array() -> Any:
+def dask_array_module() -> Any:
+    """``dask.array``, or a ParameterError saying how to install it."""
     try:
         import dask.array
     except ImportError:
@@ -68,7 +69,8 @@ def convolve_dask(
     if isinstance(filters, Bank):
         (layer,) = plan_stack(shape, [filters], settings)
     else:
-        layer = plan_layer(shape, filters, bias, settings.for_bank({}), memory_limit=memory_limit)
+        layer = plan_layer(shape, filters, bias, settings.for_bank({}), threads=settings.threads,
+                           memory_limit=memory_limit)  # fmt: skip
     return _layer_dask(array, layer, chunk_bytes)
 
 
@@ -93,6 +95,13 @@ def apply_banks_dask(
         raise ParameterError("give settings either as a Settings or as keywords, not both")
     layers = plan_stack(_shape(array), banks, settings.with_knobs(memory_limit=memory_limit),
                         labels=labels)  # fmt: skip
+    return run_plans_dask(array, layers, chunk_bytes=chunk_bytes)
+
+
+def run_plans_dask(
+    array: Any, layers: Sequence[LayerPlan], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Any:
+    """Planned layers (:func:`~convvol.plan_stack`) over a dask array, lazily."""
     for layer in layers:
         array = _layer_dask(array, layer, chunk_bytes)
     return array
@@ -106,7 +115,7 @@ def _shape(array: Any) -> tuple[int, int, int]:
 
 
 def _layer_dask(array: Any, layer: LayerPlan, chunk_bytes: int) -> Any:
-    da = _dask_array()
+    da = dask_array_module()
     if array.ndim == 2:
         array = array[:, :, None]
     array = array.astype(np.float32)  # as read_volume does, before any constant border

@@ -49,7 +49,7 @@ from convvol.limits import (
     engine_memory_limit,
     resident_bytes,
 )
-from convvol.pipeline import check_memory, plan_stack, render_plans, run_plans
+from convvol.pipeline import check_bands, check_memory, plan_stack, render_plans, run_plans
 from convvol.settings import Settings
 
 DEFAULT_TEMPLATE = "{stem}_{bank}.png"
@@ -159,7 +159,9 @@ def run_job(
     started = time.perf_counter()
     source = item.source
     single = options.single_target(item)
-    if single is not None and options.skip_existing and target_exists(single):
+    if single is not None:
+        check_targets([single], source)
+    if single is not None and options.skip_existing and _exists(source) and target_exists(single):
         return _skipped(item, [single], started)
     if (
         single is not None
@@ -317,13 +319,14 @@ def _count(number: int, noun: str) -> str:
 
 
 @contextmanager
-def _named(item: Item) -> Iterator[None]:
+def _named(item: Item, *targets: str) -> Iterator[None]:
     """Settings that do not fit this input (an empty output, a band too large for memory)
-    are errors about this input: the message names it."""
+    are errors about this input: the message names it, unless it names it or one of the
+    ``targets`` (whose size is the problem) already."""
     try:
         yield
     except ParameterError as error:
-        if item.label in error.message:
+        if any(name in error.message for name in (item.label, *targets)):
             raise
         raise ParameterError(f"{item.label}: {error.message}", hint=error.hint) from None
 
@@ -384,6 +387,11 @@ def _read(item: Item, options: JobOptions) -> tuple[np.ndarray, float]:
     return read_pixels(source, channels=options.channels, max_pixels=options.max_pixels)
 
 
+def _exists(source: str) -> bool:
+    """Whether an input is there to be skipped (else reading it says what is wrong)."""
+    return source == "-" or is_url(source) or os.path.exists(source)
+
+
 def target_exists(target: str) -> bool:
     """Whether an output is there already (a local path or an fsspec URL)."""
     return url_exists(target) if is_url(target) else os.path.exists(target)
@@ -406,10 +414,13 @@ def check_targets(targets: Sequence[str], source: str) -> None:
     keys = [t if is_url(t) else os.path.realpath(t) for t in targets]
     if len(set(keys)) != len(keys):
         raise ParameterError(
-            "the output template maps two output channels to the same file; include {index}"
+            "Invalid value for '-o': the output template maps two output channels to the "
+            "same file; include {index}"
         )
     if source != "-" and any(same_path(source, target) for target in targets):
-        raise ParameterError(f"{source} is the input: convvol never overwrites its input")
+        raise ParameterError(
+            f"Invalid value for '-o': {source} is the input: convvol never overwrites its input"
+        )
     for target in targets:
         if not is_url(target) and os.path.isdir(target) and not is_zarr(target):
             raise directory_error(target)
@@ -418,7 +429,9 @@ def check_targets(targets: Sequence[str], source: str) -> None:
 def directory_error(target: str) -> ParameterError:
     """An output that names an existing directory: say so, and how to write into it."""
     inside = os.path.join(target, "{stem}.png")
-    return ParameterError(f"{target} is a directory", hint=f"to write into it: -o '{inside}'")
+    return ParameterError(
+        f"Invalid value for '-o': {target} is a directory", hint=f"to write into it: -o '{inside}'"
+    )
 
 
 def _writing_cost(formats: Sequence[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
@@ -511,7 +524,7 @@ def _stream(
             if is_url(target):
                 explain(f"free space at {target} cannot be known: not checked")
 
-    with _named(item):
+    with _named(item, target):
         layer = filter_volume(
             item.source, options.banks, target, options.settings, budget=options.max_memory,
             threads=threads, labels=options.labels or None, format=options.format_name,
@@ -569,7 +582,8 @@ def filter_volume(
                             labels=labels)  # fmt: skip
         if on_plan is not None:
             on_plan(layers)
-        _check_streamed(layers, target, max_output)
+        check_streamed(layers, target, max_output)
+        check_bands(layers)
         # What strips may hold: the budget less what the process holds already and the
         # engine's share, halved for the raw rows read before conversion and for slack.
         room = budget - resident_bytes() - (engine_share or 0)
@@ -579,9 +593,10 @@ def filter_volume(
     return layers[-1]
 
 
-def _check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | None) -> None:
+def check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | None) -> None:
     """The output and the intermediate layers' files (beside a local target, else in the
-    system's temporary directory), checked before the first strip."""
+    system's temporary directory), checked against ``max_output`` and the free space before
+    the first strip; a URL's free space cannot be known."""
 
     def npy_bytes(layer: LayerPlan) -> int:
         return NPY_HEADER_BYTES + 4 * int(np.prod(layer.out_shape, dtype=np.int64))
@@ -589,7 +604,7 @@ def _check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | 
     scratch = os.path.join(tempfile.gettempdir(), "layers") if is_url(target) else target
     files = [(scratch, npy_bytes(layer)) for layer in layers[:-1]]
     final = (target, npy_bytes(layers[-1]))
-    check_output_sizes([final], max_output)
+    check_output_sizes([final, *files], max_output)
     check_free_space(files + ([] if is_url(target) else [final]))
 
 

@@ -1,7 +1,7 @@
 """Pictures for people: contact sheets of responses, heat maps of kernels, thumbnails.
 
 Pure functions: volumes, names and bank weights in, uint8 H×W×3 RGB arrays out. Writing
-a picture is :mod:`convvol.volume`'s job (see :func:`as_unit_volume`), drawing one in a
+a picture is :mod:`convvol.io`'s job (see :func:`as_unit_volume`), drawing one in a
 terminal :mod:`convvol.console`'s.
 
 A contact sheet (:func:`contact_sheet`) shows the input and every output channel as

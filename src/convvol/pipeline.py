@@ -128,27 +128,35 @@ def check_memory(
     room = available_memory()
     if room is not None:
         _check_room(layers, needs, room, label, input_bytes, writing)
+    check_bands(layers, label)
+
+
+def check_bands(layers: Sequence[LayerPlan], label: str | None = None) -> None:
+    """The engine's band check (the rows one band of output reads must fit this machine),
+    said in terms of the settings that cause it; ``label`` (the input) starts the message."""
     for layer in layers:
-        _check_band(layer, label)
-
-
-def _check_band(layer: LayerPlan, label: str | None) -> None:
-    """The band check of the engine, said in terms of the settings that cause it."""
-    try:
-        layer.plan.check_band()
-    except ParameterError:
-        height, width, _ = layer.in_shape
-        settings = layer.settings
-        memory = physical_memory() or 0
-        raise ParameterError(
-            (f"{label}: " if label else "")
-            + f"bank {layer.bank_name!r} with dilation {settings.dilation} and padding "
-            f"{settings.padding} reads {layer.reach:,} input rows for each row of output: "
-            f"even one band of them would need {gib(layer.plan.smallest_band)} of memory, "
-            f"more than this machine's {gib(memory)}",
-            hint=f"use a dilation of at most {max(height, width)} (the image's size), a "
-            "smaller padding, or a smaller kernel",
-        ) from None
+        try:
+            layer.plan.check_band()
+        except ParameterError:
+            height, width, _ = layer.in_shape
+            settings = layer.settings
+            memory = physical_memory() or 0
+            change = (
+                f"use a dilation of at most {max(height, width)} (the image's size), a "
+                "smaller padding, or a smaller kernel"
+                if settings.dilation > 1
+                else "use a smaller padding or a smaller kernel"
+            )
+            raise ParameterError(
+                (f"{label}: " if label else "")
+                + f"bank {layer.bank_name!r} with dilation {settings.dilation} and padding "
+                f"{settings.padding} reads {layer.reach:,} input rows of "
+                f"{layer.geometry.left + width + layer.geometry.right:,} pixels for each "
+                f"row of output: even one band of them would need "
+                f"{gib(layer.plan.smallest_band)} of memory, more than this machine's "
+                f"{gib(memory)}",
+                hint=change,
+            ) from None
 
 
 def _check_room(

@@ -138,8 +138,12 @@ class Settings:
         LayerSettings(**given)  # validates each value given
         if self.threads is not None:
             check_positive_int(self.threads, "threads")
-        if self.memory_limit is not None:
-            check_positive_int(self.memory_limit, "memory_limit")
+        if self.memory_limit is not None and (
+            isinstance(self.memory_limit, bool)
+            or not isinstance(self.memory_limit, int | np.integer)
+            or self.memory_limit < 1
+        ):
+            raise ParameterError(f"memory_limit must be bytes ≥ 1; got {self.memory_limit!r}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:

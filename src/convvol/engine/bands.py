@@ -39,7 +39,7 @@ def run_bands(
     height, width, _ = volume.shape
     n_filters = plan.problem.n_filters
     stride = plan.problem.stride
-    reach = plan.problem.shape.kernel_height
+    kernel_height = plan.problem.shape.kernel_height
     kernel = plan.kernel
     cols = border_indices(width, geometry.left, geometry.right, border)
     all_rows = border_indices(height, geometry.top, geometry.bottom, border)
@@ -50,7 +50,7 @@ def run_bands(
 
     def compute(first: int) -> None:
         last = min(first + plan.band_rows, geometry.out_height)
-        span = (last - 1 - first) * stride + (reach - 1) * plan.problem.dilation + 1
+        span = (last - 1 - first) * stride + (kernel_height - 1) * plan.problem.dilation + 1
         band_rows = all_rows[first * stride : first * stride + span]
         band = gather_band(volume, band_rows, cols, cval, scratch=True, planar=kernel.planar,
                            divisor=divisor)  # fmt: skip

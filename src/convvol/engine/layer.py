@@ -157,7 +157,10 @@ class LayerPlan:
                 f"out must be a float32 array of shape {self.out_shape}; got {out.dtype} "
                 f"{out.shape}"
             )
-        self._run(volume, self.geometry, sink, float(divisor), out, threads)
+        try:
+            self._run(volume, self.geometry, sink, float(divisor), out, threads)
+        finally:  # a whole run is over: its matrices or spectra need not stay with the plan
+            self.plan.kernel.release()
 
     def compute(
         self, padded: np.ndarray, first: int, last: int, *, threads: int | None = None

@@ -31,7 +31,7 @@ class Plan:
     estimates: dict[str, float]
     kernel: BandKernel = field(repr=False)
     problem: Problem = field(repr=False)
-    smallest_band: int = 0  # bytes every thread's band takes at least: the reach's rows
+    smallest_band: int  # bytes every thread's band takes at least: the reach's rows
 
     def check_band(self) -> None:
         """Refuse, before any work, bands that could not fit this machine's memory."""

@@ -32,7 +32,7 @@ class Format:
         if self.name == "npy":
             return NPY_HEADER_BYTES + 4 * height * width * channels
         raw = height * width * channels * (depth // 8)
-        return raw + raw // 64 + height + 4096
+        return raw + raw // 64 + 4 * height + 4096  # rows padded to 4 bytes (BMP)
 
 
 NPY_HEADER_BYTES = 128  # a .npy header as numpy writes it (a multiple of 64)

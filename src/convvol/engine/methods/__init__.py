@@ -36,6 +36,9 @@ class BandKernel(Protocol):
     def ready(self) -> None:
         """Build what the bands share, once, before they run on several threads."""
 
+    def release(self) -> None:
+        """Let go of what :meth:`ready` built (a whole run is over; strips keep it)."""
+
     def detail(self) -> str:
         """How it runs, for ``--explain`` (e.g. ' (B = 4)')."""
 

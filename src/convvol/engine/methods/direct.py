@@ -70,6 +70,9 @@ class Kernel:
     def ready(self) -> None:
         """Nothing to build up front: a group's matrix depends on the chunk's rows."""
 
+    def release(self) -> None:
+        """The groups' matrices are a few rows of weights: kept."""
+
     def detail(self) -> str:
         if self.taps is not None:
             return f" (per-tap sums, {self.taps.passes} passes)"

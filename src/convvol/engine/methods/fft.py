@@ -78,6 +78,9 @@ class Kernel:
         """Transform the layers now, once, before bands run on several threads."""
         _ = self.spectra
 
+    def release(self) -> None:
+        self.__dict__.pop("spectra", None)
+
     def detail(self) -> str:
         return f" ({self.fft_shape[0]}×{self.fft_shape[1]} transforms)"
 

@@ -72,6 +72,9 @@ class Kernel:
         """Build the matrix now, once, before bands run on several threads."""
         _ = self.matrix
 
+    def release(self) -> None:
+        self.__dict__.pop("matrix", None)
+
     def detail(self) -> str:
         return f" (B = {self.block})"
 

@@ -86,6 +86,9 @@ class Kernel:
     def ready(self) -> None:
         """Nothing more to build: the vertical matrices depend on the chunk's rows."""
 
+    def release(self) -> None:
+        """The terms are the plan itself: kept."""
+
     def detail(self) -> str:
         return f" ({self.separated.rank} rank-one terms, B = {self.block})"
 
