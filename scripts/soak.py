@@ -32,9 +32,10 @@ The invariants (any one failing makes the exit status 1):
   fault explains: "No space left on device" printed while the disk was full, "File too
   large" for an output that the clean run made larger than the size limit (and every
   such file fails), "the worker process died on it" printed after the second kill of a
-  double kill (at most convvol's window of 4 × jobs files). The summary lines agree: ``S succeeded, F failed, K skipped`` with F the failures
-  and S + F + K the inputs, and ``F of N files failed: ...`` names failures only. A
-  valid input that a run does not name as failed must have its output in out/;
+  double kill (at most convvol's window of 4 × jobs files). The summary lines agree:
+  ``S succeeded, F failed, K skipped`` with F the failures and S + F + K the inputs, and
+  ``F of N files failed: ...`` names failures only. A valid input that a run does not
+  name as failed must have its output in out/;
 - nothing else on stderr (no traceback, no warning), no run hangs, exit statuses as
   documented (1 when a file failed);
 - the resume skips exactly the outputs present (and rewrites none of them) and fails
@@ -45,6 +46,7 @@ The invariants (any one failing makes the exit status 1):
     python scripts/soak.py                      # 500 files, seed 13
     python scripts/soak.py --quick              # 100 files: the version the tests run
     python scripts/soak.py --files 2000 --seed 7 --workdir /tmp/soak --json figures.json
+    python scripts/soak.py --rounds 20          # 20 soaks, seeds 13 to 32, and a summary
 
 The tmpfs needs root (``mount``); without it the full-disk fault is left out (said in the
 figures) and the file-size limit, which needs no privilege, remains. Each run's stderr,
@@ -71,13 +73,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 BANK = "blur"  # bundled: RGB in, RGB out
 TEMPLATE = "out/{stem}.png"
-TIMEOUT = [300.0]  # seconds for one convvol run before it counts as a hang (--timeout)
+TIMEOUT = [120.0]  # seconds for one convvol run before it counts as a hang (--timeout)
 
 CORRUPT_KINDS = (
     "truncated-png", "garbled-png", "random-bytes-png", "empty-png", "text-as-tif",
@@ -1021,15 +1024,20 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout",
         type=float,
         help="seconds a convvol run may take before "
-        "it counts as a hang and is killed (default 300; 30 with --quick)",
+        "it counts as a hang and is killed (default 120; 30 with --quick)",
     )
     parser.add_argument(
         "--debug",
         action="store_true",
         help="run convvol with --debug (an internal error prints its traceback)",
     )
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="soak this many times, the seed one higher each round, and "
+                        "sum up (default 1)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary work directory (it is kept anyway when an "
+                        "invariant fails)")  # fmt: skip
     arguments = parser.parse_args(argv)
     if arguments.files is None:
         arguments.files = 100 if arguments.quick else 500
@@ -1039,53 +1047,129 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sides needs 1 <= MIN <= MAX")
     if arguments.files < 10:
         parser.error("--files must be at least 10")
+    if arguments.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if arguments.debug:
         DEBUG.append("--debug")
-    TIMEOUT[0] = arguments.timeout or (30.0 if arguments.quick else 300.0)
+    TIMEOUT[0] = arguments.timeout or (30.0 if arguments.quick else 120.0)
     if not sys.platform.startswith("linux"):
         parser.error("the soak reads /proc and uses RLIMIT_FSIZE: Linux only")
 
     # SIGTERM (a CI timeout) ends the soak through its finally blocks: runs killed, tmpfs
     # unmounted, work directory removed unless kept.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    with workspace(arguments.workdir, arguments.keep) as workdir:
-        arguments.workdir = workdir
-        try:
-            figures, check = soak(arguments)
-        finally:
-            for run in RUNS:
-                if run.process.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(run.process.pid, signal.SIGKILL)
-                    run.process.wait()
-            fs = workdir / "fs"
-            if fs.is_dir() and os.path.ismount(fs):
-                subprocess.run(["umount", str(fs)], check=False, capture_output=True)
-        figures["invariants_failed"] = [name for name, _, _ in check.failed]
-        print()
-        print(table(figures, check))
+    keep = [arguments.keep]
+    temporary = arguments.workdir is None
+    rounds: list[dict[str, object]] = []
+    with workspace(arguments.workdir, keep) as workdir:
+        for number in range(arguments.rounds):
+            if arguments.rounds > 1:
+                arguments.workdir = workdir / f"round-{number + 1:02d}"
+                arguments.workdir.mkdir()
+                print(f"\n=== round {number + 1} of {arguments.rounds}", flush=True)
+            else:
+                arguments.workdir = workdir
+            figures = one_round(arguments)
+            figures["round"] = number + 1
+            rounds.append(figures)
+            keep[0] = keep[0] or bool(figures["invariants_failed"])
+            arguments.seed += 1
+        if arguments.rounds > 1:
+            print()
+            print(summary(rounds))
         if arguments.json:
-            arguments.json.write_text(json.dumps(figures, indent=2) + "\n")
-        if check.failed:
-            print("\nINVARIANTS THAT FAILED:")
-            for name, _, detail in check.failed:
-                print(f"  - {name}: {detail}")
-            bugs = figures.get("known_bugs") or {}
-            assert isinstance(bugs, dict)
-            if bugs:
-                print("\nKNOWN BUGS SEEN (reproductions in docs/reliability.md):")
-                for key, evidence in bugs.items():
-                    print(f"  - {key}: {KNOWN_BUGS[key]}")
-                    for line in evidence[:5]:
-                        print(f"      {line}")
-            print(f"\nwork directory: {workdir}")
-            return 1
+            data = rounds[0] if arguments.rounds == 1 else {"rounds": rounds}
+            arguments.json.write_text(json.dumps(data, indent=2) + "\n")
+        if keep[0] and temporary:
+            print(f"\nwork directory kept: {workdir}")
+    return 1 if any(figures["invariants_failed"] for figures in rounds) else 0
+
+
+def one_round(arguments: argparse.Namespace) -> dict[str, object]:
+    """One soak in ``arguments.workdir``: its figures, with the invariants that failed."""
+    workdir = arguments.workdir
+    RUNS.clear()
+    try:
+        figures, check = soak(arguments)
+    finally:
+        for run in RUNS:
+            if run.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, signal.SIGKILL)
+                run.process.wait()
+        fs = workdir / "fs"
+        if fs.is_dir() and os.path.ismount(fs):
+            subprocess.run(["umount", str(fs)], check=False, capture_output=True)
+    figures["invariants_failed"] = [name for name, _, _ in check.failed]
+    print()
+    print(table(figures, check))
+    if not check.failed:
         print("\nall invariants hold")
-        return 0
+        return figures
+    print("\nINVARIANTS THAT FAILED:")
+    for name, _, detail in check.failed:
+        print(f"  - {name}: {detail}")
+    bugs = figures.get("known_bugs") or {}
+    assert isinstance(bugs, dict)
+    if bugs:
+        print("\nKNOWN BUGS SEEN (reproductions in docs/reliability.md):")
+        for key, evidence in bugs.items():
+            print(f"  - {key}: {KNOWN_BUGS[key]}")
+            for line in evidence[:5]:
+                print(f"      {line}")
+    print(f"\nwork directory: {workdir} (logs in {workdir / 'logs'})")
+    return figures
+
+
+def summary(rounds: list[dict[str, object]]) -> str:
+    """One line per round and the totals, for --rounds."""
+
+    def faults(figures: dict[str, object]) -> dict[str, Any]:
+        value = figures.get("faults") or {}
+        assert isinstance(value, dict)
+        return value
+
+    def number(value: object) -> int:
+        return value if isinstance(value, int) else 0
+
+    lines = ["round  seed  files  killed  ENOSPC  EFBIG  died  lost  invariants failed  known bugs"]
+    bugs: dict[str, int] = {}
+    for figures in rounds:
+        f = faults(figures)
+        enospc = sum((f.get("enospc_hits") or {}).values())
+        failed = figures["invariants_failed"]
+        assert isinstance(failed, list)
+        found = figures.get("known_bugs") or {}
+        assert isinstance(found, dict)
+        known = sorted(found)
+        for key in known:
+            bugs[key] = bugs.get(key, 0) + 1
+        lines.append(
+            f"{figures['round']:>5}  {figures['seed']:>4}  {figures.get('files', 0):>5}  "
+            f"{f.get('workers_sigkilled', 0):>6}  {enospc:>6}  {f.get('efbig_hits', 0):>5}  "
+            f"{f.get('died_twice', 0):>4}  {figures.get('files_lost', '?'):>4}  "
+            f"{len(failed):>17}  {', '.join(known) or '-'}"
+        )
+    total_files = sum(number(figures.get("files")) for figures in rounds)
+    lost = sum(number(figures.get("files_lost")) for figures in rounds)
+    clean = sum(1 for figures in rounds if not figures["invariants_failed"])
+    lines.append(
+        f"\n{len(rounds)} rounds, {total_files} files, "
+        f"{sum(number(faults(r).get('workers_sigkilled')) for r in rounds)} workers SIGKILLed, "
+        f"{sum(sum((faults(r).get('enospc_hits') or {}).values()) for r in rounds)} ENOSPC and "
+        f"{sum(number(faults(r).get('efbig_hits')) for r in rounds)} EFBIG failures, "
+        f"{len(rounds)} concurrent writers; files lost: {lost}; every invariant held in "
+        f"{clean} of {len(rounds)} rounds"
+        + ("; known bugs seen: " + ", ".join(f"{k} in {n}" for k, n in sorted(bugs.items()))
+           if bugs else "")
+    )  # fmt: skip
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager
-def workspace(workdir: Path | None, keep: bool) -> Iterator[Path]:
+def workspace(workdir: Path | None, keep: list[bool]) -> Iterator[Path]:
+    """``workdir`` (made, must be empty), or a temporary directory removed at the end
+    unless ``keep[0]`` is true by then."""
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         if any(workdir.iterdir()):
@@ -1096,7 +1180,7 @@ def workspace(workdir: Path | None, keep: bool) -> Iterator[Path]:
     try:
         yield made
     finally:
-        if not keep:
+        if not keep[0]:
             shutil.rmtree(made, ignore_errors=True)
 
 
