@@ -344,7 +344,7 @@ def kill_worker(run: Run, *, avoid: set[int], patience: float, role: str) -> Kil
     holding a part-file is killed as it stands, any other continued (SIGCONT).
     """
     deadline = time.monotonic() + patience
-    while run.process.poll() is None:
+    while run.process.poll() is None and time.monotonic() < run.started + TIMEOUT[0]:
         workers = [pid for pid in children(run.process.pid) if pid not in avoid]
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
@@ -946,13 +946,15 @@ def inject(
     if disk is not None:
         events.append((plan.full_disk_at, "full disk", full_disk))
     events.sort(key=lambda event: event[0])
+
+    def running() -> bool:  # and not past its time (a hang: wait() kills it)
+        return run_a.process.poll() is None and time.monotonic() < run_a.started + TIMEOUT[0]
+
     for at, what, act in events:
-        while run_a.process.poll() is None and not (
-            done() >= at and ("kill" not in what or settled())
-        ):
+        while running() and not (done() >= at and ("kill" not in what or settled())):
             time.sleep(0.001)
-        if run_a.process.poll() is not None:
-            say(f"run A ended before '{what}' could be injected")
+        if not running():
+            say(f"run A ended (or hangs) before '{what}' could be injected")
             break
         act()
     return run_a, run_b, kills, disk.windows if disk else []
