@@ -539,7 +539,7 @@ def check_summary(check: Check, run: Run, total: int, failed: set[str], skipped:
 
 @dataclass
 class Plan:
-    """When each fault is injected, in files done by run A (outputs seen + failures)."""
+    """When each fault is injected: at run A's position in its inputs (see ``position``)."""
 
     kills_at: tuple[int, ...]
     double_kill_at: int | None
@@ -550,17 +550,19 @@ class Plan:
 
 
 def plan_for(count: int, quick: bool) -> Plan:
-    """Thresholds in files done by run A outside run B's slice (the first 35% and the last
-    25% of the inputs) plus its failures; a kill also waits until the last one settled."""
+    """Positions of run A (fractions of the inputs) at which each fault goes in; a kill also
+    waits until the files retried after the last kill are done. They all come before run
+    A reaches run B's slice (35% to 75% of the inputs), where its progress cannot be told
+    from run B's, and early enough to leave it time for the rest."""
     if quick:
-        return Plan(kills_at=(6,), double_kill_at=8, concurrent_at=2, full_disk_at=4,
+        return Plan(kills_at=(count * 8 // 100,), double_kill_at=count * 20 // 100,
+                    concurrent_at=count * 2 // 100, full_disk_at=count * 4 // 100,
                     full_disk_hits=1, full_disk_hold=3.0)  # fmt: skip
-    only_a = count - len(range(count * 35 // 100, count * 75 // 100))
     return Plan(
-        kills_at=(only_a * 8 // 100, only_a * 70 // 100, only_a * 85 // 100),
-        double_kill_at=only_a * 35 // 100,
-        concurrent_at=only_a * 12 // 100,
-        full_disk_at=only_a * 20 // 100,
+        kills_at=(count * 4 // 100, count * 12 // 100, count * 30 // 100),
+        double_kill_at=count * 20 // 100,
+        concurrent_at=count * 6 // 100,
+        full_disk_at=count * 10 // 100,
         full_disk_hits=max(3, count // 50),
         full_disk_hold=5.0,
     )
@@ -872,16 +874,26 @@ def inject(
     settle = 5 * int(apply[5])  # convvol's window of files (4 × jobs), and one per worker
     done_at_kill = -settle
 
-    def done() -> int:
-        """Files run A has done, as far as can be seen: its outputs that run B never
-        writes, and its failures."""
+    index = {item.stem: number for number, item in enumerate(inputs)}
+
+    def seen() -> list[int]:
+        """Indices of the inputs run A is known to have done: those it named as failed,
+        and those with an output that only it writes (not in run B's slice)."""
         try:
             names = os.listdir(out)
         except OSError:
             names = []
-        visible = sum(1 for name in names
-                      if not name.startswith(".") and Path(name).stem not in b_stems)  # fmt: skip
-        return visible + run_a.failure_count()
+        done = [index[Path(name).stem] for name in names
+                if not name.startswith(".") and Path(name).stem not in b_stems]  # fmt: skip
+        return done + [index[Path(source).stem] for source in run_a.failures()]
+
+    def done() -> int:
+        return len(seen())
+
+    def position() -> int:
+        """How far run A has gone in its inputs, which it takes in order (a window of
+        4 × jobs at a time): the last one it is known to have done."""
+        return max(seen(), default=-1) + 1
 
     def settled() -> bool:
         """The files retried after the last kill are done: a worker takes the next file
@@ -951,7 +963,7 @@ def inject(
         return run_a.process.poll() is None and time.monotonic() < run_a.started + TIMEOUT[0]
 
     for at, what, act in events:
-        while running() and not (done() >= at and ("kill" not in what or settled())):
+        while running() and not (position() >= at and ("kill" not in what or settled())):
             time.sleep(0.001)
         if not running():
             say(f"run A ended (or hangs) before '{what}' could be injected")
