@@ -555,14 +555,14 @@ def plan_for(count: int, quick: bool) -> Plan:
     A reaches run B's slice (35% to 75% of the inputs), where its progress cannot be told
     from run B's, and early enough to leave it time for the rest."""
     if quick:
-        return Plan(kills_at=(count * 8 // 100,), double_kill_at=count * 20 // 100,
-                    concurrent_at=count * 2 // 100, full_disk_at=count * 4 // 100,
+        return Plan(kills_at=(count * 4 // 100,), double_kill_at=count * 20 // 100,
+                    concurrent_at=0, full_disk_at=count * 8 // 100,
                     full_disk_hits=1, full_disk_hold=3.0)  # fmt: skip
     return Plan(
         kills_at=(count * 4 // 100, count * 12 // 100, count * 30 // 100),
         double_kill_at=count * 20 // 100,
-        concurrent_at=count * 6 // 100,
-        full_disk_at=count * 10 // 100,
+        concurrent_at=0,
+        full_disk_at=count * 8 // 100,
         full_disk_hits=max(3, count // 50),
         full_disk_hold=5.0,
     )
@@ -895,18 +895,23 @@ def inject(
         4 × jobs at a time): the last one it is known to have done."""
         return max(seen(), default=-1) + 1
 
+    retried: set[int] = set()  # the inputs that may have been in the pool at the last kill
+
     def settled() -> bool:
-        """The files retried after the last kill are done: a worker takes the next file
-        only when its last is done, retried files go first, and ``settle`` files submitted
-        after them are done."""
-        return done() - done_at_kill >= settle
+        """The files retried after the last kill are done: convvol's window holds the first
+        files not done yet (4 × jobs of them; ``settle`` is taken, one more per worker), and
+        ``settle`` more files are done since."""
+        return retried <= set(seen()) and done() - done_at_kill >= settle
 
     def note(kill: Kill | None) -> Kill | None:
-        nonlocal done_at_kill
+        nonlocal done_at_kill, retried
         if kill is not None:
             kills.append(kill)
             killed.add(kill.pid)
             done_at_kill = done()
+            finished = set(seen())
+            window = [i for i in range(len(inputs)) if i not in finished][:settle]
+            retried = {i for i in window if inputs[i].stem not in b_stems}  # others: unseen
             say(f"SIGKILLed worker {kill.pid} ({kill.role})"
                 + (f" while it wrote {', '.join(kill.parts)}" if kill.parts else ""))  # fmt: skip
         return kill
@@ -915,7 +920,7 @@ def inject(
         def act() -> None:
             role = "first of two" if double else "single"
             workers = set(children(run_a.process.pid))
-            if note(kill_worker(run_a, avoid=killed, patience=0.2, role=role)) and double:
+            if note(kill_worker(run_a, avoid=killed, patience=0.05, role=role)) and double:
                 # the fresh pool's first worker, as soon as it appears
                 note(kill_worker(run_a, avoid=workers | killed, patience=0.0,
                                  role="second of two"))  # fmt: skip
@@ -940,7 +945,8 @@ def inject(
         deadline = time.monotonic() + plan.full_disk_hold
         while time.monotonic() < deadline and run_a.process.poll() is None:
             hits_a, hits_b = enospc(run_a) - before_a, enospc(run_b) - before_b
-            if hits_a >= 1 and hits_a + hits_b >= plan.full_disk_hits:
+            b_done = run_b is None or run_b.process.poll() is not None
+            if hits_a >= 1 and (hits_b >= 1 or b_done) and hits_a + hits_b >= plan.full_disk_hits:
                 break
             time.sleep(0.002)
         disk.free()
@@ -962,8 +968,24 @@ def inject(
     def running() -> bool:  # and not past its time (a hang: wait() kills it)
         return run_a.process.poll() is None and time.monotonic() < run_a.started + TIMEOUT[0]
 
+    def b_started() -> bool:
+        """Run B is filtering (it has made or failed a file), or is gone."""
+        if run_b is None or run_b.process.poll() is not None or run_b.failure_count():
+            return True
+        with contextlib.suppress(OSError):
+            return any(Path(name).stem in b_stems for name in os.listdir(out)
+                       if name.endswith(".convvol-part"))  # fmt: skip
+        return False
+
+    def ready(at: int, what: str) -> bool:
+        if position() < at:
+            return False
+        if "kill" in what:
+            return settled()
+        return what != "full disk" or b_started()  # so that both runs meet the full disk
+
     for at, what, act in events:
-        while running() and not (position() >= at and ("kill" not in what or settled())):
+        while running() and not ready(at, what):
             time.sleep(0.001)
         if not running():
             say(f"run A ended (or hangs) before '{what}' could be injected")
