@@ -835,12 +835,16 @@ KNOWN_BUGS = {
     "K2": "a batch ending removes the .convvol-part files of another convvol writing the "
     "same outputs: that one fails the file ('No such file or directory') and leaves a "
     ".convvol-backup file that no run removes",
-    "K3": "a worker dying while the batch submits work to a fresh pool crashes the batch: "
-    "'internal error: OSError: handle is closed' (or 'ValueError: bad value(s) in "
-    "fds_to_keep'), no summary, the rest not done",
+    "K3": "a worker dying while the batch submits work to a fresh pool crashes the batch "
+    "('internal error: OSError: handle is closed', or 'ValueError: bad value(s) in "
+    "fds_to_keep': no summary, the rest not done) or the pool's manager thread "
+    "('RuntimeError: dictionary changed size during iteration', a traceback on stderr)",
     "K4": "a worker dying while the batch submits work to a fresh pool can hang the batch "
     "for ever (waiting in ProcessPoolExecutor.shutdown for a worker never told to stop)",
 }
+
+
+CRASHES = ("handle is closed", "fds_to_keep", "dictionary changed size during iteration")
 
 
 def known_bugs(
@@ -850,23 +854,24 @@ def known_bugs(
     """The known convvol bugs (KNOWN_BUGS, reproductions in docs/reliability.md) whose
     signature this soak saw, with the evidence: to tell them from new failures."""
     seen: dict[str, list[str]] = {}
-    killed_parts = {part for kill in kills for part in kill.parts}
-    crashed = any(
-        "handle is closed" in line or "fds_to_keep" in line for run in runs for _, line in run.lines
-    )
+    crashed = any(sign in line for sign in CRASHES for run in runs for _, line in run.lines)
     for name in sorted(set(hidden)):
         stem = name[1:].split(".", 1)[0]
-        if (name in killed_parts and by_stem.get(stem) in failed_a) or (
-            name in killed_parts and crashed
-        ):
+        # a part-file of a file run A failed, after a kill: the kill may have landed just
+        # after the look at the worker's open files, so it need not be in killed_parts
+        if name.endswith(".convvol-part") and kills and by_stem.get(stem) in failed_a:
             seen.setdefault("K1", []).append(name)
+        elif name.endswith(".convvol-part") and crashed:  # the crash skipped the clean-up
+            seen.setdefault("K3", []).append(name)
+        elif name.endswith(".convvol-part") and any(run.hung for run in runs):
+            seen.setdefault("K4", []).append(name)  # the hung run was killed
         if name.endswith(".convvol-backup"):
             seen.setdefault("K2", []).append(name)
     for run in runs:
         for _, line in run.lines:
             if FILE_ERROR.match(line) and "cannot write: No such file or directory" in line:
                 seen.setdefault("K2", []).append(f"{run.name}: {line}")
-            if "handle is closed" in line or "fds_to_keep" in line:
+            if any(sign in line for sign in CRASHES):
                 seen.setdefault("K3", []).append(f"{run.name}: {line}")
         if run.hung and any(kill.role == "second of two" for kill in kills):
             seen.setdefault("K4", []).append(f"{run.name} killed after {TIMEOUT[0]:g} s")
