@@ -368,3 +368,46 @@ def test_one_file_alone_and_in_a_batch_give_the_same_bytes_and_messages(
     assert error_line in bad_many.stderr.splitlines()
     assert not (workdir / "x").exists()
     assert not (workdir / "y").exists()
+
+
+# --- part-files: whose they are (the fault soak's K1 and K2) ----------------------------------
+
+
+def _ended_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_failed_files_part_file_from_a_killed_worker_is_removed(workdir: Path) -> None:
+    """A worker killed while writing out/bad.png left its part-file; the file then failed
+    (here: its input is damaged). The batch's end removes the part-file anyway."""
+    make_images(workdir / "in", 2)
+    (workdir / "in" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n damaged")
+    (workdir / "out").mkdir()
+    left = workdir / "out" / f".bad.png.{_ended_pid()}-0123456789ab.convvol-part"
+    left.write_bytes(b"half a file")
+    result = run("apply", "in", "-f", "edges", "-o", "out/{stem}.png", "-j", "1")
+    assert result.exit_code == 1
+    assert not left.exists()
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == ["img000.png", "img001.png"]
+
+
+def test_another_live_convvols_part_files_are_left_alone(workdir: Path) -> None:
+    """A second convvol writing out/img000.png keeps its part-file however our batch ends."""
+    make_images(workdir / "in", 2)
+    (workdir / "out").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        theirs = workdir / "out" / f".img000.png.{other.pid}-0123456789ab.convvol-part"
+        theirs.write_bytes(b"being written")
+        old = workdir / "out" / ".img001.png.0123456789ab.convvol-part"  # no pid: an old one
+        old.write_bytes(b"left by an older convvol")
+        assert run("apply", "in", "-f", "edges", "-o", "out/{stem}.png", "-j", "1").exit_code == 0
+        assert theirs.exists()
+        assert not old.exists()
+    finally:
+        other.kill()
+        other.wait()
+    batch.remove_temporaries([str(workdir / "out" / "img000.png")])
+    assert not theirs.exists()  # its writer has ended now

@@ -32,7 +32,7 @@ from convvol.engine import available_threads
 from convvol.errors import ParameterError, VolumeError
 from convvol.io.remote import filesystem, is_url
 from convvol.io.streams import is_zarr
-from convvol.io.writers import TEMPORARY_SUFFIX
+from convvol.io.writers import TEMPORARY_SUFFIX, writer_gone
 from convvol.jobs import Item, JobOptions, JobResult, directory_error, process_file
 
 if TYPE_CHECKING:
@@ -230,7 +230,8 @@ def absolute(items: Sequence[Item], options: JobOptions) -> tuple[list[Item], Jo
 
 def remove_temporaries(targets: Iterable[str]) -> None:
     """Remove the hidden part-files that killed or interrupted workers left beside these
-    outputs (call it only when no worker is writing them)."""
+    outputs (call it only when none of this batch's workers is writing them): only those
+    of processes that have ended, never a concurrent convvol's still being written."""
     by_directory: dict[Path, set[str]] = {}
     for target in targets:
         if not is_url(target):
@@ -245,12 +246,21 @@ def remove_temporaries(targets: Iterable[str]) -> None:
             name = entry.name
             if not (name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)):
                 continue
-            if name[1:].rsplit(".", 2)[0] in names:  # .NAME.<hex>.convvol-part
+            if name[1:].rsplit(".", 2)[0] in names and writer_gone(name):  # .NAME.<pid>-<hex>...
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     with suppress(OSError):
                         os.unlink(entry.path)
+
+
+def every_target(
+    items: Sequence[Item], options: JobOptions, results: Sequence[JobResult]
+) -> list[str]:
+    """The outputs of finished files and the expected output of every file, failed ones
+    too: a worker killed while writing a file that then failed left its part-file there."""
+    expected = (options.single_target(item) for item in items)
+    return [*(t for result in results for t in result.targets), *filter(None, expected)]
 
 
 # --- running ------------------------------------------------------------------------
@@ -291,7 +301,7 @@ def run_local(
                 raise
     else:
         _run_pool(items, options, workers, max(1, cores // workers), keep)
-    remove_temporaries(target for result in results for target in result.targets)
+    remove_temporaries(every_target(items, options, results))
     return results
 
 
@@ -330,7 +340,9 @@ def _run_pool(
                     try:
                         with _sigint_ignored():  # submit() may start a worker
                             running[pool.submit(_worker_job, item, options, threads)] = item
-                    except BrokenProcessPool:
+                    except (BrokenProcessPool, OSError, ValueError):
+                        # A worker that dies while the pool starts another can break
+                        # submit() with these too (a race inside ProcessPoolExecutor).
                         pending.append(item)
                         broken = True
                         break
@@ -358,7 +370,17 @@ def _run_pool(
             remove_temporaries(filter(None, (options.single_target(i) for i in running.values())))
             raise
         finally:
+            if broken:  # its manager may wait for workers that were never told to stop
+                _kill_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """End a broken pool's remaining workers (their files are retried in a fresh pool)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=5)
 
 
 def _exit_codes(pool: ProcessPoolExecutor) -> set[int]:

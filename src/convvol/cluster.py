@@ -132,7 +132,7 @@ def run_on_cluster(
             if temporary:
                 shutil.rmtree(temporary, ignore_errors=True)
         raise
-    batch.remove_temporaries(target for result in results for target in result.targets)
+    batch.remove_temporaries(batch.every_target(items, options, results))
     return results
 
 

@@ -25,8 +25,30 @@ TEMPORARY_SUFFIX = ".convvol-part"  # the hidden files of outputs in the making
 
 def temporary_name(path: Path, suffix: str = TEMPORARY_SUFFIX) -> Path:
     """A hidden, unique name beside ``path``: for its content until it is complete, or
-    (``suffix=".convvol-backup"``) for what it held while it is being replaced."""
-    return path.with_name(f".{path.name}.{os.urandom(6).hex()}{suffix}")
+    (``suffix=".convvol-backup"``) for what it held while it is being replaced. It names
+    the process writing it (``.NAME.<pid>-<random>.convvol-part``), so that cleaning up
+    after killed workers never touches another live convvol's files."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(6).hex()}{suffix}")
+
+
+def writer_gone(temporary_name: str) -> bool:
+    """Whether the process that made a hidden temporary file has ended (or is this one,
+    whose own files the caller may remove). Names without a process id (from older
+    versions) count as gone."""
+    marker = temporary_name[1:].rsplit(".", 2)[1] if temporary_name.count(".") >= 3 else ""
+    pid_text = marker.split("-", 1)[0] if "-" in marker else ""
+    if not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def _create_temporary(temporary: Path) -> int:
