@@ -97,6 +97,16 @@ SUFFIX = {
 }  # fmt: skip
 
 ENOSPC_TEXT = "No space left on device"
+# convvol checks each output against the free space before writing it (issue 13): on a
+# full disk most files are refused up front, "out/x.png: the result needs 12 KiB, /mnt
+# has 0 bytes free", and only those that pass the check and then meet the full disk while
+# writing fail with ENOSPC. Both are the full disk's failures.
+FREE_SPACE = re.compile(r": the result needs [\d.]+ \w+, .* has [\d.]+ \w+ free")
+
+
+def disk_full_message(message: str) -> bool:
+    """A failure that a full output file system explains."""
+    return ENOSPC_TEXT in message or FREE_SPACE.search(message) is not None
 EFBIG_TEXT = "File too large"
 DIED_TEXT = "the worker process died on it"
 
@@ -682,7 +692,7 @@ def soak(arguments: argparse.Namespace) -> tuple[dict[str, object], Check]:
             return None
         if not item.valid and message == reference_failures[source][1]:
             return "corrupt"
-        if ENOSPC_TEXT in message and disk is not None and disk.was_full(when):
+        if disk_full_message(message) and disk is not None and disk.was_full(when):
             return "enospc"
         if EFBIG_TEXT in message and run is run_a and source in too_large:
             return "efbig"
@@ -968,7 +978,7 @@ def inject(
         say(f"second convvol (run B) started on {len(sources)} files")
 
     def enospc(run: Run | None) -> int:
-        return sum(ENOSPC_TEXT in line for _, line in run.lines) if run else 0
+        return sum(disk_full_message(line) for _, line in run.lines) if run else 0
 
     def full_disk() -> None:
         assert disk is not None
