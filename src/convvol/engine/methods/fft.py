@@ -10,6 +10,7 @@ import numpy as np
 
 from convvol.engine import cost
 from convvol.engine.geometry import BandShape
+from convvol.engine.methods.built import BuiltOnce
 from convvol.engine.weights import channels_read
 from convvol.engine.workspace import Workspace, add_bias
 
@@ -61,7 +62,7 @@ def fft_band(problem: cost.Problem) -> tuple[tuple[int, int], int, int]:
 
 
 @dataclass(frozen=True, eq=False)
-class Kernel:
+class Kernel(BuiltOnce):
     """The layers' conjugate spectra at the tiles' transform size (made on first use)."""
 
     weights: np.ndarray = field(repr=False)
@@ -69,17 +70,11 @@ class Kernel:
     shape: BandShape
     planar = False
     columns = 0
+    BUILT = "spectra"
 
     @cached_property
     def spectra(self) -> np.ndarray:
         return fft_spectra(self.weights, self.fft_shape, self.shape.dilation)
-
-    def ready(self) -> None:
-        """Transform the layers now, once, before bands run on several threads."""
-        _ = self.spectra
-
-    def release(self) -> None:
-        self.__dict__.pop("spectra", None)
 
     def detail(self) -> str:
         return f" ({self.fft_shape[0]}×{self.fft_shape[1]} transforms)"

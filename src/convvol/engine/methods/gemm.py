@@ -18,6 +18,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from convvol.engine import cost
 from convvol.engine.geometry import BandShape, band_width, block_span, blocks_per_row
+from convvol.engine.methods.built import BuiltOnce
 from convvol.engine.workspace import Workspace, add_bias
 
 NAME = "gemm"
@@ -52,13 +53,14 @@ def estimate(problem: cost.Problem, cheapest: float) -> cost.Estimate:
 
 
 @dataclass(frozen=True, eq=False)
-class Kernel:
+class Kernel(BuiltOnce):
     """The (kh·span·C) × (B·N) block-Toeplitz matrix (made on first use)."""
 
     weights: np.ndarray = field(repr=False)
     block: int
     shape: BandShape
     planar = False
+    BUILT = "matrix"
 
     @property
     def columns(self) -> int:
@@ -67,13 +69,6 @@ class Kernel:
     @cached_property
     def matrix(self) -> np.ndarray:
         return toeplitz_weights(self.weights, self.block, self.shape)
-
-    def ready(self) -> None:
-        """Build the matrix now, once, before bands run on several threads."""
-        _ = self.matrix
-
-    def release(self) -> None:
-        self.__dict__.pop("matrix", None)
 
     def detail(self) -> str:
         return f" (B = {self.block})"
