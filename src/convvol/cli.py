@@ -47,7 +47,7 @@ from convvol.jobs import (
 from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
 from convvol.scaling import SCALES
-from convvol.settings import ACTIVATIONS, BORDERS, MAX_STEP, METHODS, PADDINGS, Settings
+from convvol.settings import ACTIVATIONS, BORDERS, MAX_STEP, PADDINGS, Settings, methods
 
 F = TypeVar("F", bound=Callable[..., Any])
 TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath")
@@ -191,7 +191,7 @@ def engine_options(command: F) -> F:
                      help="Applied after the bias. Default none."),
         click.option("--flip/--no-flip", default=None,
                      help="True convolution (layers rotated 180°) instead of cross-correlation."),
-        click.option("--method", type=HintedChoice(METHODS), default=None,
+        click.option("--method", type=HintedChoice(methods()), default=None,
                      help="Force how the engine computes (auto: chosen by a cost model)."),
     ]  # fmt: skip
     for option in reversed(options):

@@ -25,7 +25,6 @@ from convvol.errors import ParameterError, choice_hint, did_you_mean
 PADDINGS = ("same", "valid", "full")
 BORDERS = ("reflect", "symmetric", "edge", "wrap", "constant")
 ACTIVATIONS = ("none", "relu", "abs")
-METHODS = ("auto", "direct", "gemm", "fft", "separable")  # 'auto' and the engine's registry
 
 Padding = str | int
 
@@ -33,6 +32,20 @@ Padding = str | int
 BANK_SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation")
 # Integers beyond this are never meant: no image is 2³¹ pixels along one axis.
 MAX_STEP = 2**31 - 1
+
+
+def methods() -> tuple[str, ...]:
+    """'auto' and the engine's methods, read off its registry (the one list of them)."""
+    from convvol.engine.methods import REGISTRY  # imported late: the engine imports this
+
+    return ("auto", *REGISTRY)
+
+
+def __getattr__(name: str) -> object:
+    """``METHODS``: the same as :func:`methods`, for ``from convvol.settings import METHODS``."""
+    if name == "METHODS":
+        return methods()
+    raise AttributeError(f"module 'convvol.settings' has no attribute {name!r}")
 
 
 def check_choice(value: object, choices: tuple[str, ...], what: str) -> str:
@@ -108,7 +121,7 @@ class LayerSettings:
         set_(self, "dilation", check_positive_int(self.dilation, "dilation"))
         set_(self, "activation", check_activation(self.activation))
         set_(self, "flip", bool(self.flip))
-        set_(self, "method", check_choice(self.method, METHODS, "method"))
+        set_(self, "method", check_choice(self.method, methods(), "method"))
 
 
 SETTINGS = tuple(f.name for f in fields(LayerSettings))

@@ -16,7 +16,7 @@ from convvol.engine import cost
 from convvol.engine.cost import Problem
 from convvol.engine.geometry import Geometry
 from convvol.engine.methods import REGISTRY, BandKernel
-from convvol.settings import METHODS, check_choice
+from convvol.settings import check_choice
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +67,7 @@ def plan_convolution(
     (their ranks decide whether ``separable`` pays). Bands that could not fit this
     machine's memory are refused when the plan runs (:meth:`Plan.check_band`).
     """
-    method = check_choice(method, METHODS, "method")
+    method = check_choice(method, ("auto", *REGISTRY), "method")
     height, width, channels = volume_shape
     problem = Problem(
         (int(height), int(width), int(channels)), np.asarray(weights), geometry, int(stride),
