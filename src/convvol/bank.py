@@ -114,7 +114,7 @@ class Filter:
             if self.weights.shape[0] != channels:
                 raise ValueError(
                     f"has {self.weights.shape[0]} layers but the volume has "
-                    f"{_count(channels, 'channel')}"
+                    f"{counted(channels, 'channel')}"
                 )
             outputs = [(self.name, self.weights.copy())]
         elif self.layers is not None:
@@ -122,7 +122,7 @@ class Filter:
                 names = channel_names(max(self.layers) + 1)
                 raise ValueError(
                     f"reads channel {max(self.layers)} ({names[max(self.layers)]}) but the volume "
-                    f"has {_count(channels, 'channel')}"
+                    f"has {counted(channels, 'channel')}"
                 )
             full = np.zeros((channels, kh, kw))
             for index, layer in self.layers.items():
@@ -145,7 +145,8 @@ class Filter:
         ]  # fmt: skip
 
 
-def _count(number: int, noun: str) -> str:
+def counted(number: int, noun: str) -> str:
+    """'1 filter', '3 filters': a number and its noun, for messages."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
@@ -201,7 +202,7 @@ class Bank:
         size = sum(channels if f.depthwise else 1 for f in self.filters) * channels * kh * kw
         if size > MAX_BANK_WEIGHTS:
             raise BankError(
-                f"{self._label()}: for a volume of {_count(channels, 'channel')} the bank would "
+                f"{self._label()}: for a volume of {counted(channels, 'channel')} the bank would "
                 f"hold {size // (channels * kh * kw)}×{channels}×{kh}×{kw} = {size:,} weights, "
                 f"more than the limit of {MAX_BANK_WEIGHTS:,}",
                 hint="use fewer channels, filters or a smaller kernel",

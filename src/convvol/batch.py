@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from convvol.engine import available_threads
 from convvol.errors import ParameterError, VolumeError
-from convvol.io.remote import filesystem, is_url
+from convvol.io.remote import filesystem, is_url, path_key
 from convvol.io.streams import is_zarr
 from convvol.io.writers import TEMPORARY_SUFFIX, writer_gone
 from convvol.jobs import Item, JobOptions, JobResult, directory_error, process_file
@@ -108,7 +108,7 @@ def expand_inputs(arguments: Sequence[str]) -> list[Item]:
                 ),
             )
         for item in found:
-            key = item.source if is_url(item.source) else os.path.realpath(item.source)
+            key = path_key(item.source)
             if key not in seen:
                 seen.add(key)
                 items.append(item)
@@ -189,14 +189,14 @@ def check_plan(items: Sequence[Item], options: JobOptions) -> None:
             hint="e.g. -o 'out/{stem}.png', or 'out/{relpath}/{stem}.png' to mirror folders",
         )
     claimed: dict[str, str] = {}
-    inputs = {_key(item.source) for item in items}
+    inputs = {path_key(item.source) for item in items}
     for item in items:
         # With --split, each file's own outputs differ by {name}/{index}; files clash
         # when everything else is the same.
         fields = options.fields(item)
         extra = {"name": "{name}", "index": 0} if options.split else {}
         target = options.template.format(**fields, **extra)
-        key = _key(target)
+        key = path_key(target)
         if key in claimed:
             raise ParameterError(
                 f"{claimed[key]} and {item.source} would both write {target}",
@@ -212,10 +212,6 @@ def check_plan(items: Sequence[Item], options: JobOptions) -> None:
 
 def _template_fields(template: str) -> set[str]:
     return {field for _, field, _, _ in string.Formatter().parse(template) if field}
-
-
-def _key(path: str) -> str:
-    return path if is_url(path) else os.path.realpath(path)
 
 
 def absolute(items: Sequence[Item], options: JobOptions) -> tuple[list[Item], JobOptions]:

@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 import click
 
 from convvol import __version__, batch, console
-from convvol.bank import Bank, available_banks, channel_names, load_bank, search_path
+from convvol.bank import (
+    Bank,
+    available_banks,
+    channel_names,
+    counted,
+    load_bank,
+    search_path,
+)
 from convvol.errors import ConvvolError, choice_hint
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
@@ -660,8 +667,8 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
     kh, kw = bank.kernel_shape
     filters, outputs = len(bank.filters), len(resolved.names)
     click.echo(
-        f"{bank.name}: {_count(filters, 'filter')}"
-        + (f" → {_count(outputs, 'output channel')}" if outputs != filters else "")
+        f"{bank.name}: {counted(filters, 'filter')}"
+        + (f" → {counted(outputs, 'output channel')}" if outputs != filters else "")
         + f", {'×'.join(map(str, resolved.weights.shape))} (N×C×kh×kw)"
         + (f": {bank.description}" if bank.description else "")
     )
@@ -684,10 +691,6 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
 def _bank_file(bank: Bank) -> dict[str, str]:
     """The bank's own file, as a path a picture must not overwrite."""
     return {str(bank.source): "the bank's file"} if bank.source else {}
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 @cli.command("preview")
@@ -749,7 +752,7 @@ def validate(banks: tuple[str, ...], max_kernel: int) -> None:
             failed += 1
             continue
         shape = "×".join(map(str, resolved.weights.shape))
-        click.echo(f"{bank.source}: ok ({_count(len(bank.filters), 'filter')}, {shape})")
+        click.echo(f"{bank.source}: ok ({counted(len(bank.filters), 'filter')}, {shape})")
     if failed:
         raise click.exceptions.Exit(2)
 

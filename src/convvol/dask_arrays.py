@@ -89,10 +89,7 @@ def apply_banks_dask(
     ``settings`` (or keywords) are :func:`~convvol.apply_bank`'s; ``labels`` name the banks
     in errors about depths that do not fit.
     """
-    if settings is None:
-        settings = Settings.from_options(options)
-    elif options:
-        raise ParameterError("give settings either as a Settings or as keywords, not both")
+    settings = Settings.given(settings, options)
     layers = plan_stack(_shape(array), banks, settings.with_knobs(memory_limit=memory_limit),
                         labels=labels)  # fmt: skip
     return run_plans_dask(array, layers, chunk_bytes=chunk_bytes)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from convvol.bank import Bank, channel_names
+from convvol.bank import Bank, channel_names, counted
 from convvol.engine import LayerPlan
 from convvol.errors import ConvvolError, OutputError, ParameterError
 from convvol.io import streams
@@ -37,7 +37,7 @@ from convvol.io.formats import (
     format_named,
 )
 from convvol.io.readers import pixels_to_volume, read_pixels
-from convvol.io.remote import is_url, read_url, url_exists, write_url
+from convvol.io.remote import is_url, path_key, read_url, url_exists, write_url
 from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr, zarr_output
 from convvol.io.writers import OutputSet, write_volume
 from convvol.limits import (
@@ -226,7 +226,7 @@ def run_job(
         lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
     if sheet is not None:
         lines.append(f"wrote {sheet[0]}: contact sheet of the input and "
-                     f"{_count(depth_out, 'output channel')}")  # fmt: skip
+                     f"{counted(depth_out, 'output channel')}")  # fmt: skip
     return JobResult(
         source, "succeeded", tuple(targets), "\n".join(lines),
         seconds=time.perf_counter() - started,
@@ -314,10 +314,6 @@ def shown(targets: Sequence[str]) -> str:
     return targets[0] if len(targets) == 1 else f"{len(targets)} files ({targets[0]}, ...)"
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 @contextmanager
 def _named(item: Item, *targets: str) -> Iterator[None]:
     """Settings that do not fit this input (an empty output, a band too large for memory)
@@ -399,10 +395,10 @@ def target_exists(target: str) -> bool:
 
 def same_path(first: str, second: str) -> bool:
     """Whether two names are one file: the same resolved path, or a hard link."""
-    if is_url(first) or is_url(second):
-        return first == second
-    if os.path.realpath(first) == os.path.realpath(second):
+    if path_key(first) == path_key(second):
         return True
+    if is_url(first) or is_url(second):
+        return False
     try:
         return os.path.samefile(first, second)
     except (OSError, ValueError):
@@ -411,7 +407,7 @@ def same_path(first: str, second: str) -> bool:
 
 def check_targets(targets: Sequence[str], source: str) -> None:
     """Refuse before any work: two channels to one path, the input, or a directory."""
-    keys = [t if is_url(t) else os.path.realpath(t) for t in targets]
+    keys = [path_key(target) for target in targets]
     if len(set(keys)) != len(keys):
         raise ParameterError(
             "Invalid value for '-o': the output template maps two output channels to the "
@@ -514,8 +510,8 @@ def _stream(
     explain: Explain | None,
     started: float,
 ) -> JobResult:
-    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory."""
-    check_targets([target], item.source)
+    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory
+    (``target`` checked by the caller)."""
 
     def described(layers: Sequence[LayerPlan]) -> None:
         check_reach(layers)
@@ -564,9 +560,7 @@ def filter_volume(
     equals :func:`~convvol.run_layers`'s, bit for bit. Returns the last layer's plan (its
     ``out_shape`` and ``names``).
     """
-    if settings is not None and options:
-        raise ParameterError("give settings either as a Settings or as keywords, not both")
-    settings = settings if settings is not None else Settings.from_options(options)
+    settings = Settings.given(settings, options)
     budget = budget or DEFAULT_BUDGET
     opened = (
         source if isinstance(source, RowSource)

@@ -24,13 +24,6 @@ from convvol.scaling import DEPTHS, check_scale, pixels_into, to_pixels
 from convvol.settings import Settings
 
 
-def _settings(settings: Settings | None, options: dict[str, Any]) -> Settings:
-    """The caller's settings: a Settings, or keywords (the Python API's convenience)."""
-    if settings is not None and options:
-        raise ParameterError("give settings either as a Settings or as keywords, not both")
-    return settings if settings is not None else Settings.from_options(options)
-
-
 def plan_stack(
     shape: tuple[int, ...],
     banks: Sequence[Bank],
@@ -267,7 +260,7 @@ def run_layers(
     estimated to need more memory than is available is refused up front (ParameterError).
     """
     volume = as_volume(volume)
-    layers = plan_stack(volume.shape, banks, _settings(settings, options))
+    layers = plan_stack(volume.shape, banks, Settings.given(settings, options))
     check_memory(layers, input_bytes=volume.nbytes)
     return LayerResult(banks[-1], layers[-1].names, run_plans(volume, layers, divisor=divisor))
 
@@ -303,7 +296,7 @@ def render_layers(
     band: the same pixels as ``to_pixels(run_layers(...).volume, scale, depth)`` without
     holding the last layer's float output."""
     volume = as_volume(volume)
-    layers = plan_stack(volume.shape, banks, _settings(settings, options))
+    layers = plan_stack(volume.shape, banks, Settings.given(settings, options))
     check_memory(layers, input_bytes=volume.nbytes,
                  output_bytes=4 if scale == "minmax" else depth // 8)  # fmt: skip
     pixels = render_plans(volume, layers, scale=scale, depth=depth, divisor=divisor)

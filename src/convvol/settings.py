@@ -170,6 +170,14 @@ class Settings:
                 )
         return cls(**options)
 
+    @classmethod
+    def given(cls, settings: Settings | None, options: Mapping[str, Any]) -> Settings:
+        """The caller's settings, given either as a Settings or as keywords (the Python
+        API's convenience), not both."""
+        if settings is not None and options:
+            raise ParameterError("give settings either as a Settings or as keywords, not both")
+        return settings if settings is not None else cls.from_options(options)
+
     def for_bank(self, defaults: Mapping[str, Any]) -> LayerSettings:
         """The one merge: what the caller gave, else the bank's ``defaults:``, else the
         engine's default."""

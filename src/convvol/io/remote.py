@@ -4,6 +4,7 @@ written whole in one call so that object stores make each object appear complete
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,11 @@ from convvol.io.readers import read_volume
 def is_url(text: str) -> bool:
     """An fsspec URL (``s3://bucket/key``, ``file:///path``) rather than a local path."""
     return "://" in text
+
+
+def path_key(path: str) -> str:
+    """What names one file: a URL as it is, a local path resolved (links, ``..``)."""
+    return path if is_url(path) else os.path.realpath(path)
 
 
 def filesystem(url: str) -> tuple[Any, str]:
