@@ -36,7 +36,8 @@ from convvol.io.formats import (
     format_for_path,
     format_named,
 )
-from convvol.io.readers import pixels_to_volume, read_pixels
+from convvol.io.metadata import NO_INFO, ImageInfo, ReadImage
+from convvol.io.readers import pixels_to_volume, read_image
 from convvol.io.remote import is_url, path_key, read_url, url_exists, write_url
 from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr, zarr_output
 from convvol.io.writers import OutputSet, write_volume
@@ -172,7 +173,8 @@ def run_job(
         return _stream(item, single, options, threads, explain, started)
 
     with reading():
-        stored, divisor = _read(item, options)
+        read = _read(item, options)
+    stored, divisor = read.pixels, read.divisor
     keep_hint = "; without --channels keep, images are read as RGB"
     with _named(item):
         layers = plan_stack(
@@ -220,7 +222,7 @@ def run_job(
         if sheet is not None:  # first, so that a failure here leaves stdout untouched
             _write_sheet(outputs, sheet, item, options, pixels_to_volume(stored, divisor),
                          outcome, labels)  # fmt: skip
-        _write(outputs, outcome, targets, formats, options, quantized=as_pixels)
+        _write(outputs, outcome, targets, formats, options, quantized=as_pixels, info=read.info)
     lines = []  # nothing for standard output: the data says it all
     if targets:
         lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
@@ -264,12 +266,14 @@ def _write(
     options: JobOptions,
     *,
     quantized: bool,
+    info: ImageInfo = NO_INFO,
 ) -> None:
     """The result to standard output, to fsspec URLs (each object whole), or to files
-    (all or nothing, with the rest of ``outputs``)."""
+    (all or nothing, with the rest of ``outputs``); ``info`` is the input's description,
+    for the formats that can carry it."""
     encoding: dict[str, Any] = {"scale": options.scale, "depth": options.depth,
                                 "compress_level": options.compress_level,
-                                "quantized": quantized}  # fmt: skip
+                                "quantized": quantized, "info": info}  # fmt: skip
     if options.to_stdout:
         write_volume("-", outcome, format=formats[0].name, **encoding)
         return
@@ -372,15 +376,16 @@ def _format(format_name: str | None, target: str) -> Format:
     return format_named(format_name) if format_name else format_for_path(target)
 
 
-def _read(item: Item, options: JobOptions) -> tuple[np.ndarray, float]:
-    """The input as stored values and the divisor that makes them the volume's values."""
+def _read(item: Item, options: JobOptions) -> ReadImage:
+    """The input as stored values, the divisor that makes them the volume's values, and
+    what the file says about itself."""
     source = item.source
     if is_zarr(source):  # a Zarr array to images: read whole
-        return streams.read_whole(source, max_pixels=options.max_pixels), 1.0
+        return ReadImage(streams.read_whole(source, max_pixels=options.max_pixels), 1.0)
     if is_url(source):
         volume = read_url(source, channels=options.channels, max_pixels=options.max_pixels)
-        return volume, 1.0
-    return read_pixels(source, channels=options.channels, max_pixels=options.max_pixels)
+        return ReadImage(volume, 1.0)
+    return read_image(source, channels=options.channels, max_pixels=options.max_pixels)
 
 
 def _exists(source: str) -> bool:

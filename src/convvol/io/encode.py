@@ -12,6 +12,7 @@ from PIL import Image
 
 from convvol.errors import ParameterError
 from convvol.io.formats import DEFAULT_COMPRESS_LEVEL, Format, check_encodable
+from convvol.io.metadata import NO_INFO, ImageInfo
 from convvol.io.png import write_png
 from convvol.scaling import DEPTHS, as_volume, to_pixels
 
@@ -26,12 +27,13 @@ def encode_volume(
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     target: str = "output",
     quantized: bool = False,
+    info: ImageInfo = NO_INFO,
 ) -> None:
     """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy.
 
     ``target`` names the destination in error messages. ``quantized`` says ``volume``
     holds pixels already (``to_pixels``'s uint8 or uint16 for ``depth``): they are
-    written as they are.
+    written as they are. ``info`` describes the input, for what the format can carry.
     """
     volume = as_volume(volume)
     if quantized and (fmt.name == "npy" or volume.dtype != DEPTHS.get(depth)):

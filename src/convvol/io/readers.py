@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import ParameterError, VolumeError
+from convvol.io.metadata import ImageInfo, ReadImage
 from convvol.limits import DEFAULT_MAX_PIXELS, VALUES_PER_PIXEL, gib
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -97,6 +98,18 @@ def read_pixels(
     as they are (``divisor=``), so a large image never needs a float copy in memory.
     ``.npy`` volumes come as float32 with divisor 1. ``max_pixels`` as for read_volume.
     """
+    read = read_image(source, channels=channels, max_pixels=max_pixels)
+    return read.pixels, read.divisor
+
+
+def read_image(
+    source: str | os.PathLike[str] | IO[bytes],
+    *,
+    channels: str = "rgb",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> ReadImage:
+    """:func:`read_pixels`, with what the file says about itself (:class:`ImageInfo`)
+    for the writers to carry to the outputs."""
     if channels not in CHANNEL_MODES:
         raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
     if (
@@ -111,7 +124,7 @@ def read_pixels(
         magic = stream.read(len(NPY_MAGIC))
         stream.seek(0)
         if magic == NPY_MAGIC:
-            return _read_npy(stream, label, limit), 1.0
+            return ReadImage(_read_npy(stream, label, limit), 1.0, ImageInfo(format="npy"))
         if not magic:
             raise VolumeError(f"{label}: the file is empty")
         return _read_image(stream, label, channels, limit)
@@ -270,9 +283,7 @@ def _open_image(stream: BinaryIO) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _read_image(
-    stream: BinaryIO, label: str, channels: str, max_pixels: int | None
-) -> tuple[np.ndarray, float]:
+def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | None) -> ReadImage:
     try:
         with warnings.catch_warnings():
             # Pillow warns about odd metadata (corrupt EXIF, ...) as it reads; the pixels
@@ -311,7 +322,8 @@ def _read_image(
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
-    return pixels, divisor
+    info = ImageInfo(format=image.format, sample_type=pixels.dtype.name)
+    return ReadImage(pixels, divisor, info)
 
 
 def _page_stack(

@@ -19,6 +19,7 @@ import numpy as np
 from convvol.errors import OutputError, ParameterError
 from convvol.io.encode import encode_volume
 from convvol.io.formats import DEFAULT_COMPRESS_LEVEL, Format, format_for_path, format_named
+from convvol.io.metadata import NO_INFO, ImageInfo
 
 TEMPORARY_SUFFIX = ".convvol-part"  # the hidden files of outputs in the making
 
@@ -232,6 +233,7 @@ def write_volume(
     depth: int = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     quantized: bool = False,
+    info: ImageInfo = NO_INFO,
 ) -> None:
     """Write an H×W×C volume to a path (atomically), ``"-"`` (stdout) or a binary stream.
 
@@ -239,10 +241,12 @@ def write_volume(
     (greyscale) or 3 (RGB) channels, TIFF any number (one page each); pixels follow
     ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16 bits). ``.npy`` stores the
     float32 volume unscaled. ``quantized=True`` writes pixels that ``to_pixels`` (or
-    ``render_layers``) made already, as they are.
+    ``render_layers``) made already, as they are. ``info`` (from :func:`read_image`)
+    describes the input, for what the format can carry.
     """
     options: dict[str, Any] = {
         "scale": scale, "depth": depth, "compress_level": compress_level, "quantized": quantized,
+        "info": info,
     }  # fmt: skip
     to_stdout = isinstance(target, str | os.PathLike) and str(target) == "-"
     if isinstance(target, str | os.PathLike) and not to_stdout:
