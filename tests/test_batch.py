@@ -411,3 +411,27 @@ def test_another_live_convvols_part_files_are_left_alone(workdir: Path) -> None:
         other.wait()
     batch.remove_temporaries([str(workdir / "out" / "img000.png")])
     assert not theirs.exists()  # its writer has ended now
+
+
+def _pool_machinery_fails() -> None:
+    raise OSError(9, "Bad file descriptor")  # as a worker's task queue did once in the soak
+
+
+def test_a_worker_whose_pool_fails_under_it_ends_without_a_traceback() -> None:
+    """The batch reports a dead worker in one line (and retries its file); the worker
+    itself adds nothing to stderr, unless CONVVOL_DEBUG asks for the traceback."""
+    script = (
+        f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
+        "from convvol.worker_process import WorkerContext\n"
+        "from test_batch import _pool_machinery_fails\n"
+        "if __name__ == '__main__':\n"
+        "    p = WorkerContext().Process(target=_pool_machinery_fails); p.start(); p.join()\n"
+        "    print(p.exitcode)\n"
+    )
+    for debug, quiet in (("0", True), ("1", False)):
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "CONVVOL_DEBUG": debug}, check=False,
+        )  # fmt: skip
+        assert done.stdout.strip() == "1", done.stderr
+        assert ("Traceback" not in done.stderr) == quiet, done.stderr

@@ -305,9 +305,10 @@ def _run_pool(
     items: Sequence[Item], options: JobOptions, workers: int, threads: int, keep: OnResult
 ) -> None:
     # Imported here: multiprocessing costs start-up time that single files never need.
-    import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+
+    from convvol.worker_process import WorkerContext
 
     pending = list(reversed(items))  # popped from the end: input order
     attempts: dict[int, int] = {}
@@ -322,10 +323,8 @@ def _run_pool(
             keep(JobResult(item.source, "failed", (), message))
 
     while pending:
-        # Spawned, not forked: the engine keeps threads, and forking after threads is unsafe.
-        context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)
+            workers, mp_context=WorkerContext(), initializer=_worker_start, initargs=(os.getpid(),)
         )
         running: dict[Future[JobResult], Item] = {}
         broken = False
