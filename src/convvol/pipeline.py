@@ -52,6 +52,7 @@ def plan_stack(
                 (height, width, channels), resolved.weights, resolved.bias,
                 settings.for_bank(bank.defaults), threads=settings.threads,
                 memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
+                combine=resolved.combine,
             )  # fmt: skip
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
