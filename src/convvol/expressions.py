@@ -131,24 +131,28 @@ def parse_expression(name: str, text: str, origin: str, *, output: bool = True) 
 
 def parse_assignment(text: str) -> Expression:
     """``NAME = EXPR`` as given to ``--expr`` (raises BankError)."""
-    origin = f"--expr {text!r}"
     name, equals, expression = text.partition("=")
-    if not equals or expression.startswith("="):
+    if not equals or expression.startswith("=") or not NAME_PATTERN.match(name.strip()):
         raise BankError(
-            f"{origin}: expected NAME = EXPRESSION",
+            f"--expr {text!r}: expected NAME = EXPRESSION, NAME of letters, digits and '_'",
             hint="e.g. --expr 'magnitude = hypot(sobel_x, sobel_y)'",
         )
-    return parse_expression(name.strip(), expression, origin)
+    return parse_expression(name.strip(), expression, f"--expr {name.strip()}")
 
 
 def _column(node: ast.AST) -> int:
     return int(getattr(node, "col_offset", 0)) + 1
 
 
+def _at(origin: str, node: ast.AST, source: str) -> str:
+    """Where a part of an expression is: ``ORIGIN: at column 7 of 'hypot(sxx, sy)'``."""
+    return f"{origin}: at column {_column(node)} of {source!r}"
+
+
 def _whitelist(tree: ast.expr, source: str, origin: str) -> None:
     """Refuse every node that is not a number, a name, an allowed operator or call."""
     for node in ast.walk(tree):
-        where = f"{origin}: at column {_column(node)}"
+        where = _at(origin, node, source)
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise BankError(f"{where}: {node.value!r} is not a number", hint=ALLOWED)
@@ -260,7 +264,7 @@ class Combine:
     ) -> np.ndarray:
         """The value of ``node`` over the band (float32; a constant as a float32 scalar)."""
         if isinstance(node, ast.Constant):
-            return np.float32(node.value)  # type: ignore[no-any-return]
+            return np.asarray(node.value, np.float32)
         if isinstance(node, ast.Name):
             if node.id in values:
                 return values[node.id]
@@ -391,7 +395,7 @@ def _kind(
     node: ast.expr, expression: Expression, kinds: Mapping[str, tuple[str, ...] | None]
 ) -> tuple[str, ...] | None:
     """CONSTANT, SINGLE or a group's suffixes; BankError for unknown names and mixtures."""
-    where = f"{expression.origin}: at column {_column(node)}"
+    where = _at(expression.origin, node, expression.text)
     if isinstance(node, ast.Constant):
         return CONSTANT
     if isinstance(node, ast.Name):
@@ -406,6 +410,13 @@ def _kind(
         return _kind(node.operand, expression, kinds)
     if isinstance(node, ast.BinOp):
         parts = [node.left, node.right]
+        if isinstance(node.op, ast.Div) and _constant(node.right) == 0:
+            raise BankError(
+                f"{where}: divides by {ast.get_source_segment(expression.text, node.right)}, "
+                "which is always 0: every pixel would be ±inf or NaN",
+                hint="division by a channel that is 0 at some pixels is allowed: IEEE results "
+                "(±inf, NaN), then NaN becomes 0 when written as pixels",
+            )
     elif isinstance(node, ast.Compare):
         parts = [node.left, *node.comparators]
     else:
@@ -423,12 +434,23 @@ def _kind(
         if part_kind != kind:
             assert first is not None
             raise BankError(
-                f"{where}: {_describe(first, expression, kind)} and "
+                f"{_at(expression.origin, part, expression.text)}: "
+                f"{_describe(first, expression, kind)} and "
                 f"{_describe(part, expression, part_kind)} cannot be combined",
                 hint="a group combines with a constant or a group of the same channels; "
                 "name one member (e.g. blur_red) to combine it with a single channel",
             )
     return kind
+
+
+def _constant(node: ast.expr) -> float | None:
+    """The value of a part made of numbers only, else None."""
+    if any(isinstance(part, ast.Name) for part in ast.walk(node)):
+        return None
+    combine = Combine((), (), {}, ())
+    with np.errstate(all="ignore"):
+        empty = np.empty((0, 0, 0), np.float32)
+        return float(combine._evaluate(node, empty, empty, {}))
 
 
 def _describe(node: ast.expr, expression: Expression, kind: tuple[str, ...] | None) -> str:
