@@ -667,7 +667,7 @@ def layer_recipe(value: object) -> str:
         for term in params:
             weight = float(term.get("weight", 1.0))
             inner = layer_recipe(term["kernel"])
-            if " " in inner and not inner.startswith("rotate("):
+            if " + " in inner or " − " in inner:  # a sum inside a sum
                 inner = f"({inner})"
             sign = "−" if weight < 0 else "+"
             factor = "" if abs(weight) == 1 else f"{abs(weight):g}·"
