@@ -247,13 +247,9 @@ class Combine:
                 if index in kept:
                     results[index] = result
         for index, _, suffixes in self.outputs:
-            result = results[index]
-            if suffixes:
-                out[:, :, channel : channel + len(suffixes)] = result
-                channel += len(suffixes)
-            else:
-                out[:, :, channel] = result
-                channel += 1
+            count = max(1, len(suffixes))
+            out[:, :, channel : channel + count] = results[index]
+            channel += count
 
     def _evaluate(
         self,
@@ -272,7 +268,7 @@ class Combine:
             band = inputs if source.from_input else filters
             if source.suffixes:
                 return band[:, :, list(source.indices)]
-            return band[:, :, source.indices[0]]
+            return band[:, :, source.indices[0] : source.indices[0] + 1]  # rows×W'×1
         if isinstance(node, ast.UnaryOp):
             operand = self._evaluate(node.operand, filters, inputs, values)
             return np.negative(operand) if isinstance(node.op, ast.USub) else operand
@@ -431,7 +427,9 @@ def _kind(
         if kind is CONSTANT:
             kind, first = part_kind, part
             continue
-        if part_kind != kind:
+        if part_kind != kind and {len(kind or ()), len(part_kind or ())} == {0, 1}:
+            kind = kind or part_kind  # a group of one channel goes with single channels
+        elif part_kind != kind:
             assert first is not None
             raise BankError(
                 f"{_at(expression.origin, part, expression.text)}: "
