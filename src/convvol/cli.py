@@ -54,6 +54,7 @@ from convvol.jobs import (
 )
 from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
+from convvol.pipeline import resolve_stack
 from convvol.scaling import SCALES
 from convvol.settings import ACTIVATIONS, BORDERS, MAX_STEP, PADDINGS, Settings, methods
 
@@ -438,10 +439,8 @@ def apply(
     """
     banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
     banks = with_expressions(banks, expressions)
-    if channels == "rgb":  # the depth is known: check every expression before any reading
-        layer_depth = 3
-        for bank in banks:
-            layer_depth = len(bank.resolve(layer_depth).outputs)
+    if channels == "rgb" and any(bank.expressions for bank in banks):
+        resolve_stack(banks, 3, labels=bank_names)  # the depth is known: check before reading
     cval = given.get("cval")
     if cval is not None and not math.isfinite(cval):
         raise click.BadParameter(f"{cval} is not a finite number", param_hint="--cval")
