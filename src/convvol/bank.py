@@ -27,7 +27,13 @@ import yaml
 
 from convvol import kernels
 from convvol.errors import BankError, KernelError, choice_hint, did_you_mean
-from convvol.expressions import Combine, Expression, compile_expressions, parse_expression
+from convvol.expressions import (
+    Combine,
+    Expression,
+    compile_expressions,
+    parse_assignment,
+    parse_expression,
+)
 from convvol.settings import ACTIVATIONS, BORDERS, PADDINGS
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
@@ -201,13 +207,19 @@ class Bank:
     source: Path | None = None
     expressions: tuple[Expression, ...] = ()
 
-    def with_expressions(self, extra: Sequence[Expression]) -> Bank:
-        """This bank with ``extra`` expressions after its own (``--expr``): they become the
-        layer's outputs and the bank's own expressions are kept as names they may read."""
+    def with_expressions(self, extra: Sequence[Expression | str]) -> Bank:
+        """This bank with ``extra`` expressions (``"NAME = EXPR"`` texts, as ``--expr``
+        takes them) after its own: they become the layer's outputs, and the bank's own
+        expressions are kept as names they may read.
+
+        >>> load_bank("gradients").with_expressions(["m = hypot(dx, dy)"]).resolve(3).outputs
+        ('m',)
+        """
         if not extra:
             return self
+        added = tuple(parse_assignment(e) if isinstance(e, str) else e for e in extra)
         own = tuple(replace(expression, output=False) for expression in self.expressions)
-        return replace(self, expressions=(*own, *extra))
+        return replace(self, expressions=(*own, *added))
 
     @property
     def kernel_shape(self) -> tuple[int, int]:

@@ -32,7 +32,6 @@ from convvol.bank import (
     search_path,
 )
 from convvol.errors import ConvvolError, choice_hint
-from convvol.expressions import parse_assignment
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
     FORMAT_ALIASES,
@@ -284,8 +283,7 @@ def with_expressions(banks: tuple[Bank, ...], expressions: Sequence[str]) -> tup
     """The banks, the last with the --expr expressions after its own."""
     if not expressions:
         return banks
-    parsed = [parse_assignment(text) for text in expressions]
-    return (*banks[:-1], banks[-1].with_expressions(parsed))
+    return (*banks[:-1], banks[-1].with_expressions(expressions))
 
 
 def batch_options(command: F) -> F:
