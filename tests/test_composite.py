@@ -132,6 +132,8 @@ def test_kirsch_east_and_its_eight_directions() -> None:
     north = builtin_kernel("kirsch", direction=2)
     np.testing.assert_array_equal(north, [[5, 5, 5], [-3, 0, -3], [-3, -3, -3]])
     np.testing.assert_array_equal(builtin_kernel("kirsch", direction="n"), north)
+    np.testing.assert_array_equal(builtin_kernel("kirsch", angle=90), north)
+    np.testing.assert_array_equal(builtin_kernel("kirsch", angle=-270), north)
     directions = [builtin_kernel("kirsch", direction=d) for d in range(8)]
     assert len({d.tobytes() for d in directions}) == 8
     for d in range(8):
@@ -202,7 +204,8 @@ def test_weighted_sum_aligns_centres() -> None:
         ("disk", {"radius": 0.1}, "radius"),
         ("kirsch", {"direction": 8}, "direction"),
         ("kirsch", {"direction": "up"}, "direction"),
-        ("robinson", {"angle": 3}, "parameter"),
+        ("kirsch", {"angle": 30}, "multiple of 45"),
+        ("robinson", {"size": 3}, "parameter"),
     ],
 )
 def test_bad_generator_parameters(name: str, params: dict[str, object], fragment: str) -> None:

@@ -320,7 +320,16 @@ COMPASS_DIRECTIONS = ("e", "ne", "n", "nw", "w", "sw", "s", "se")
 
 
 def _compass(name: str, east: np.ndarray) -> Callable[..., np.ndarray]:
-    def make(direction: object = 0) -> np.ndarray:
+    def make(direction: object = 0, angle: object = None) -> np.ndarray:
+        if angle is not None:
+            degrees = _finite(angle, name, "angle", -3600.0, 3600.0)
+            if degrees % 45 or direction != 0:
+                raise KernelError(
+                    f"{name}: angle must be a multiple of 45 degrees (and direction not given); "
+                    f"got {angle!r}",
+                    hint="rotate: {kernel: ..., angle: A} turns any kernel by any angle",
+                )
+            direction = int(degrees // 45) % 8
         if isinstance(direction, str) and direction.lower() in COMPASS_DIRECTIONS:
             eighths = COMPASS_DIRECTIONS.index(direction.lower())
         elif isinstance(direction, int) and not isinstance(direction, bool) and 0 <= direction < 8:
@@ -414,19 +423,22 @@ BUILTIN_KERNELS: dict[str, BuiltinKernel] = {
         BuiltinKernel("motion", motion, "motion blur along a line", {"length": 9, "angle": 0.0}),
         BuiltinKernel("disk", disk, "pillbox (defocus) blur", {"radius": 2.0}),
         BuiltinKernel(
-            "kirsch", _compass("kirsch", KIRSCH), "Kirsch compass edge kernel", {"direction": 0}
+            "kirsch",
+            _compass("kirsch", KIRSCH),
+            "Kirsch compass edge kernel",
+            {"direction": 0, "angle": None},
         ),
         BuiltinKernel(
             "robinson",
             _compass("robinson", ROBINSON),
             "Robinson (Sobel) compass edge kernel",
-            {"direction": 0},
+            {"direction": 0, "angle": None},
         ),
         BuiltinKernel(
             "prewitt_compass",
             _compass("prewitt_compass", PREWITT_COMPASS),
             "Prewitt compass edge kernel",
-            {"direction": 0},
+            {"direction": 0, "angle": None},
         ),
     ]
 }
