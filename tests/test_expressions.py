@@ -370,6 +370,8 @@ def test_did_you_mean_for_names_and_functions(workdir: Path) -> None:
         ({"expressions": [{"name": "a", "expr": ""}]}, "empty"),
         ({"expressions": [{"name": "a", "expr": "sx\n+ sx"}]}, "one line"),
         ({"expressions": [{"name": "a", "expr": "sx" + " + sx" * 1500}]}, "at most"),
+        ({"expressions": [{"name": "a", "expr": "-" * 300 + "sx"}]}, "levels deep"),
+        ({"expressions": [{"name": "a", "expr": "sx + 1" + "0" * 400}]}, "beyond any float"),
     ],
 )  # fmt: skip
 def test_bad_expression_items(document: dict[str, object], fragment: str) -> None:

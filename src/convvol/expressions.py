@@ -44,6 +44,7 @@ COMPARISONS = {
 INPUT = "input"
 MAX_EXPRESSION_LENGTH = 4096  # characters of one expression
 MAX_EXPRESSION_NODES = 1000  # numbers, names, operators and calls in one expression
+MAX_EXPRESSION_DEPTH = 100  # parts inside parts: checked and run by recursion
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ALLOWED = (
     "numbers, names, + - * / **, comparisons (< <= > >= == !=), parentheses and the "
@@ -125,6 +126,10 @@ def parse_expression(name: str, text: str, origin: str, *, output: bool = True) 
         raise BankError(
             f"{origin}: the expression has {nodes:,} parts (at most {MAX_EXPRESSION_NODES:,})"
         )
+    if _depth(tree) > MAX_EXPRESSION_DEPTH:
+        raise BankError(
+            f"{origin}: the expression nests more than {MAX_EXPRESSION_DEPTH} levels deep"
+        )
     _whitelist(tree, source, origin)
     return Expression(name=name, text=source, tree=tree, origin=origin, output=output)
 
@@ -138,6 +143,16 @@ def parse_assignment(text: str) -> Expression:
             hint="e.g. --expr 'magnitude = hypot(sobel_x, sobel_y)'",
         )
     return parse_expression(name.strip(), expression, f"--expr {name.strip()}")
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deep parts nest in ``tree`` (without recursion)."""
+    deepest, pending = 0, [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _column(node: ast.AST) -> int:
@@ -156,6 +171,10 @@ def _whitelist(tree: ast.expr, source: str, origin: str) -> None:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, int | float):
                 raise BankError(f"{where}: {node.value!r} is not a number", hint=ALLOWED)
+            try:
+                float(node.value)
+            except OverflowError:
+                raise BankError(f"{where}: a number beyond any float's range") from None
         elif isinstance(node, ast.Name | ast.Load | ast.Compare):
             pass
         elif isinstance(node, ast.BinOp):
@@ -260,7 +279,8 @@ class Combine:
     ) -> np.ndarray:
         """The value of ``node`` over the band (float32; a constant as a float32 scalar)."""
         if isinstance(node, ast.Constant):
-            return np.asarray(node.value, np.float32)
+            assert isinstance(node.value, int | float)  # whitelisted
+            return np.asarray(float(node.value), np.float32)  # 1e39 is inf, as IEEE says
         if isinstance(node, ast.Name):
             if node.id in values:
                 return values[node.id]
