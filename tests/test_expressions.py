@@ -257,6 +257,20 @@ def test_split_names_the_expressions_outputs(workdir: Path) -> None:
     assert names == ["edge.png", "sharp_blue.png", "sharp_green.png", "sharp_red.png"]
 
 
+def test_a_batch_runs_the_expressions_as_a_single_input_does(workdir: Path) -> None:
+    for name in ("a", "b"):
+        np.save(f"{name}.npy", VOLUME[::-1] if name == "b" else VOLUME)
+    expression = "m = max(dx, dy, laplacian) - min(dx, dy)"
+    result = run("apply", "a.npy", "b.npy", "-f", "gradients", "--expr", expression,
+                 "-o", "out/{stem}.npy", "-j", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name, volume in (("a", VOLUME), ("b", VOLUME[::-1])):
+        gradients = convvol.apply_bank(volume, convvol.load_bank("gradients"))
+        dx, dy, laplacian = (gradients[..., i] for i in range(3))
+        expected = np.maximum(np.maximum(dx, dy), laplacian) - np.minimum(dx, dy)
+        np.testing.assert_array_equal(np.load(f"out/{name}.npy")[..., 0], expected)
+
+
 def test_a_stacked_layer_reads_the_expressions_channels(workdir: Path) -> None:
     np.save("volume.npy", VOLUME)
     result = run("apply", "volume.npy", "-f", "gradient_magnitude", "-f", "blur",
