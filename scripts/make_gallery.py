@@ -5,8 +5,8 @@ Usage, from anywhere (it runs the convvol of this checkout, ``src/``)::
     python scripts/make_gallery.py              # rewrites docs/gallery/
     python scripts/make_gallery.py --out DIR    # writes the pictures to DIR instead
 
-The commands below are the README's Gallery commands, word for word (a test checks), run
-from the repository's root; the outputs they write besides the pictures (``out/...``) go
+The commands below are the README's Gallery commands and the Recipes page's
+(``docs/recipes.md``), word for word (a test checks), run from the repository's root; the outputs they write besides the pictures (``out/...``) go
 to a temporary directory. Commit the pictures after a change that alters them.
 """
 
@@ -28,6 +28,19 @@ COMMANDS = [
     "convvol apply sample_images/astronaut.png -f edges -o out/astronaut_edges.png "
     "--montage docs/gallery/astronaut_edges.jpg",
     "convvol show-filter edges --image docs/gallery/edges_kernels.png",
+]
+# The Recipes page's commands (docs/recipes.md), word for word (a test checks).
+RECIPES = [
+    "convvol apply sample_images/astronaut.png -f unsharp -o docs/gallery/recipe_unsharp.jpg",
+    "convvol apply sample_images/astronaut.png -f blur --expr "
+    "'sharp = input + 2 * where(abs(input - blur) > 0.05, input - blur, 0)' "
+    "-o docs/gallery/recipe_unsharp_threshold.jpg",
+    "convvol apply sample_images/astronaut.png -f dog --scale signed "
+    "-o docs/gallery/recipe_dog.jpg",
+    "convvol apply sample_images/astronaut.png -f gradient_magnitude "
+    "-o docs/gallery/recipe_gradient_magnitude.jpg",
+    "convvol apply sample_images/astronaut.png -f compass_edges "
+    "-o docs/gallery/recipe_compass_edges.jpg",
 ]
 
 
@@ -58,7 +71,7 @@ def main() -> None:
     )
     environment.pop("CONVVOL_FILTERS", None)  # the bundled banks, whatever the user has
     with tempfile.TemporaryDirectory() as scratch:
-        for command in COMMANDS:
+        for command in COMMANDS + RECIPES:
             print(command)
             subprocess.run(
                 [sys.executable, "-m", "convvol", *arguments(command, out, Path(scratch))],

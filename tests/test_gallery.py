@@ -16,17 +16,19 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 PICTURES_PAGE = (REPO / "docs" / "pictures.md").read_text(encoding="utf-8")
+RECIPES_PAGE = (REPO / "docs" / "recipes.md").read_text(encoding="utf-8")
 SCRIPT = REPO / "scripts" / "make_gallery.py"
 GALLERY = REPO / "docs" / "gallery"
 
 
-def script_commands() -> list[str]:
-    """The COMMANDS list of the script, read as text (the script is not a module)."""
+def script_commands(variable: str = "COMMANDS") -> list[str]:
+    """The COMMANDS (or RECIPES) list of the script, read as text (it is not a module)."""
     namespace: dict[str, object] = {}
     source = SCRIPT.read_text(encoding="utf-8")
-    (listing,) = re.findall(r"^COMMANDS = \[.*?^\]", source, flags=re.DOTALL | re.MULTILINE)
+    pattern = rf"^{variable} = \[.*?^\]"
+    (listing,) = re.findall(pattern, source, flags=re.DOTALL | re.MULTILINE)
     exec(listing, namespace)
-    commands = namespace["COMMANDS"]
+    commands = namespace[variable]
     assert isinstance(commands, list)
     return commands
 
@@ -67,10 +69,23 @@ def test_the_manual_shows_the_same_commands_and_pictures() -> None:
         assert f"](gallery/{name})" in PICTURES_PAGE, name
 
 
+def test_the_recipes_page_runs_the_scripts_recipes_and_shows_their_pictures() -> None:
+    recipes = script_commands("RECIPES")
+    assert len(recipes) == 5
+    blocks = re.findall(r"```sh\n(.*?)```", RECIPES_PAGE, flags=re.DOTALL)
+    lines = {line.strip() for block in blocks for line in block.splitlines()}
+    for command in recipes:
+        assert command in lines, command
+    for name in pictures_of(recipes):
+        assert f"](gallery/{name})" in RECIPES_PAGE, name
+
+
 def test_the_pictures_are_committed_and_small() -> None:
     names = pictures_of(script_commands())
-    assert sorted(p.name for p in GALLERY.iterdir()) == sorted(names)
+    recipes = pictures_of(script_commands("RECIPES"))
+    assert sorted(p.name for p in GALLERY.iterdir()) == sorted(names + recipes)
     assert sum((GALLERY / name).stat().st_size for name in names) < 400_000
+    assert sum((GALLERY / name).stat().st_size for name in recipes) < 500_000
 
 
 def test_the_script_makes_the_committed_pictures(tmp_path: Path) -> None:
@@ -79,7 +94,7 @@ def test_the_script_makes_the_committed_pictures(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    for name in pictures_of(script_commands()):
+    for name in pictures_of(script_commands() + script_commands("RECIPES")):
         made, committed = pixels(tmp_path / name), pixels(GALLERY / name)
         assert made.shape == committed.shape, f"{name}: rerun scripts/make_gallery.py"
         # Equal but for what another FreeType or JPEG library may render differently.

@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,16 +27,28 @@ import yaml
 
 from convvol import kernels
 from convvol.errors import BankError, KernelError, choice_hint, did_you_mean
+from convvol.expressions import (
+    Combine,
+    Expression,
+    compile_expressions,
+    parse_assignment,
+    parse_expression,
+)
 from convvol.settings import ACTIVATIONS, BORDERS, PADDINGS
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
-BANK_KEYS = ("name", "description", "filters", "defaults")
+BANK_KEYS = ("name", "description", "filters", "defaults", "expressions")
 FILTER_KEYS = (
     "name", "description", "channels", "kernel", "weights",
     "scale", "bias", "normalize", "depthwise",
 )  # fmt: skip
 SOURCE_KEYS = ("channels", "kernel", "weights")
 DEFAULT_KEYS = ("padding", "border", "cval", "stride", "dilation", "activation")
+EXPRESSION_KEYS = ("name", "expr", "output")
+# Kernel arithmetic: a layer written {sum: [...]} or {rotate: {...}} (not built-in names).
+SUM_KEYS = ("weight", "kernel")
+ROTATE_KEYS = ("kernel", "angle")
+MAX_EXPRESSIONS = 1024
 CHANNEL_KEYS = {"red": 0, "r": 0, "green": 1, "g": 1, "blue": 2, "b": 2, "alpha": 3, "a": 3}
 # Names end up in file names ({name} in --split templates): keep them path-safe.
 NAME_PATTERN = re.compile(r"^[\w.+-]+$")
@@ -80,6 +92,7 @@ class Filter:
     normalize: bool = False
     depthwise: bool = False
     line: int | None = None  # where it starts in its YAML file, for messages
+    recipe: str = ""  # how a kernel: was written when it is a built-in or composite
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -165,12 +178,22 @@ def _normalized(weights: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class BankWeights:
-    """A bank completed for one input depth: what the engine needs, plus output names."""
+    """A bank completed for one input depth: what the engine needs, plus output names.
+
+    ``names`` are the filters' output channels (one per row of ``weights``); ``combine``,
+    when the bank has expressions, turns them into the layer's outputs (:attr:`outputs`).
+    """
 
     names: tuple[str, ...]
     weights: np.ndarray  # N×C×kh×kw float32
     bias: np.ndarray  # N float32
-    sources: tuple[int, ...] = ()  # for each output, the index of the filter it comes from
+    sources: tuple[int, ...] = ()  # for each filter output, the index of its filter
+    combine: Combine | None = None
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The layer's output channels: the expressions' if any, else the filters'."""
+        return self.combine.names if self.combine is not None else self.names
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +205,21 @@ class Bank:
     description: str = ""
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source: Path | None = None
+    expressions: tuple[Expression, ...] = ()
+
+    def with_expressions(self, extra: Sequence[Expression | str]) -> Bank:
+        """This bank with ``extra`` expressions (``"NAME = EXPR"`` texts, as ``--expr``
+        takes them) after its own: they become the layer's outputs, and the bank's own
+        expressions are kept as names they may read.
+
+        >>> load_bank("gradients").with_expressions(["m = hypot(dx, dy)"]).resolve(3).outputs
+        ('m',)
+        """
+        if not extra:
+            return self
+        added = tuple(parse_assignment(e) if isinstance(e, str) else e for e in extra)
+        own = tuple(replace(expression, output=False) for expression in self.expressions)
+        return replace(self, expressions=(*own, *added))
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -237,7 +275,20 @@ class Bank:
                 "range",
                 hint="use a smaller scale",
             )
-        return BankWeights(tuple(names), weights32, np.array(biases, np.float32), tuple(sources))
+        combine = None
+        if self.expressions:
+            groups = {
+                filt.name: [
+                    (channel, names.index(f"{filt.name}_{channel}"))
+                    for channel in channel_names(channels)
+                ]
+                for filt in self.filters
+                if filt.depthwise
+            }
+            combine = compile_expressions(self.expressions, names, groups, channel_names(channels))
+        return BankWeights(
+            tuple(names), weights32, np.array(biases, np.float32), tuple(sources), combine
+        )
 
     def _label(self, filt: Filter | None = None) -> str:
         label = str(self.source) if self.source else f"bank {self.name!r}"
@@ -543,10 +594,16 @@ def _matrix(value: object, what: str, where: _Where) -> np.ndarray:
 
 
 def _layer(value: object, what: str, where: _Where) -> np.ndarray:
-    """A 2-D layer: a matrix, a built-in kernel name, or {name: {parameters}}."""
+    """A 2-D layer: a matrix, a built-in kernel name, {name: {parameters}}, or kernel
+    arithmetic: {sum: [{weight: w, kernel: layer}, ...]} or {rotate: {kernel: layer,
+    angle: degrees}}."""
     if isinstance(value, list):
         return _matrix(value, what, where)
     params: Any
+    if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) == "sum":
+        return _sum_layer(value["sum"], f"{what}.sum", where)
+    if isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) == "rotate":
+        return _rotated_layer(value["rotate"], f"{what}.rotate", where)
     if isinstance(value, str):
         name, params = value, {}
     elif isinstance(value, Mapping) and len(value) == 1:
@@ -569,6 +626,69 @@ def _layer(value: object, what: str, where: _Where) -> np.ndarray:
         raise where.error(f"{what}: {error.message}", hint=error.hint) from None
     _check_shape(layer.shape[0], layer.shape[1], what, where)  # fixed sizes (sobel_x) too
     return layer
+
+
+def _sum_layer(terms: object, what: str, where: _Where) -> np.ndarray:
+    """Σ weight·kernel over the terms, centres aligned (kernels.weighted_sum)."""
+    if not isinstance(terms, list) or not terms:
+        raise where.error(
+            f"{what} must be a non-empty list of {{weight: number, kernel: layer}} terms; got "
+            f"{_show(terms)}",
+            hint="e.g. sum: [{weight: 2, kernel: identity}, {weight: -1, kernel: box}]",
+        )
+    parts: list[tuple[float, np.ndarray]] = []
+    for index, term in enumerate(terms):
+        label = f"{what}[{index}]"
+        if not isinstance(term, Mapping) or "kernel" not in term:
+            raise where.error(
+                f"{label} must be a mapping {{weight: number, kernel: layer}}; got {_show(term)}"
+            )
+        _check_keys(term, SUM_KEYS, label, where)
+        weight = _number(term.get("weight", 1.0), f"{label}.weight", where)
+        parts.append((weight, _layer(term["kernel"], f"{label}.kernel", where)))
+    try:
+        return kernels.weighted_sum(parts)
+    except KernelError as error:
+        raise where.error(f"{what}: {error.message}", hint=error.hint) from None
+
+
+def _rotated_layer(spec: object, what: str, where: _Where) -> np.ndarray:
+    """A layer rotated counter-clockwise by ``angle`` degrees (kernels.rotate)."""
+    if not isinstance(spec, Mapping) or "kernel" not in spec or "angle" not in spec:
+        raise where.error(
+            f"{what} must be a mapping {{kernel: layer, angle: degrees}}; got {_show(spec)}"
+        )
+    _check_keys(spec, ROTATE_KEYS, what, where)
+    angle = _number(spec["angle"], f"{what}.angle", where)
+    layer = _layer(spec["kernel"], f"{what}.kernel", where)
+    rotated = kernels.rotate(layer, angle)
+    _check_shape(rotated.shape[0], rotated.shape[1], what, where)
+    return rotated
+
+
+def layer_recipe(value: object) -> str:
+    """How a (valid) layer was written, as a short formula: ``2·identity − gaussian(sigma=2)``."""
+    if isinstance(value, list):
+        return f"matrix {len(value)}×{len(value[0])}"
+    if isinstance(value, str):
+        return value
+    assert isinstance(value, Mapping)
+    name, params = next(iter(value.items()))
+    if name == "sum":
+        text = ""
+        for term in params:
+            weight = float(term.get("weight", 1.0))
+            inner = layer_recipe(term["kernel"])
+            if " + " in inner or " − " in inner:  # a sum inside a sum
+                inner = f"({inner})"
+            sign = "−" if weight < 0 else "+"
+            factor = "" if abs(weight) == 1 else f"{abs(weight):g}·"
+            text += (f"{'−' if weight < 0 else ''}" if not text else f" {sign} ") + factor + inner
+        return text
+    if name == "rotate":
+        return f"rotate({layer_recipe(params['kernel'])}, {float(params['angle']):g}°)"
+    arguments = ", ".join(f"{key}={param!r}" for key, param in (params or {}).items())
+    return f"{name}({arguments})"
 
 
 def _check_shape(height: int, width: int, what: str, where: _Where) -> None:
@@ -642,8 +762,11 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
             "depthwise: true needs kernel: (one 2-D layer applied to each channel on its own)"
         )
     layers = kernel = weights = None
+    recipe = ""
     if sources[0] == "kernel":
         kernel = _layer(document["kernel"], "kernel", where)
+        if not isinstance(document["kernel"], list):
+            recipe = layer_recipe(document["kernel"])
     elif sources[0] == "channels":
         spec = document["channels"]
         if not isinstance(spec, Mapping) or not spec:
@@ -683,6 +806,7 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
         normalize=flags["normalize"],
         depthwise=flags["depthwise"],
         line=where.line,
+        recipe=recipe,
     )
 
 
@@ -779,13 +903,52 @@ def bank_from_document(document: object, *, name: str, source: Path | None = Non
                 hint="pad the smaller kernel with zeros yourself, or put it in another bank",
             )
     defaults = _parse_defaults(document.get("defaults", {}), where)
+    expressions = _parse_expressions(document.get("expressions", []), where)
     return Bank(
         name=name,
         filters=filters,
         description=description.strip(),
         defaults=MappingProxyType(defaults),
         source=source,
+        expressions=expressions,
     )
+
+
+def _parse_expressions(document: object, where: _Where) -> tuple[Expression, ...]:
+    """The ``expressions:`` list: {name: NAME, expr: EXPRESSION, output: true|false}."""
+    if not isinstance(document, list):
+        raise where.error(
+            f"expressions must be a list of {{name: NAME, expr: EXPRESSION}}; got {_show(document)}"
+        )
+    if len(document) > MAX_EXPRESSIONS:
+        raise where.error(
+            f"the bank has {len(document)} expressions; the limit is {MAX_EXPRESSIONS}"
+        )
+    parsed = []
+    for index, item in enumerate(document):
+        raw = item.get("name") if isinstance(item, Mapping) else None
+        label = f"expressions[{index}]" + (f" ({raw!r})" if isinstance(raw, str) else "")
+        place = where.at(label, item)
+        if not isinstance(item, Mapping):
+            raise place.error(
+                f"must be a mapping {{name: NAME, expr: EXPRESSION}}; got {_show(item)}"
+            )
+        _check_keys(item, EXPRESSION_KEYS, "an expression", place)
+        for key in ("name", "expr"):
+            if key not in item:
+                raise place.error(
+                    f"needs {key}: (an expression is {{name: NAME, expr: EXPRESSION}})"
+                )
+        output = item.get("output", True)
+        if not isinstance(output, bool):
+            raise place.error(f"output must be true or false, got {_show(output)}")
+        origin = place.error("").message.rstrip(": ")
+        name = _text(item["name"], "name", place)
+        text = item["expr"]
+        if isinstance(text, bool) or not isinstance(text, str | int | float):
+            raise place.error(f"expr must be text, got {_show(text)}")
+        parsed.append(parse_expression(name, str(text), origin, output=output))
+    return tuple(parsed)
 
 
 def read_bank_file(path: Path) -> Bank:

@@ -53,6 +53,7 @@ from convvol.jobs import (
 )
 from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
+from convvol.pipeline import resolve_stack
 from convvol.scaling import SCALES
 from convvol.settings import ACTIVATIONS, BORDERS, MAX_STEP, PADDINGS, Settings, methods
 
@@ -265,6 +266,26 @@ def max_kernel_option(command: F) -> F:
     )(command)
 
 
+def expr_option(command: F) -> F:
+    """--expr 'NAME = EXPR', repeatable: expressions after the last bank (apply, validate)."""
+    return click.option(
+        "--expr",
+        "expressions",
+        multiple=True,
+        metavar="'NAME = EXPR'",
+        help="A per-pixel expression over the last bank's outputs and its input, e.g. "
+        "'magnitude = hypot(sobel_x, sobel_y)'; repeat for more. The expressions become "
+        "the output channels.",
+    )(command)
+
+
+def with_expressions(banks: tuple[Bank, ...], expressions: Sequence[str]) -> tuple[Bank, ...]:
+    """The banks, the last with the --expr expressions after its own."""
+    if not expressions:
+        return banks
+    return (*banks[:-1], banks[-1].with_expressions(expressions))
+
+
 def batch_options(command: F) -> F:
     """Many files and big ones: workers, resuming, the memory budget, a Dask cluster."""
     options = [
@@ -320,6 +341,7 @@ def cli(debug: bool) -> None:
     metavar="BANK",
     help="A bank file or a bank name on the search path. Repeat to stack layers.",
 )
+@expr_option
 @click.option(
     "-o",
     "--output",
@@ -375,6 +397,7 @@ def cli(debug: bool) -> None:
 def apply(
     inputs: tuple[str, ...],
     bank_names: tuple[str, ...],
+    expressions: tuple[str, ...],
     output: str | None,
     split: bool,
     format_name: str | None,
@@ -410,8 +433,12 @@ def apply(
         convvol apply photo.jpg -f edges -o edges.png --montage sheet.png --preview
         convvol apply 'photos/**/*.jpg' -f blur -o 'out/{relpath}/{stem}.png' --skip-existing
         convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
+        convvol apply photo.jpg -f gradients --expr 'magnitude = hypot(sobel_x, sobel_y)'
     """
     banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
+    banks = with_expressions(banks, expressions)
+    if channels == "rgb" and any(bank.expressions for bank in banks):
+        resolve_stack(banks, 3, labels=bank_names)  # the depth is known: check before reading
     cval = given.get("cval")
     if cval is not None and not math.isfinite(cval):
         raise click.BadParameter(f"{cval} is not a finite number", param_hint="--cval")
@@ -585,13 +612,14 @@ def list_filters(as_json: bool, max_kernel: int) -> None:
         try:
             bank = load_bank(path, max_kernel=max_kernel)
         except ConvvolError as error:
-            entry.update(filters=None, outputs=None, shape=None, description="",
-                         error=error.message)  # fmt: skip
+            entry.update(filters=None, outputs=None, expressions=None, shape=None,
+                         description="", error=error.message)  # fmt: skip
         else:
             resolved = bank.resolve(bank.default_channels)
             entry.update(
                 filters=len(bank.filters),
-                outputs=len(resolved.names),
+                outputs=len(resolved.outputs),
+                expressions=len(bank.expressions),
                 shape=list(resolved.weights.shape),
                 description=bank.description,
                 error=None,
@@ -665,7 +693,7 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
         height, width = picture.shape[:2]
         console.status(f"wrote {target[0]}: {width}×{height} heat maps of {bank.name}")
     kh, kw = bank.kernel_shape
-    filters, outputs = len(bank.filters), len(resolved.names)
+    filters, outputs = len(bank.filters), len(resolved.outputs)
     click.echo(
         f"{bank.name}: {counted(filters, 'filter')}"
         + (f" → {counted(outputs, 'output channel')}" if outputs != filters else "")
@@ -676,16 +704,22 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
         weights = resolved.weights[index]
         bias = float(resolved.bias[index])
         description = bank.filters[resolved.sources[index]].description
+        recipe = bank.filters[resolved.sources[index]].recipe
         layers = [(f"{name} · {layer_names[c]}", weights[c]) for c in range(depth)
                   if weights[c].any()]  # fmt: skip
         zero = [layer_names[c] for c in range(depth) if not weights[c].any()]
-        extras = [f"{kh}×{kw}"]
+        extras = [f"{kh}×{kw}" + (f" = {recipe}" if recipe else "")]
         if bias:
             extras.append(f"bias {bias:g}")
         if zero:
             extras.append("zero on " + ", ".join(zero))
         header = name + (f": {description}" if description else "")
         console.show_layers(f"{header} ({'; '.join(extras)})", layers)
+    if resolved.combine is not None:
+        click.echo(f"expressions → {', '.join(resolved.outputs)}:")
+        for expression in bank.expressions:
+            shown = "" if expression.output else "  (not an output)"
+            click.echo(f"  {expression.name} = {expression.text}{shown}")
 
 
 def _bank_file(bank: Bank) -> dict[str, str]:
@@ -735,24 +769,35 @@ def preview_command(
 @cli.command()
 @click.argument("banks", nargs=-1, required=True, metavar="BANK...")
 @max_kernel_option
-def validate(banks: tuple[str, ...], max_kernel: int) -> None:
-    """Check bank files (or names); exit 0 if all are valid, 2 otherwise.
+@expr_option
+def validate(banks: tuple[str, ...], max_kernel: int, expressions: tuple[str, ...]) -> None:
+    """Check bank files (or names), their expressions too; exit 0 if all are valid, 2
+    otherwise. --expr expressions are checked after the last BANK, as apply runs them.
 
     \b
     Example:
         convvol validate filters/*.yaml
+        convvol validate gradients --expr 'magnitude = hypot(sobel_x, sobel_y)'
     """
     failed = 0
-    for name in banks:
+    for number, name in enumerate(banks, start=1):
         try:
             bank = load_bank(name, max_kernel=max_kernel)
+            if number == len(banks):
+                (bank,) = with_expressions((bank,), expressions)
             resolved = bank.resolve(bank.default_channels)
         except ConvvolError as error:
             console.error(error.message, error.hint)
             failed += 1
             continue
         shape = "×".join(map(str, resolved.weights.shape))
-        click.echo(f"{bank.source}: ok ({counted(len(bank.filters), 'filter')}, {shape})")
+        combined = (
+            f", {counted(len(bank.expressions), 'expression')} → "
+            f"{counted(len(resolved.outputs), 'output channel')}"
+            if bank.expressions
+            else ""
+        )
+        click.echo(f"{bank.source}: ok ({counted(len(bank.filters), 'filter')}, {shape}{combined})")
     if failed:
         raise click.exceptions.Exit(2)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from convvol.bank import Bank
+from convvol.bank import Bank, BankWeights
 from convvol.engine import DEFAULT_MEMORY_LIMIT, LayerPlan, as_volume, plan_layer
 from convvol.engine.cost import physical_memory
 from convvol.errors import BankError, ParameterError
@@ -42,22 +42,40 @@ def plan_stack(
     settings = settings or Settings()
     height, width, channels = (int(size) for size in shape)
     layers: list[LayerPlan] = []
-    for number, bank in enumerate(banks, start=1):
-        try:
-            resolved = bank.resolve(channels)
-        except BankError as error:
-            raise _depth_error(error, number, channels, banks, labels, input_hint) from None
+    stack = resolve_stack(banks, channels, labels=labels, input_hint=input_hint)
+    for bank, resolved in zip(banks, stack, strict=True):
         try:
             layer = plan_layer(
                 (height, width, channels), resolved.weights, resolved.bias,
                 settings.for_bank(bank.defaults), threads=settings.threads,
                 memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
+                combine=resolved.combine,
             )  # fmt: skip
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
         layers.append(layer)
         height, width, channels = layer.out_shape
     return layers
+
+
+def resolve_stack(
+    banks: Sequence[Bank],
+    channels: int,
+    *,
+    labels: Sequence[str] | None = None,
+    input_hint: str = "",
+) -> list[BankWeights]:
+    """Each bank completed for the depth before it (the input's ``channels`` first), its
+    expressions checked: what :func:`plan_stack` plans, and all a caller needs to check a
+    stack before reading any pixel. Raises BankError naming the layer."""
+    stack: list[BankWeights] = []
+    for number, bank in enumerate(banks, start=1):
+        try:
+            stack.append(bank.resolve(channels))
+        except BankError as error:
+            raise _depth_error(error, number, channels, banks, labels, input_hint) from None
+        channels = len(stack[-1].outputs)
+    return stack
 
 
 def _depth_error(

@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
 from convvol.engine.bands import BandSink, run_bands
 from convvol.engine.cost import check_fits
+from convvol.engine.gather import gather_band
 from convvol.engine.geometry import Geometry, as_volume, border_indices, plan_geometry
 from convvol.engine.plan import Plan, plan_convolution
 from convvol.engine.weights import finite_weights
+from convvol.engine.workspace import Workspace
 from convvol.errors import ParameterError
 from convvol.settings import LayerSettings, Padding
 
@@ -39,9 +42,27 @@ def check_output_memory(geometry: Geometry, n_filters: int) -> None:
     check_fits(4 * geometry.out_height * geometry.out_width * n_filters, "the output")
 
 
+class OutputCombine(Protocol):
+    """Per-pixel expressions after the filters (:class:`convvol.expressions.Combine`)."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The output channels it makes."""
+        ...
+
+    def __call__(self, filters: np.ndarray, inputs: np.ndarray, out: np.ndarray) -> None:
+        """Fill ``out`` (rows×W'×len(names)) from a band of the filters' outputs (rows×W'×N)
+        and of the layer's input at the same output pixels (rows×W'×C)."""
+        ...
+
+
 @dataclass(frozen=True, eq=False)
 class LayerPlan:
-    """One layer (a bank, or plain weights) planned for a volume of ``in_shape``."""
+    """One layer (a bank, or plain weights) planned for a volume of ``in_shape``.
+
+    With ``combine``, each band of the filters' outputs (activation applied) goes through
+    it, with the input at the same pixels, and its channels are the layer's output.
+    """
 
     in_shape: tuple[int, int, int]
     names: tuple[str, ...]  # the output channels' names
@@ -49,6 +70,7 @@ class LayerPlan:
     settings: LayerSettings
     plan: Plan = field(repr=False)
     bank_name: str | None = None
+    combine: OutputCombine | None = field(default=None, repr=False)
 
     @property
     def weights(self) -> np.ndarray:
@@ -70,8 +92,9 @@ class LayerPlan:
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
-        """H'×W'×N of the layer's output."""
-        return (self.geometry.out_height, self.geometry.out_width, int(self.weights.shape[0]))
+        """H'×W'×N of the layer's output (N: the expressions' channels, if any)."""
+        channels = len(self.combine.names) if self.combine else int(self.weights.shape[0])
+        return (self.geometry.out_height, self.geometry.out_width, channels)
 
     @property
     def band_rows(self) -> int:
@@ -85,7 +108,10 @@ class LayerPlan:
 
     def describe(self) -> str:
         """One line for --explain: the method, its estimate, its bands, and why."""
-        return self.plan.describe()
+        if self.combine is None:
+            return self.plan.describe()
+        count = counted_channels(len(self.combine.names))
+        return f"{self.plan.describe()}; then expressions give {count}"
 
     @cached_property
     def padded_rows(self) -> np.ndarray:
@@ -216,14 +242,67 @@ class LayerPlan:
     ) -> None:
         self.plan.check_band()
         activation = self.settings.activation
+        filtered, filtered_out = sink, out
+        if self.combine is not None:
+            filtered, filtered_out = self._combining(volume, geometry, sink, divisor, out), None
 
         def activate(first: int, band: np.ndarray) -> None:
             apply_activation(band, activation)
-            sink(first, band)
+            filtered(first, band)
 
         run_bands(self.plan, volume, self.bias, geometry, self.settings.border, self.cval,
-                  activate if activation != "none" else sink, divisor=divisor, out=out,
-                  threads=threads)  # fmt: skip
+                  activate if activation != "none" else filtered, divisor=divisor,
+                  out=filtered_out, threads=threads)  # fmt: skip
+
+    def _combining(
+        self,
+        volume: np.ndarray,
+        geometry: Geometry,
+        sink: BandSink,
+        divisor: float,
+        out: np.ndarray | None,
+    ) -> BandSink:
+        """A sink for bands of the filters' outputs that runs the expressions on each.
+
+        The layer's input at an output pixel is the input pixel under the kernel's centre
+        tap (where ``identity`` has its 1; after --flip, where the flipped one has it),
+        read through the border rule: exactly what a filter ``kernel: identity`` of the
+        bank's size gives, without computing it.
+        """
+        combine = self.combine
+        assert combine is not None
+        _, _, kh, kw = self.weights.shape
+        centre_y, centre_x = (kh - 1) // 2, (kw - 1) // 2
+        if self.settings.flip:
+            centre_y, centre_x = kh - 1 - centre_y, kw - 1 - centre_x
+        stride, dilation = self.stride, self.settings.dilation
+        height, width, _ = volume.shape
+        border = self.settings.border
+        rows = border_indices(height, geometry.top, geometry.bottom, border)[
+            np.arange(geometry.out_height) * stride + centre_y * dilation
+        ]
+        cols = border_indices(width, geometry.left, geometry.right, border)[
+            np.arange(geometry.out_width) * stride + centre_x * dilation
+        ]
+        channels = len(combine.names)
+
+        def combined(first: int, band: np.ndarray) -> None:
+            count = band.shape[0]
+            inputs = gather_band(volume, rows[first : first + count], cols, self.cval,
+                                 divisor=divisor)  # fmt: skip
+            target = (
+                out[first : first + count]
+                if out is not None
+                else Workspace.current().array("combined", (count, geometry.out_width, channels))
+            )
+            combine(band, inputs, target)
+            sink(first, target)
+
+        return combined
+
+
+def counted_channels(number: int) -> str:
+    return f"{number} channel{'' if number == 1 else 's'}"
 
 
 def plan_layer(
@@ -236,13 +315,15 @@ def plan_layer(
     memory_limit: int | None = None,
     names: Sequence[str] | None = None,
     bank_name: str | None = None,
+    combine: OutputCombine | None = None,
 ) -> LayerPlan:
     """Plan N×C×kh×kw ``weights`` (PyTorch's layout) over a volume of ``shape``.
 
     ``settings`` (default: the engine's) say how: padding, border, stride, ..., and the
     activation applied after the bias. ``threads`` and ``memory_limit`` are the engine's
     knobs; results never depend on them. The output's size is not checked against this
-    machine's memory here: a plan may be run a strip at a time.
+    machine's memory here: a plan may be run a strip at a time. ``combine`` runs
+    expressions after the filters; ``names`` are then its output channels.
     """
     settings = settings or LayerSettings()
     if len(shape) != 3:
@@ -274,6 +355,8 @@ def plan_layer(
         dilation=settings.dilation, method=settings.method, threads=threads,
         memory_limit=memory_limit,
     )  # fmt: skip
+    if combine is not None:
+        names = combine.names
     return LayerPlan(
         in_shape=(height, width, channels),
         names=tuple(names) if names is not None else tuple(map(str, range(n_filters))),
@@ -281,6 +364,7 @@ def plan_layer(
         settings=settings,
         plan=plan,
         bank_name=bank_name,
+        combine=combine,
     )
 
 
