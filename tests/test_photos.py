@@ -123,6 +123,19 @@ def test_exiftool_reads_the_carried_metadata(workdir: Path) -> None:
         assert "ThumbnailImage" not in tags, name
 
 
+@pytest.mark.parametrize("suffix", [".webp", ".tif"])
+def test_webp_and_tiff_outputs_keep_what_they_hold(workdir: Path, suffix: str) -> None:
+    save_photo(workdir / "photo.jpg", xmp=XMP)
+    ok("apply", "photo.jpg", "-f", "sharpen", "-o", f"sharp{suffix}")
+    with Image.open(workdir / f"sharp{suffix}") as image:
+        assert image.info["icc_profile"] == SRGB
+        assert image.info["xmp"] == XMP
+        if suffix == ".webp":
+            assert_camera(image)
+        else:  # the Pillow TIFF path keeps the profile, XMP and resolution only
+            assert image.info["dpi"] == (300, 300)
+
+
 def test_strip_drops_everything(workdir: Path) -> None:
     save_photo(workdir / "photo.jpg", xmp=XMP)
     ok("apply", "photo.jpg", "-f", "sharpen", "-o", "bare.jpg", "--strip")
@@ -436,3 +449,25 @@ def test_max_pixels_bounds_all_frames_together(workdir: Path) -> None:
     ok("apply", "anim.gif", "-f", "blur", "-o", "out.gif", "--max-pixels", "3000")
     ok("apply", "anim.gif", "-f", "blur", "-o", "one.gif", "--max-pixels", "2000",
        "--frames", "first")  # fmt: skip
+
+
+def test_an_apng_keeps_its_loop_and_disposal(workdir: Path) -> None:
+    frames = [Image.fromarray(photo_pixels(20, 30)), Image.fromarray(255 - photo_pixels(20, 30))]
+    frames[0].save(workdir / "anim.png", save_all=True, append_images=frames[1:],
+                   duration=[100, 300], loop=3, disposal=[1, 0])  # fmt: skip
+    ok("apply", "anim.png", "-f", "blur", "-o", "out.png")
+    ok("apply", "anim.png", "-f", "blur", "-o", "out.gif")
+    with Image.open(workdir / "out.png") as image:
+        assert image.n_frames == 2
+        assert image.info["loop"] == 3
+        durations, disposals = [], []
+        for number in range(2):
+            image.seek(number)
+            durations.append(image.info["duration"])
+            disposals.append(image.info["disposal"])
+        assert durations == [100, 300]
+        assert disposals == [1, 0]
+    with Image.open(workdir / "out.gif") as image:
+        assert image.n_frames == 2
+        image.seek(0)
+        assert image.disposal_method == 2  # APNG's "background" in GIF's numbering
