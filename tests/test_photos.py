@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, PngImagePlugin
+from PIL import ExifTags, Image, ImageCms, ImageOps, JpegImagePlugin, PngImagePlugin
 
 import convvol
 from convvol.cli import cli
@@ -224,6 +224,34 @@ def test_clean_exif_resets_orientation_and_keeps_sub_directories() -> None:
     assert exif[ORIENTATION] == 1
     assert exif.get_ifd(EXIF_IFD)[DATE_TIME_ORIGINAL] == "2024:05:06 07:08:09"
     assert 0x8825 not in exif  # no empty GPS directory made up
+
+
+def test_the_embedded_thumbnail_is_dropped() -> None:
+    """EXIF with a thumbnail in IFD1 (as cameras write it): the thumbnail shows the
+    unfiltered picture, so it goes; IFD0 stays, and no empty directory is made up."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, "JPEG")
+    thumbnail = buffer.getvalue()
+    make = b"Canon\x00"
+    ifd0 = (
+        struct.pack("<H", 1) + struct.pack("<HHII", MAKE, 2, len(make), 26) + struct.pack("<I", 32)
+    )
+    ifd1 = (
+        struct.pack("<H", 2)
+        + struct.pack("<HHII", 0x0201, 4, 1, 62)  # JPEGInterchangeFormat: the offset
+        + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail))  # ... and the length
+        + struct.pack("<I", 0)
+    )
+    raw = b"II*\x00" + struct.pack("<I", 8) + ifd0 + make + ifd1 + thumbnail
+    before = Image.Exif()
+    before.load(raw)
+    assert before.get_ifd(ExifTags.IFD.IFD1)  # the fixture holds a thumbnail
+    cleaned = clean_exif(raw)
+    after = Image.Exif()
+    after.load(cleaned)
+    assert dict(after) == {MAKE: "Canon"}
+    assert not after.get_ifd(ExifTags.IFD.IFD1)
+    assert thumbnail not in cleaned
 
 
 def test_metadata_on_the_batch_path_and_to_standard_output(workdir: Path) -> None:

@@ -123,7 +123,7 @@ def clean_exif(raw: bytes) -> bytes:
     for pointer in _EXIF_IFDS[:2]:
         if pointer in exif:
             exif.get_ifd(pointer)  # loads it, so tobytes writes it
-    if _EXIF_IFDS[2] in exif.get_ifd(_EXIF_IFDS[0]):
+    if _EXIF_IFDS[0] in exif and _EXIF_IFDS[2] in exif.get_ifd(_EXIF_IFDS[0]):
         exif.get_ifd(_EXIF_IFDS[2])
     if EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1
