@@ -415,6 +415,18 @@ def test_a_five_frame_gif_comes_back_as_five_frames(workdir: Path) -> None:
         np.testing.assert_array_equal(frames[number], alone[0])
 
 
+def test_a_gif_through_an_identity_bank_comes_back_unchanged(workdir: Path) -> None:
+    """Frames of at most 256 colours keep their exact colours (no median cut needed)."""
+    animated_gif(workdir / "anim.gif")
+    (workdir / "identity.yaml").write_text("filters:\n  - kernel: [[1]]\n    depthwise: true\n")
+    ok("apply", "anim.gif", "-f", "identity.yaml", "-o", "same.gif")
+    source, durations, _ = gif_frames(workdir / "anim.gif")
+    frames, same_durations, _ = gif_frames(workdir / "same.gif")
+    assert same_durations == durations
+    for original, written in zip(source, frames, strict=True):
+        np.testing.assert_array_equal(written, original)
+
+
 @pytest.mark.parametrize("suffix", [".png", ".webp"])
 def test_animated_png_and_webp_outputs_hold_each_frame_filtered(workdir: Path, suffix: str) -> None:
     animated_gif(workdir / "anim.gif")

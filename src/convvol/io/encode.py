@@ -85,12 +85,22 @@ def quality_options(fmt: Format, quality: int | None, lossless: bool) -> dict[st
 
 
 def gif_frame(image: Image.Image) -> Image.Image:
-    """An image as GIF stores it: greyscale as it is, colour reduced to its own palette of
-    256 colours by median cut, each pixel its nearest colour (no dithering, so areas that
-    do not change between frames do not shimmer)."""
+    """An image as GIF stores it: greyscale as it is; colour with a palette of its own:
+    its exact colours when it has at most 256, else 256 found by median cut, each pixel
+    its nearest colour (no dithering, so areas that do not change between frames do not
+    shimmer)."""
     if image.mode == "L":
         return image
-    return image.quantize(256, method=Image.Quantize.MEDIANCUT)
+    pixels = np.asarray(image).reshape(-1, 3)
+    packed = (pixels[:, 0].astype(np.uint32) << 16) | (pixels[:, 1].astype(np.uint32) << 8)
+    packed |= pixels[:, 2]
+    colours, indices = np.unique(packed, return_inverse=True)
+    if len(colours) > 256:
+        return image.quantize(256, method=Image.Quantize.MEDIANCUT)
+    exact = Image.frombytes("P", image.size, indices.astype(np.uint8).tobytes())
+    palette = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1)
+    exact.putpalette(palette.astype(np.uint8).tobytes())
+    return exact
 
 
 def _pillow_image(pixels: np.ndarray) -> Image.Image:
