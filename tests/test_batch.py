@@ -139,10 +139,10 @@ def test_templates_need_stem_and_clashes_are_refused_before_work(workdir: Path) 
     assert "not -" in result.stderr
     result = run("apply", "a", "-f", "edges", "-o", "out/{stem}.png", "--explain")
     assert result.exit_code == 2
-    result = run("apply", "a", "-f", "edges", "-o", "{stem}.gif")
+    result = run("apply", "a", "-f", "edges", "-o", "{stem}.jp2")
     assert result.exit_code == 2
     assert not (workdir / "out").exists()
-    assert not list(workdir.glob("*.gif"))
+    assert not list(workdir.glob("*.jp2"))
     result = run("apply", "a/img000.png", "a/img001.png", "-f", "edges", "-o", "a/{stem}.png")
     assert result.exit_code == 2
     assert "never overwrites its input" in result.stderr

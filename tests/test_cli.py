@@ -350,7 +350,7 @@ def test_template_fields_need_split(workdir: Path) -> None:
         ["--stride", "0"],
         ["--scale", "log"],
         ["--depth", "12"],
-        ["--format", "gif"],
+        ["--format", "jp2"],
         ["--bogus"],
     ],
 )

@@ -638,12 +638,17 @@ def test_exif_rotated_photo_is_read_as_a_viewer_shows_it(workdir: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
 def test_animated_images_give_their_first_frame(workdir: Path, fmt: str) -> None:
+    """With --frames first; by default every frame is filtered, and one .npy cannot hold
+    them: refused with a hint, nothing written."""
     frames = [Image.new("RGB", (5, 3), colour) for colour in ((255, 0, 0), (0, 0, 255))]
     path = workdir / f"anim.{fmt.lower()}"
     frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:], lossless=True)
     with Image.open(path) as check:
         assert getattr(check, "n_frames", 1) == 2
     result = run("apply", path, "-f", "box_blur", "-o", "first.npy")
+    assert_refused(result, 2, ("2 frames cannot go to one NPY file", "--frames first"))
+    assert not (workdir / "first.npy").exists()
+    result = run("apply", path, "-f", "box_blur", "-o", "first.npy", "--frames", "first")
     assert result.exit_code == 0, result.output
     first = np.load(workdir / "first.npy")
     np.testing.assert_allclose(first[1, 2], [1, 0, 0], atol=0.02)

@@ -47,6 +47,8 @@ _EXPORTS = {
     "Settings": "convvol.settings",
     "contact_sheet": "convvol.pictures",
     "kernel_heatmaps": "convvol.pictures",
+    "linear_to_srgb": "convvol.scaling",
+    "srgb_to_linear": "convvol.scaling",
 }
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
         render_layers,
         run_layers,
     )
+    from convvol.scaling import linear_to_srgb, srgb_to_linear
     from convvol.settings import LayerSettings, Settings
 
 
@@ -109,6 +112,7 @@ __all__ = [
     "convolve",
     "convolve_bands",
     "kernel_heatmaps",
+    "linear_to_srgb",
     "load_bank",
     "pixels_to_volume",
     "plan_layer",
@@ -117,5 +121,6 @@ __all__ = [
     "read_volume",
     "render_layers",
     "run_layers",
+    "srgb_to_linear",
     "write_volume",
 ]

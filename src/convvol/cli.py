@@ -34,12 +34,13 @@ from convvol.bank import (
 from convvol.errors import ConvvolError, choice_hint
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
+    DEFAULT_QUALITY,
     FORMAT_ALIASES,
     FORMATS,
     format_for_path,
     format_named,
 )
-from convvol.io.readers import CHANNEL_MODES, read_volume
+from convvol.io.readers import CHANNEL_MODES, FRAME_MODES, read_volume
 from convvol.io.streams import is_zarr
 from convvol.io.writers import write_volume
 from convvol.jobs import (
@@ -58,7 +59,7 @@ from convvol.scaling import SCALES
 from convvol.settings import ACTIVATIONS, BORDERS, MAX_STEP, PADDINGS, Settings, methods
 
 F = TypeVar("F", bound=Callable[..., Any])
-TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath")
+TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath", "frame")
 MAX_PREVIEW_COLUMNS = 10_000  # terminal columns: no terminal is wider
 MAX_JOBS = 1024  # worker processes: more cannot be meant on any machine convvol runs on
 BROKEN_PIPE_EXIT = 128 + 13  # as if killed by SIGPIPE, as cat or yes are under `| head`
@@ -286,6 +287,29 @@ def with_expressions(banks: tuple[Bank, ...], expressions: Sequence[str]) -> tup
     return (*banks[:-1], banks[-1].with_expressions(expressions))
 
 
+def photo_options(command: F) -> F:
+    """Photographs: metadata, linear light, quality, animations (apply)."""
+    options = [
+        click.option("--strip", is_flag=True,
+                     help="Drop the input's metadata (colour profile, EXIF, XMP, resolution, "
+                     "text, georeferencing) from the outputs."),
+        click.option("--linear", is_flag=True,
+                     help="Filter in linear light: sRGB values decoded before the first layer "
+                     "and encoded again after the last."),
+        click.option("--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY,
+                     show_default=True, metavar="1-100",
+                     help="JPEG and WebP quality (ImageMagick's default)."),
+        click.option("--lossless", is_flag=True, help="Write WebP losslessly."),
+        click.option("--frames", type=HintedChoice(FRAME_MODES), default="all",
+                     show_default=True,
+                     help="An animated GIF, WebP or PNG: filter every frame (written back as "
+                     "an animation, or one file per {frame}) or the first only."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def batch_options(command: F) -> F:
     """Many files and big ones: workers, resuming, the memory budget, a Dask cluster."""
     options = [
@@ -348,7 +372,8 @@ def cli(debug: bool) -> None:
     default=None,
     metavar="OUTPUT",
     help="Output file, '-' for stdout, or a template using {stem}, {relpath}, {bank} "
-    "(and {name}, {index} with --split); several inputs need {stem}. "
+    "(and {name}, {index} with --split; {frame} for one file per frame of an animation); "
+    "several inputs need {stem}. "
     "Default: {stem}_{bank}.png ({stem}_{bank}_{name}.png with --split).",
 )
 @click.option("--split", is_flag=True, help="Write each output channel as its own greyscale image.")
@@ -393,6 +418,7 @@ def cli(debug: bool) -> None:
 @max_pixels_option
 @max_kernel_option
 @batch_options
+@photo_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def apply(
     inputs: tuple[str, ...],
@@ -415,6 +441,11 @@ def apply(
     max_memory: int | None,
     max_output: int,
     scheduler: str | None,
+    strip: bool,
+    linear: bool,
+    quality: int,
+    lossless: bool,
+    frames: str,
     quiet: bool,
     **given: Any,
 ) -> None:
@@ -469,6 +500,7 @@ def apply(
         compress_level=compress_level, max_memory=max_memory, max_output=max_output or None,
         max_pixels=max_pixels,
         skip_existing=skip_existing, montage=montage, keep_volume=preview,
+        strip=strip, linear=linear, quality=quality, lossless=lossless, frames=frames,
     )  # fmt: skip
     if many:
         _apply_batch(inputs, options, jobs=workers, scheduler=scheduler, quiet=quiet)
@@ -477,6 +509,8 @@ def apply(
     click.get_current_context().meta["convvol.input"] = input_path  # for messages
     result = run_job(Item.of(input_path), options, explain=console.status if explain else None,
                      reading=console.native_messages_hidden)  # fmt: skip
+    for warning in result.warnings:
+        console.warning(warning)
     if result.message and not quiet:
         for line in result.message.splitlines():
             console.status(line)
@@ -510,6 +544,8 @@ def _apply_batch(
     started = time.perf_counter()
 
     def report(result: JobResult) -> None:
+        for warning in result.warnings:
+            progress.warn(warning)
         progress.advance(result.status, result.message, result.hint)
 
     try:
@@ -570,7 +606,7 @@ def _check_cval(settings: Settings, banks: Sequence[Bank]) -> None:
 
 def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
     """Refuse a template that names unknown fields, converts, or maps channels to one file."""
-    allowed = TEMPLATE_FIELDS if split else ("stem", "bank", "relpath")
+    allowed = TEMPLATE_FIELDS if split else ("stem", "bank", "relpath", "frame")
     try:
         parsed = list(string.Formatter().parse(template))
         fields = {field for _, field, _, _ in parsed if field is not None}
@@ -581,7 +617,7 @@ def _check_template(template: str, split: bool, option: str = "'-o'") -> None:
             raise ValueError(f"uses {{{unknown[0]}}}; templates{scope} may use {listing}")
         if any(conversion for *_, conversion in parsed):
             raise ValueError("conversions such as !r are not allowed")
-        template.format(name="x", index=0, stem="x", bank="x", relpath="x")  # specs: {index:03d}
+        template.format(name="x", index=0, stem="x", bank="x", relpath="x", frame=0)  # {index:03d}
     except (ValueError, KeyError, IndexError) as error:
         raise click.BadParameter(f"{template!r}: {error}", param_hint=option) from None
     if split and not fields & {"name", "index"}:

@@ -88,6 +88,20 @@ def native_messages_hidden() -> Iterator[None]:
         os.close(saved)
 
 
+def warning(message: str) -> None:
+    """Something the run dropped or worked around, on one line; the run goes on."""
+    if _plain_stderr():
+        sys.stderr.write(f"convvol: warning: {message}\n")
+        return
+    _print_warning(stderr_console(), message)
+
+
+def _print_warning(console: Console, message: str) -> None:
+    from rich.text import Text
+
+    console.print(Text.assemble(("convvol: warning: ", "yellow"), message))
+
+
 def status(message: str) -> None:
     """A progress or summary line for people, on stderr."""
     if _plain_stderr():
@@ -159,6 +173,13 @@ class BatchProgress:
     @property
     def done(self) -> int:
         return sum(self.counts.values())
+
+    def warn(self, message: str) -> None:
+        """A warning about one file, printed above the bar."""
+        if self._progress:
+            _print_warning(self._progress.console, message)
+        else:
+            warning(message)
 
     def advance(self, status: str, message: str = "", hint: str | None = None) -> None:
         """Count one finished file (``succeeded``, ``failed`` or ``skipped``); print a

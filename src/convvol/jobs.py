@@ -50,7 +50,9 @@ from convvol.limits import (
     engine_memory_limit,
     resident_bytes,
 )
+from convvol.photos import linear_streamed_error, output_info, photo_input
 from convvol.pipeline import check_bands, check_memory, plan_stack, render_plans, run_plans
+from convvol.scaling import linear_to_srgb
 from convvol.settings import Settings
 
 DEFAULT_TEMPLATE = "{stem}_{bank}.png"
@@ -102,6 +104,11 @@ class JobOptions:
     skip_existing: bool = False
     montage: str | None = None  # a contact sheet's template (one input at a time)
     keep_volume: bool = False  # hand the float result back (for a preview)
+    strip: bool = False  # drop the input's metadata from the outputs
+    linear: bool = False  # filter in linear light (sRGB decoded before, encoded after)
+    quality: int | None = None  # JPEG and WebP quality, 1-100 (None: DEFAULT_QUALITY)
+    lossless: bool = False  # lossless WebP
+    frames: str = "all"  # an animation's frames: all, or the first only
 
     @property
     def to_stdout(self) -> bool:
@@ -112,9 +119,11 @@ class JobOptions:
         """The settings with the engine's share of ``max_memory``."""
         return self.settings.with_knobs(memory_limit=engine_memory_limit(self.max_memory))
 
-    def fields(self, item: Item) -> dict[str, str]:
-        """The template fields an input gives (without --split's {name} and {index})."""
-        return {"stem": item.stem, "relpath": item.relpath, "bank": self.banks[-1].name}
+    def fields(self, item: Item) -> dict[str, Any]:
+        """The template fields an input gives (without --split's {name} and {index});
+        ``{frame}`` is 0, a still image's frame (an animation's are numbered when written)."""
+        return {"stem": item.stem, "relpath": item.relpath, "bank": self.banks[-1].name,
+                "frame": 0}  # fmt: skip
 
     def single_target(self, item: Item) -> str | None:
         """The one output of an input (None with --split, whose outputs depend on its
@@ -136,6 +145,7 @@ class JobResult:
     seconds: float = 0.0
     volume: np.ndarray | None = field(default=None, repr=False)  # with keep_volume
     labels: tuple[str, ...] = ()  # the output channels, named for pictures
+    warnings: tuple[str, ...] = ()  # what was dropped from the input (a damaged profile)
 
     @property
     def failed(self) -> bool:
@@ -170,10 +180,13 @@ def run_job(
         and not options.keep_volume
         and streams.can_stream(source, single, split=False, format_name=options.format_name)
     ):
+        if options.linear:
+            raise linear_streamed_error(item.label)
         return _stream(item, single, options, threads, explain, started)
 
     with reading():
         read = _read(item, options)
+    read = photo_input(read, item, options)
     stored, divisor = read.pixels, read.divisor
     keep_hint = "; without --channels keep, images are read as RGB"
     with _named(item):
@@ -184,6 +197,10 @@ def run_job(
         check_reach(layers)
     if explain is not None:
         _explain(layers, explain)
+    if read.frames:
+        from convvol.frames import run_frames  # it builds on this module
+
+        return run_frames(item, options, read, layers, threads=threads, started=started)
     names = layers[-1].names
     fields = options.fields(item)
     targets, formats = _targets(source, options, fields, names)
@@ -210,19 +227,24 @@ def run_job(
     if sheet is not None:
         files.append((sheet[0], SHEET_BYTES))
     _check_files(files, options.max_output, explain)
+    transfer = linear_to_srgb if options.linear else None
     if as_pixels:
         outcome = render_plans(stored, layers, scale=options.scale, depth=options.depth,
-                               divisor=divisor, threads=threads)  # fmt: skip
+                               divisor=divisor, threads=threads, transfer=transfer)  # fmt: skip
     else:
         outcome = run_plans(stored, layers, divisor=divisor, threads=threads)
+        outcome = outcome if transfer is None else transfer(outcome)
     # With several layers, a channel's name alone does not say which bank made it.
     many = len(options.banks) > 1
     labels = tuple(f"{options.banks[-1].name}/{name}" if many else name for name in names)
     with OutputSet() as outputs:
         if sheet is not None:  # first, so that a failure here leaves stdout untouched
-            _write_sheet(outputs, sheet, item, options, pixels_to_volume(stored, divisor),
-                         outcome, labels)  # fmt: skip
-        _write(outputs, outcome, targets, formats, options, quantized=as_pixels, info=read.info)
+            shown_input = pixels_to_volume(stored, divisor)
+            if options.linear:
+                shown_input = linear_to_srgb(shown_input)
+            _write_sheet(outputs, sheet, item, options, shown_input, outcome, labels)
+        info = output_info(read.info, options, 1 if options.split else depth_out)
+        _write(outputs, outcome, targets, formats, options, quantized=as_pixels, info=info)
     lines = []  # nothing for standard output: the data says it all
     if targets:
         lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
@@ -233,6 +255,7 @@ def run_job(
         source, "succeeded", tuple(targets), "\n".join(lines),
         seconds=time.perf_counter() - started,
         volume=outcome if options.keep_volume else None, labels=labels,
+        warnings=read.info.warnings,
     )  # fmt: skip
 
 
@@ -271,9 +294,7 @@ def _write(
     """The result to standard output, to fsspec URLs (each object whole), or to files
     (all or nothing, with the rest of ``outputs``); ``info`` is the input's description,
     for the formats that can carry it."""
-    encoding: dict[str, Any] = {"scale": options.scale, "depth": options.depth,
-                                "compress_level": options.compress_level,
-                                "quantized": quantized, "info": info}  # fmt: skip
+    encoding = _encoding(options, quantized=quantized, info=info)
     if options.to_stdout:
         write_volume("-", outcome, format=formats[0].name, **encoding)
         return
@@ -284,6 +305,13 @@ def _write(
             write_url(target, volume, fmt, encoding)
     else:
         outputs.write_all(jobs, **encoding)
+
+
+def _encoding(options: JobOptions, *, quantized: bool, info: ImageInfo) -> dict[str, Any]:
+    """The keywords every output of a run is encoded with."""
+    return {"scale": options.scale, "depth": options.depth,
+            "compress_level": options.compress_level, "quantized": quantized, "info": info,
+            "quality": options.quality, "lossless": options.lossless}  # fmt: skip
 
 
 def process_file(item: Item, options: JobOptions, threads: int | None = None) -> JobResult:
@@ -385,7 +413,10 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
     if is_url(source):
         volume = read_url(source, channels=options.channels, max_pixels=options.max_pixels)
         return ReadImage(volume, 1.0)
-    return read_image(source, channels=options.channels, max_pixels=options.max_pixels)
+    # A contact sheet or a preview shows one picture: an animation's first frame.
+    frames = "first" if options.montage is not None or options.keep_volume else options.frames
+    return read_image(source, channels=options.channels, max_pixels=options.max_pixels,
+                      frames=frames)  # fmt: skip
 
 
 def _exists(source: str) -> bool:

@@ -9,7 +9,7 @@ strips, Dask and batch workers all use the plans it returns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,22 +223,27 @@ def render_plans(
     depth: int = 8,
     divisor: float = 1.0,
     threads: int | None = None,
+    transfer: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Run planned layers and turn the last output into pixels, band by band.
 
     The same pixels as ``to_pixels(run_plans(...), scale, depth)``, but the last layer's
     float output is never held whole (except for ``minmax``, which needs every value first).
+    ``transfer`` maps the last layer's values before they become pixels (``--linear``
+    encodes them back to sRGB: ``scaling.linear_to_srgb``).
     """
     *earlier, last = layers
     source = run_plans(volume, earlier, divisor=divisor, threads=threads) if earlier else volume
     source_divisor = 1.0 if earlier else divisor
     if scale == "minmax":
         result = last.run(source, divisor=source_divisor, threads=threads)
-        return to_pixels(result, scale, depth)
+        return to_pixels(result if transfer is None else transfer(result), scale, depth)
     check_scale(scale, depth)
     pixels = np.empty(last.out_shape, DEPTHS[depth])
 
     def render(first: int, band: np.ndarray) -> None:
+        if transfer is not None:
+            band = transfer(band)
         pixels_into(band, pixels[first : first + band.shape[0]], scale, overwrite=True)
 
     last.run_bands(source, render, divisor=source_divisor, threads=threads)

@@ -9,6 +9,7 @@ after scaling (``minmax`` ignores NaN and ±inf when finding a channel's range).
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -143,3 +144,58 @@ def pixels_into(
     source = as_volume(volume)
     overwrite = overwrite and source.dtype == np.float32 and source.flags.writeable
     _map_chunks(source, scale, float(np.iinfo(out.dtype).max), as_volume(out), overwrite)
+
+
+# --- linear light (--linear) ----------------------------------------------------------
+# The sRGB transfer function exactly (IEC 61966-2-1), extended to every real number as
+# scRGB does (odd: f(-x) = -f(x)), so responses below 0 or above 1 survive the round trip.
+_SRGB_KNEE = 0.04045  # encoded value where the curve's linear foot ends
+_LINEAR_KNEE = 0.0031308  # the same point in linear light
+
+
+def srgb_to_linear(volume: np.ndarray, *, skip_alpha: bool = True) -> np.ndarray:
+    """sRGB-encoded values (1.0 = white) to linear light, as a new float32 array.
+
+    With ``skip_alpha`` the alpha channel of a 2- or 4-channel volume (grey or RGB with
+    alpha) is left as it is: alpha is a coverage, not a colour.
+    """
+    return _transfer(volume, _decode, skip_alpha)
+
+
+def linear_to_srgb(volume: np.ndarray, *, skip_alpha: bool = True) -> np.ndarray:
+    """Linear light back to sRGB-encoded values: the inverse of :func:`srgb_to_linear`."""
+    return _transfer(volume, _encode, skip_alpha)
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    magnitude = np.abs(values)
+    curve = np.where(
+        magnitude <= _SRGB_KNEE, magnitude / 12.92, ((magnitude + 0.055) / 1.055) ** 2.4
+    )
+    return np.copysign(curve, values)
+
+
+def _encode(values: np.ndarray) -> np.ndarray:
+    magnitude = np.abs(values)
+    with np.errstate(invalid="ignore"):
+        curve = np.where(
+            magnitude <= _LINEAR_KNEE, magnitude * 12.92, 1.055 * magnitude ** (1 / 2.4) - 0.055
+        )
+    return np.copysign(curve, values)
+
+
+def colour_channels(depth: int) -> slice:
+    """The channels of a ``depth``-channel volume that are colours: all but the alpha of
+    grey + alpha (2) and RGB + alpha (4)."""
+    return slice(0, depth - 1) if depth in (2, 4) else slice(0, depth)
+
+
+def _transfer(volume: np.ndarray, curve: Any, skip_alpha: bool) -> np.ndarray:
+    source = as_volume(volume)
+    result = np.array(source, dtype=np.float32)
+    colours = colour_channels(source.shape[2]) if skip_alpha else slice(None)
+    rows = max(1, _CHUNK_VALUES // max(1, source.shape[1] * source.shape[2]))
+    for first in range(0, source.shape[0], rows):  # float64 a chunk at a time
+        part = result[first : first + rows, :, colours]
+        part[...] = curve(part.astype(np.float64))
+    return result.reshape(np.shape(volume))

@@ -35,17 +35,24 @@ class Format:
         return raw + raw // 64 + 4 * height + 4096  # rows padded to 4 bytes (BMP)
 
 
+# JPEG and WebP quality (--quality): ImageMagick's default, in the range where
+# re-encoding a filtered photo shows no blocking on sharpened edges (the reasons are in
+# docs/photographs.md).
+DEFAULT_QUALITY = 92
+# Formats that store several frames as an animation (--frames all).
+ANIMATED_FORMATS = ("gif", "webp", "png")
 NPY_HEADER_BYTES = 128  # a .npy header as numpy writes it (a multiple of 64)
 
 FORMATS: dict[str, Format] = {
     fmt.name: fmt
     for fmt in [
         Format("png", (".png",), "PNG", depths=(8, 16)),
-        Format("jpeg", (".jpg", ".jpeg"), "JPEG", options={"quality": 95}),
+        Format("jpeg", (".jpg", ".jpeg"), "JPEG", options={"quality": DEFAULT_QUALITY}),
         Format("tiff", (".tif", ".tiff"), "TIFF", depths=(8, 16), any_depth=True),
         Format("bmp", (".bmp",), "BMP"),
-        Format("webp", (".webp",), "WEBP", options={"quality": 95}),
+        Format("webp", (".webp",), "WEBP", options={"quality": DEFAULT_QUALITY}),
         Format("npy", (".npy",)),
+        Format("gif", (".gif",), "GIF"),
     ]
 }
 FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}

@@ -25,6 +25,26 @@ class ImageInfo:
 
     format: str | None = None
     sample_type: str | None = None
+    # Photographs (issue 16): what the writers carry to the outputs unless --strip.
+    icc_profile: bytes | None = None  # the embedded ICC colour profile, as stored
+    exif: bytes | None = None  # EXIF, orientation reset to 1, thumbnail dropped
+    xmp: bytes | None = None  # the XMP packet
+    dpi: tuple[float, float] | None = None  # resolution, pixels per inch (x, y)
+    text: tuple[tuple[str, str], ...] = ()  # PNG text chunks (keyword, text)
+    jpeg_subsampling: int | None = None  # a JPEG's chroma subsampling (Pillow's 0, 1, 2)
+    animation: Animation | None = None  # the frames' timing, for an animated input
+    warnings: tuple[str, ...] = ()  # metadata dropped as unreadable, one line each
+
+
+@dataclass(frozen=True)
+class Animation:
+    """An animated input's timing: each frame's duration (ms), the loop count (0: for
+    ever; None: played once, no loop extension) and each frame's disposal (Pillow's
+    numbers for GIF and APNG; () where the format has none, as WebP in Pillow)."""
+
+    durations: tuple[int, ...]
+    loop: int | None = 0
+    disposals: tuple[int, ...] = ()
 
 
 NO_INFO = ImageInfo()
@@ -38,3 +58,4 @@ class ReadImage:
     pixels: np.ndarray
     divisor: float
     info: ImageInfo = NO_INFO
+    frames: tuple[np.ndarray, ...] = ()  # an animation's every frame (pixels is the first)

@@ -37,8 +37,18 @@ def _raw_deflater(compress_level: int) -> Any:
     return zlib.compressobj(compress_level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY)
 
 
-def write_png(stream: IO[bytes], pixels: np.ndarray, compress_level: int) -> None:
+def write_png(
+    stream: IO[bytes],
+    pixels: np.ndarray,
+    compress_level: int,
+    *,
+    chunks: tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]] = ([], []),
+) -> None:
     """A greyscale or RGB PNG of 8 or 16 bits, deflated in parallel.
+
+    ``chunks`` are ancillary chunks (kind, payload) to write before the image data
+    (iCCP, pHYs, eXIf) and after it (tEXt, iTXt), as :func:`convvol.io.photo.png_chunks`
+    makes them.
 
     Pillow's encoder runs on one core (and cannot write 48-bit RGB at all). Rows are
     filtered with 'Up' (difference with the row above, vectorised) and cut into pieces;
@@ -84,10 +94,15 @@ def write_png(stream: IO[bytes], pixels: np.ndarray, compress_level: int) -> Non
     stream.write(b"\x89PNG\r\n\x1a\n")
     colour = 2 if channels == 3 else 0
     stream.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0)))
+    before, after = chunks
+    for kind, payload in before:
+        stream.write(_png_chunk(kind, payload))
     stream.write(_png_chunk(b"IDAT", struct.pack(">H", header)))  # zlib stream header
     for _, chunk in pieces:
         stream.write(chunk)
     stream.write(_png_chunk(b"IDAT", struct.pack(">I", checksum)))  # zlib stream trailer
+    for kind, payload in after:
+        stream.write(_png_chunk(kind, payload))
     stream.write(_png_chunk(b"IEND", b""))
 
 

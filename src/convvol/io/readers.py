@@ -22,11 +22,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import ParameterError, VolumeError
-from convvol.io.metadata import ImageInfo, ReadImage
+from convvol.io.metadata import Animation, ImageInfo, ReadImage
+from convvol.io.photo import read_photo_info
 from convvol.limits import DEFAULT_MAX_PIXELS, VALUES_PER_PIXEL, gib
 
 NPY_MAGIC = b"\x93NUMPY"
 CHANNEL_MODES = ("rgb", "keep")
+FRAME_MODES = ("all", "first")
+# Formats whose files may hold an animation, read frame by frame with frames="all".
+ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")
 # Most bytes of a .npy per value (float64), so how much of a stream to read at most.
 _MAX_BYTES_PER_VALUE = 8
 # Pillow modes read directly, with the divisor that maps them to [0, 1].
@@ -107,11 +111,20 @@ def read_image(
     *,
     channels: str = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    frames: str = "first",
 ) -> ReadImage:
     """:func:`read_pixels`, with what the file says about itself (:class:`ImageInfo`)
-    for the writers to carry to the outputs."""
+    for the writers to carry to the outputs.
+
+    ``frames="all"`` reads every frame of an animated GIF, WebP or PNG (APNG), each as
+    the viewer shows it (composed on the canvas), into ``frames``, with their timing in
+    ``info.animation``; ``max_pixels`` then bounds all frames' pixels together.
+    ``"first"`` (default) reads the first frame only.
+    """
     if channels not in CHANNEL_MODES:
         raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
+    if frames not in FRAME_MODES:
+        raise ParameterError(f"frames must be all or first; got {frames!r}")
     if (
         isinstance(max_pixels, bool)
         or not isinstance(max_pixels, int | None)
@@ -127,7 +140,7 @@ def read_image(
             return ReadImage(_read_npy(stream, label, limit), 1.0, ImageInfo(format="npy"))
         if not magic:
             raise VolumeError(f"{label}: the file is empty")
-        return _read_image(stream, label, channels, limit)
+        return _read_image(stream, label, channels, limit, frames)
     finally:
         if stream is not source:
             stream.close()
@@ -283,7 +296,10 @@ def _open_image(stream: BinaryIO) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | None) -> ReadImage:
+def _read_image(
+    stream: BinaryIO, label: str, channels: str, max_pixels: int | None, frames: str = "first"
+) -> ReadImage:
+    animation: tuple[tuple[np.ndarray, ...], Animation] | None = None
     try:
         with warnings.catch_warnings():
             # Pillow warns about odd metadata (corrupt EXIF, ...) as it reads; the pixels
@@ -296,10 +312,17 @@ def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | N
             stack = _page_stack(image, stream, label, max_pixels)
             if stack is None:
                 pixels, divisor = _image_pixels(image, stream, label)
+                # Loaded (PNG text after the image data is known), not yet seeked: the
+                # first frame's metadata.
+                photo = read_photo_info(image, label)
                 if channels == "rgb":
                     pixels = _as_rgb(pixels)
+                if frames == "all" and _is_animated(image):
+                    animation = _animation(image, stream, label, channels, max_pixels)
+                    pixels = animation[0][0]
             else:
                 pixels, divisor = stack
+                photo = read_photo_info(image, label)
     except UnidentifiedImageError:
         stream.seek(0)
         start = stream.read(8)
@@ -322,8 +345,62 @@ def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | N
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
-    info = ImageInfo(format=image.format, sample_type=pixels.dtype.name)
-    return ReadImage(pixels, divisor, info)
+    info = ImageInfo(
+        format=image.format, sample_type=pixels.dtype.name,
+        animation=animation[1] if animation else None, **photo,
+    )  # fmt: skip
+    return ReadImage(pixels, divisor, info, animation[0] if animation else ())
+
+
+def _is_animated(image: Image.Image) -> bool:
+    return image.format in ANIMATED_FORMATS and int(getattr(image, "n_frames", 1)) > 1
+
+
+def _animation(
+    image: Image.Image, stream: BinaryIO, label: str, channels: str, max_pixels: int | None
+) -> tuple[tuple[np.ndarray, ...], Animation]:
+    """Every frame of an animation as the viewer shows it, and the frames' timing; all
+    frames' pixels together are bounded by ``max_pixels``."""
+    count = int(getattr(image, "n_frames", 1))
+    width, height = image.size
+    if max_pixels is not None and count * width * height > max_pixels:
+        raise _too_large(
+            label, f"{count} frames of {width}×{height}", count * width * height, max_pixels,
+            "pixels",
+        )  # fmt: skip
+    loop = image.info.get("loop")
+    frames: list[np.ndarray] = []
+    durations: list[int] = []
+    disposals: list[int] = []
+    for number in range(count):
+        image.seek(number)
+        pixels, _ = _image_pixels(image, stream, label)
+        frames.append(_as_rgb(pixels) if channels == "rgb" else pixels)
+        durations.append(round(float(image.info.get("duration") or 0)))
+        disposal = getattr(image, "disposal_method", None)  # GIF
+        if disposal is None:
+            disposal = image.info.get("disposal")  # APNG
+        if disposal is not None:
+            disposals.append(int(disposal))
+    if len({frame.shape[2] for frame in frames}) > 1:  # a palette frame, then RGBA ones
+        frames = [_as_rgba(frame) for frame in frames]
+    image.seek(0)
+    timing = Animation(
+        tuple(durations), None if loop is None else int(loop),
+        tuple(disposals) if len(disposals) == count else (),
+    )  # fmt: skip
+    return tuple(frames), timing
+
+
+def _as_rgba(volume: np.ndarray) -> np.ndarray:
+    """Any frame as RGBA (grey spread to three channels, opaque where it had no alpha)."""
+    channels = volume.shape[2]
+    colour = np.repeat(volume[:, :, :1], 3, axis=2) if channels in (1, 2) else volume[:, :, :3]
+    if channels in (2, 4):
+        alpha = volume[:, :, -1:]
+    else:
+        alpha = np.full((*volume.shape[:2], 1), np.iinfo(volume.dtype).max, volume.dtype)
+    return np.concatenate([colour, alpha], axis=2)
 
 
 def _page_stack(

@@ -63,11 +63,16 @@ def write_url(url: str, volume: np.ndarray, fmt: Format, encoding: dict[str, Any
     """Encode fully, then store in one call: object stores make the object appear whole."""
     buffer = io.BytesIO()
     encode_volume(buffer, volume, fmt, target=url, **encoding)
+    write_url_bytes(url, buffer.getvalue())
+
+
+def write_url_bytes(url: str, data: bytes) -> None:
+    """Store a whole encoded file at ``url`` in one call."""
     files, path = filesystem(url)
     try:
         parent = path.rsplit("/", 1)[0]
         if parent and parent != path:
             files.makedirs(parent, exist_ok=True)
-        files.pipe_file(path, buffer.getvalue())
+        files.pipe_file(path, data)
     except OSError as error:
         raise OutputError(f"{url}: cannot write: {error}") from None

@@ -205,7 +205,7 @@ class OutputSet:
         self._created.clear()
 
 
-def _write_stdout(data: memoryview) -> None:
+def write_stdout(data: memoryview) -> None:
     """All of ``data`` to standard output: a short write is continued, never dropped.
 
     BrokenPipeError (the reader has gone, as with ``| head``) is left to the caller.
@@ -234,6 +234,8 @@ def write_volume(
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     quantized: bool = False,
     info: ImageInfo = NO_INFO,
+    quality: int | None = None,
+    lossless: bool = False,
 ) -> None:
     """Write an H×W×C volume to a path (atomically), ``"-"`` (stdout) or a binary stream.
 
@@ -242,11 +244,12 @@ def write_volume(
     ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16 bits). ``.npy`` stores the
     float32 volume unscaled. ``quantized=True`` writes pixels that ``to_pixels`` (or
     ``render_layers``) made already, as they are. ``info`` (from :func:`read_image`)
-    describes the input, for what the format can carry.
+    describes the input, for what the format can carry. ``quality`` (1–100) is JPEG's
+    and WebP's; ``lossless`` makes a WebP lossless.
     """
     options: dict[str, Any] = {
         "scale": scale, "depth": depth, "compress_level": compress_level, "quantized": quantized,
-        "info": info,
+        "info": info, "quality": quality, "lossless": lossless,
     }  # fmt: skip
     to_stdout = isinstance(target, str | os.PathLike) and str(target) == "-"
     if isinstance(target, str | os.PathLike) and not to_stdout:
@@ -261,6 +264,6 @@ def write_volume(
         # Encode fully first, so a failure never leaves half an image on stdout.
         buffer = io.BytesIO()
         encode_volume(buffer, volume, fmt, **options)
-        _write_stdout(buffer.getbuffer())
+        write_stdout(buffer.getbuffer())
     else:
         encode_volume(target, volume, fmt, **options)
