@@ -31,33 +31,51 @@ def plan_stack(
     *,
     labels: Sequence[str] | None = None,
     input_hint: str = "",
+    has_missing: bool = False,
+    alpha_channel: int | None = None,
 ) -> list[LayerPlan]:
     """Plan banks in order over a volume of ``shape``, each on the previous one's output.
 
     ``labels`` name the banks as the user gave them (``-f`` arguments) and ``input_hint``
-    adds to the hint when the first bank does not fit the input's depth.
+    adds to the hint when the first bank does not fit the input's depth. ``has_missing``
+    (the volume holds NaN) and ``alpha_channel`` (its alpha, for an image read with
+    ``channels="keep"``) decide, with the settings, how missing pixels and transparency
+    are filtered (:meth:`~convvol.settings.Settings.missing_rule`); a layer whose input
+    may hold NaN filters them as missing too.
     """
     if not banks:
         raise ParameterError("no filter bank given")
     settings = settings or Settings()
     height, width, channels = (int(size) for size in shape)
     layers: list[LayerPlan] = []
+    missing = has_missing
     for number, bank in enumerate(banks, start=1):
         try:
             resolved = bank.resolve(channels)
         except BankError as error:
             raise _depth_error(error, number, channels, banks, labels, input_hint) from None
         try:
+            rule = settings.missing_rule(
+                channels, has_missing=missing, alpha_channel=alpha_channel, first=number == 1
+            )
             layer = plan_layer(
                 (height, width, channels), resolved.weights, resolved.bias,
                 settings.for_bank(bank.defaults), threads=settings.threads,
                 memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
+                missing=rule,
             )  # fmt: skip
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
+        # What this layer writes may be missing (NaN) where its rule says so.
+        missing = rule is not None and (rule.alpha_channel is None or rule.min_valid > 0)
         layers.append(layer)
         height, width, channels = layer.out_shape
     return layers
+
+
+def holds_nan(volume: np.ndarray) -> bool:
+    """Whether a volume has missing pixels (NaN; integer pixels never have)."""
+    return volume.dtype.kind == "f" and bool(np.isnan(np.add.reduce(volume, axis=None)))
 
 
 def _depth_error(
@@ -260,7 +278,8 @@ def run_layers(
     estimated to need more memory than is available is refused up front (ParameterError).
     """
     volume = as_volume(volume)
-    layers = plan_stack(volume.shape, banks, Settings.given(settings, options))
+    layers = plan_stack(volume.shape, banks, Settings.given(settings, options),
+                        has_missing=holds_nan(volume))  # fmt: skip
     check_memory(layers, input_bytes=volume.nbytes)
     return LayerResult(banks[-1], layers[-1].names, run_plans(volume, layers, divisor=divisor))
 
@@ -296,7 +315,8 @@ def render_layers(
     band: the same pixels as ``to_pixels(run_layers(...).volume, scale, depth)`` without
     holding the last layer's float output."""
     volume = as_volume(volume)
-    layers = plan_stack(volume.shape, banks, Settings.given(settings, options))
+    layers = plan_stack(volume.shape, banks, Settings.given(settings, options),
+                        has_missing=holds_nan(volume))  # fmt: skip
     check_memory(layers, input_bytes=volume.nbytes,
                  output_bytes=4 if scale == "minmax" else depth // 8)  # fmt: skip
     pixels = render_plans(volume, layers, scale=scale, depth=depth, divisor=divisor)

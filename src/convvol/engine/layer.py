@@ -19,10 +19,12 @@ import numpy as np
 from convvol.engine.bands import BandSink, run_bands
 from convvol.engine.cost import check_fits
 from convvol.engine.geometry import Geometry, as_volume, border_indices, plan_geometry
+from convvol.engine.missing import Masking, check_preserve, prepare_masking
 from convvol.engine.plan import Plan, plan_convolution
 from convvol.engine.weights import finite_weights
+from convvol.engine.workspace import Workspace
 from convvol.errors import ParameterError
-from convvol.settings import LayerSettings, Padding
+from convvol.settings import LayerSettings, MissingRule, Padding
 
 
 def apply_activation(volume: np.ndarray, activation: str) -> np.ndarray:
@@ -49,11 +51,13 @@ class LayerPlan:
     settings: LayerSettings
     plan: Plan = field(repr=False)
     bank_name: str | None = None
+    # Missing pixels or alpha: ``plan`` then runs the combined problem (engine/missing.py).
+    masking: Masking | None = field(default=None, repr=False)
 
     @property
     def weights(self) -> np.ndarray:
         """N×C×kh×kw float32, already flipped for true convolution."""
-        return self.plan.problem.weights
+        return self.masking.weights if self.masking is not None else self.plan.problem.weights
 
     @property
     def geometry(self) -> Geometry:
@@ -85,7 +89,9 @@ class LayerPlan:
 
     def describe(self) -> str:
         """One line for --explain: the method, its estimate, its bands, and why."""
-        return self.plan.describe()
+        if self.masking is None:
+            return self.plan.describe()
+        return f"{self.plan.describe()}; {self.masking.rule.describe()}"
 
     @cached_property
     def padded_rows(self) -> np.ndarray:
@@ -104,6 +110,10 @@ class LayerPlan:
         height, out_width, filters = self.out_shape
         rows = min(rows, height)
         reading = min((rows - 1) * self.stride + self.reach, self.padded_rows.size)
+        if self.masking is not None:  # the combined rows and outputs come beside them
+            combined = self.masking.combined
+            return 4 * (reading * width * (channels + combined.shape[1])
+                        + rows * out_width * (filters + combined.shape[0]))  # fmt: skip
         return 4 * (reading * width * channels + rows * out_width * filters)
 
     def strip_rows(self, budget: int) -> int:
@@ -215,6 +225,9 @@ class LayerPlan:
         threads: int | None,
     ) -> None:
         self.plan.check_band()
+        if self.masking is not None:
+            self._run_masked(self.masking, volume, geometry, sink, divisor, out, threads)
+            return
         activation = self.settings.activation
 
         def activate(first: int, band: np.ndarray) -> None:
@@ -223,6 +236,45 @@ class LayerPlan:
 
         run_bands(self.plan, volume, self.bias, geometry, self.settings.border, self.cval,
                   activate if activation != "none" else sink, divisor=divisor, out=out,
+                  threads=threads)  # fmt: skip
+
+    def _run_masked(
+        self,
+        masking: Masking,
+        volume: np.ndarray,
+        geometry: Geometry,
+        sink: BandSink,
+        divisor: float,
+        out: np.ndarray | None,
+        threads: int | None,
+    ) -> None:
+        """The combined plan over the combined volume, each band combined into the
+        layer's (whole or strip: the same bits, the steps around the plan are per pixel)."""
+        expanded = masking.expand(volume, divisor, self.cval)
+        cvals = masking.cvals(self.cval, volume.shape[2])
+        filters = self.out_shape[2]
+        activation = self.settings.activation
+        # Output row r reads input row r + offset of ``volume`` (preserve: same grid only).
+        offset = self.geometry.top - geometry.top
+        preserve = masking.rule.preserve and volume.dtype.kind == "f"
+
+        def combine(first: int, inner: np.ndarray) -> None:
+            rows = inner.shape[0]
+            target = (
+                out[first : first + rows]
+                if out is not None
+                else Workspace.current().array("missing.output", (rows, inner.shape[1], filters))
+            )
+            here = (
+                np.isnan(volume[first + offset : first + offset + rows, : inner.shape[1]])
+                if preserve
+                else None
+            )
+            masking.combine(inner, target, self.bias, here)
+            apply_activation(target, activation)
+            sink(first, target)
+
+        run_bands(self.plan, expanded, None, geometry, self.settings.border, cvals, combine,
                   threads=threads)  # fmt: skip
 
 
@@ -236,13 +288,16 @@ def plan_layer(
     memory_limit: int | None = None,
     names: Sequence[str] | None = None,
     bank_name: str | None = None,
+    missing: MissingRule | None = None,
 ) -> LayerPlan:
     """Plan N×C×kh×kw ``weights`` (PyTorch's layout) over a volume of ``shape``.
 
     ``settings`` (default: the engine's) say how: padding, border, stride, ..., and the
     activation applied after the bias. ``threads`` and ``memory_limit`` are the engine's
     knobs; results never depend on them. The output's size is not checked against this
-    machine's memory here: a plan may be run a strip at a time.
+    machine's memory here: a plan may be run a strip at a time. ``missing`` (see
+    :meth:`convvol.Settings.missing_rule`) makes NaN in the volume missing pixels, filtered
+    by its rule (:mod:`convvol.engine.missing`); without it NaN are plain values.
     """
     settings = settings or LayerSettings()
     if len(shape) != 3:
@@ -269,8 +324,14 @@ def plan_layer(
     weights = finite_weights(weights)
     if settings.flip:
         weights = weights[:, :, ::-1, ::-1]
+    masking = None
+    planned, planned_channels = weights, channels
+    if missing is not None:
+        check_preserve(missing, settings.padding, settings.stride)
+        masking = prepare_masking(np.ascontiguousarray(weights), missing)
+        planned, planned_channels = masking.combined, masking.expanded_channels
     plan = plan_convolution(
-        (height, width, channels), weights, geometry, stride=settings.stride,
+        (height, width, planned_channels), planned, geometry, stride=settings.stride,
         dilation=settings.dilation, method=settings.method, threads=threads,
         memory_limit=memory_limit,
     )  # fmt: skip
@@ -281,6 +342,7 @@ def plan_layer(
         settings=settings,
         plan=plan,
         bank_name=bank_name,
+        masking=masking,
     )
 
 
