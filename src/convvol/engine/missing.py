@@ -76,7 +76,7 @@ class Masking:
             values = volume
         valid = ~np.isnan(values)
         treatment = self.rule.treatment
-        channels = int(values.shape[-1])
+        channels = int(np.shape(volume)[2])
         if treatment == "fill":
             parts = [np.where(valid, values, np.float32(cval))]
             if self.rule.min_valid:
