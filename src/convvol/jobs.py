@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from convvol.bank import Bank, channel_names, counted
 from convvol.engine import LayerPlan
-from convvol.errors import ConvvolError, OutputError, ParameterError
+from convvol.errors import ConvvolError, OutputError, ParameterError, VolumeError
 from convvol.io import streams
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
@@ -50,7 +50,15 @@ from convvol.limits import (
     engine_memory_limit,
     resident_bytes,
 )
-from convvol.pipeline import check_bands, check_memory, plan_stack, render_plans, run_plans
+from convvol.masks import MissingRows, check_nodata, check_some_valid, mark_missing, read_mask
+from convvol.pipeline import (
+    check_bands,
+    check_memory,
+    holds_nan,
+    plan_stack,
+    render_plans,
+    run_plans,
+)
 from convvol.settings import Settings
 
 DEFAULT_TEMPLATE = "{stem}_{bank}.png"
@@ -102,6 +110,8 @@ class JobOptions:
     skip_existing: bool = False
     montage: str | None = None  # a contact sheet's template (one input at a time)
     keep_volume: bool = False  # hand the float result back (for a preview)
+    nodata: float | None = None  # the stored value of missing pixels (default: the file's)
+    mask: str | None = None  # a mask file: nonzero = valid
 
     @property
     def to_stdout(self) -> bool:
@@ -173,13 +183,14 @@ def run_job(
         return _stream(item, single, options, threads, explain, started)
 
     with reading():
-        read = _read(item, options)
+        read = _missing_pixels(item, options, _read(item, options))
     stored, divisor = read.pixels, read.divisor
     keep_hint = "; without --channels keep, images are read as RGB"
     with _named(item):
         layers = plan_stack(
             stored.shape, options.banks, options.engine_settings, labels=options.labels or None,
             input_hint=keep_hint if options.channels == "keep" else "",
+            has_missing=holds_nan(stored), alpha_channel=read.info.alpha_channel,
         )  # fmt: skip
         check_reach(layers)
     if explain is not None:
@@ -388,6 +399,26 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
     return read_image(source, channels=options.channels, max_pixels=options.max_pixels)
 
 
+def _missing_pixels(item: Item, options: JobOptions, read: ReadImage) -> ReadImage:
+    """The input with its missing pixels NaN (``--nodata``, else the file's own nodata;
+    ``--mask``), and its alpha dropped with ``--alpha ignore``; an input with no valid
+    pixel left is refused."""
+    stored, divisor, info = read.pixels, read.divisor, read.info
+    if options.settings.alpha == "ignore" and info.alpha_channel is not None:
+        stored = np.delete(stored, info.alpha_channel, axis=2)
+        info = replace(info, alpha_channel=None)
+    nodata = options.nodata if options.nodata is not None else info.nodata
+    if nodata is not None:
+        check_nodata(nodata, info.sample_type or stored.dtype, item.label)
+    mask = read_mask(options.mask, stored.shape, item.label) if options.mask else None
+    if (nodata is not None and not np.isnan(nodata)) or mask is not None:
+        stored = mark_missing(stored, nodata=nodata, mask=mask, divisor=divisor)
+        divisor = 1.0
+    if holds_nan(stored):
+        check_some_valid(stored, item.label)
+    return ReadImage(stored, divisor, info)
+
+
 def _exists(source: str) -> bool:
     """Whether an input is there to be skipped (else reading it says what is wrong)."""
     return source == "-" or is_url(source) or os.path.exists(source)
@@ -530,6 +561,7 @@ def _stream(
             item.source, options.banks, target, options.settings, budget=options.max_memory,
             threads=threads, labels=options.labels or None, format=options.format_name,
             max_pixels=options.max_pixels, max_output=options.max_output, on_plan=described,
+            nodata=options.nodata, mask=options.mask,
         )  # fmt: skip
     height, width, depth_out = layer.out_shape
     message = f"wrote {target}: {height}×{width}×{depth_out} from {item.source}"
@@ -550,6 +582,8 @@ def filter_volume(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_output: int | None = DEFAULT_MAX_OUTPUT,
     on_plan: Callable[[Sequence[LayerPlan]], None] | None = None,
+    nodata: float | None = None,
+    mask: str | os.PathLike[str] | np.ndarray | None = None,
     **options: Any,
 ) -> LayerPlan:
     """Run ``banks`` over a volume too large for memory, writing ``target`` strip by strip.
@@ -564,6 +598,11 @@ def filter_volume(
     included, before any work); ``on_plan`` sees the plans before any work. The result
     equals :func:`~convvol.run_layers`'s, bit for bit. Returns the last layer's plan (its
     ``out_shape`` and ``names``).
+
+    Missing pixels (NaN, values equal to ``nodata``, zeros of ``mask``: a file or an
+    array of the volume's height and width) are filtered by the settings' ``missing``
+    rule (``propagate`` unless given); a float volume given none of these is read once
+    ahead, strip by strip, to know whether it holds NaN.
     """
     settings = Settings.given(settings, options)
     budget = budget or DEFAULT_BUDGET
@@ -573,12 +612,16 @@ def filter_volume(
     )  # fmt: skip
     target = str(target)
     to_zarr = format is None and is_zarr(target)
+    has_missing = settings.missing is not None or nodata is not None or mask is not None
     try:
+        opened = _with_missing(opened, nodata, mask)
         if not to_zarr and (format or "npy").lower() != "npy":
             raise ParameterError(f"{target}: out-of-core output is .npy or Zarr, not {format}")
         engine_share = engine_memory_limit(budget)
+        if not has_missing and np.dtype(opened.array.dtype).kind == "f":
+            has_missing = _holds_nan(opened, max(budget // 8, opened.row_bytes))
         layers = plan_stack(opened.shape, banks, settings.with_knobs(memory_limit=engine_share),
-                            labels=labels)  # fmt: skip
+                            labels=labels, has_missing=has_missing)  # fmt: skip
         if on_plan is not None:
             on_plan(layers)
         check_streamed(layers, target, max_output)
@@ -590,6 +633,39 @@ def filter_volume(
     finally:
         opened.close()
     return layers[-1]
+
+
+def _holds_nan(source: RowSource, strip_bytes: int) -> bool:
+    """Whether a volume read strip by strip holds NaN (one pass, ``strip_bytes`` at once)."""
+    rows = max(1, strip_bytes // max(source.row_bytes, 1))
+    height = source.shape[0]
+    return any(
+        holds_nan(source.rows(np.arange(first, min(first + rows, height))))
+        for first in range(0, height, rows)
+    )
+
+
+def _with_missing(
+    source: RowSource,
+    nodata: float | None,
+    mask: str | os.PathLike[str] | np.ndarray | None,
+) -> RowSource:
+    """``source`` with its rows' missing pixels NaN, if ``nodata`` or ``mask`` say any."""
+    if nodata is None and mask is None:
+        return source
+    if nodata is not None:
+        check_nodata(nodata, np.dtype(source.array.dtype), source.label)
+    if mask is not None and not isinstance(mask, np.ndarray):
+        mask = read_mask(mask, source.shape, source.label)
+    elif mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape[:2] != source.shape[:2]:
+            raise ParameterError(
+                f"the mask is {'×'.join(map(str, mask.shape))}, but {source.label} is "
+                f"{'×'.join(map(str, source.shape))}: a mask must have the volume's height "
+                "and width"
+            )
+    return MissingRows(source, nodata=nodata, mask=mask)
 
 
 def check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | None) -> None:
@@ -655,6 +731,12 @@ def _run_layer(
     for first in range(0, height, strip_rows):
         last = min(first + strip_rows, height)
         padded = source.rows(layer.input_rows(first, last), layer.cval)
+        if layer.masking is None and holds_nan(padded):  # the volume changed under us
+            raise VolumeError(
+                f"{source.label}: missing values (NaN) near row {first * layer.stride} that "
+                "were not there when it was first read",
+                hint="filter them as missing with --missing propagate (or interpolate, fill)",
+            )
         strip = layer.compute(padded, first, last, threads=threads)
         del padded
         sink.write(first, strip)
