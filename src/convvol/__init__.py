@@ -45,6 +45,8 @@ _EXPORTS = {
     "run_layers": "convvol.pipeline",
     "LayerSettings": "convvol.settings",
     "Settings": "convvol.settings",
+    "MissingRule": "convvol.settings",
+    "mark_missing": "convvol.masks",
     "contact_sheet": "convvol.pictures",
     "kernel_heatmaps": "convvol.pictures",
 }
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     )
     from convvol.io import pixels_to_volume, read_pixels, read_volume, write_volume
     from convvol.kernels import builtin_kernel
+    from convvol.masks import mark_missing
     from convvol.pictures import contact_sheet, kernel_heatmaps
     from convvol.pipeline import (
         LayerResult,
@@ -71,7 +74,7 @@ if TYPE_CHECKING:
         render_layers,
         run_layers,
     )
-    from convvol.settings import LayerSettings, Settings
+    from convvol.settings import LayerSettings, MissingRule, Settings
 
 
 def __getattr__(name: str) -> Any:
@@ -96,6 +99,7 @@ __all__ = [
     "LayerPlan",
     "LayerResult",
     "LayerSettings",
+    "MissingRule",
     "OutputError",
     "ParameterError",
     "RenderedResult",
@@ -110,6 +114,7 @@ __all__ = [
     "convolve_bands",
     "kernel_heatmaps",
     "load_bank",
+    "mark_missing",
     "pixels_to_volume",
     "plan_layer",
     "plan_stack",

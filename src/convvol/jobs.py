@@ -197,7 +197,7 @@ def run_job(
         _explain(layers, explain)
     names = layers[-1].names
     fields = options.fields(item)
-    targets, formats = _targets(source, options, fields, names)
+    targets, formats = _targets(source, options, fields, names, read.info)
     if targets and options.skip_existing and all(map(target_exists, targets)):
         return _skipped(item, targets, started)
     sheet = (
@@ -248,13 +248,18 @@ def run_job(
 
 
 def _targets(
-    source: str, options: JobOptions, fields: dict[str, str], names: Sequence[str]
+    source: str,
+    options: JobOptions,
+    fields: dict[str, str],
+    names: Sequence[str],
+    info: ImageInfo = NO_INFO,
 ) -> tuple[list[str], list[Format]]:
     """The files an input's result goes to (none for standard output) and their formats,
     checked before any work: clashes, the input, directories, what the format can hold."""
     if options.to_stdout:
         stdout_format = format_named(options.format_name or "png")
-        check_encodable(stdout_format, len(names), options.depth, "standard output")
+        check_encodable(stdout_format, len(names), options.depth, "standard output",
+                        with_alpha=info.alpha_channel == len(names) - 1)  # fmt: skip
         return [], [stdout_format]
     targets = (
         [options.template.format(name=name, index=index, **fields)
@@ -265,7 +270,9 @@ def _targets(
     check_targets(targets, source)
     formats = [_format(options.format_name, target) for target in targets]
     for target, fmt in zip(targets, formats, strict=True):
-        check_encodable(fmt, 1 if options.split else len(names), options.depth, target)
+        channels = 1 if options.split else len(names)
+        check_encodable(fmt, channels, options.depth, target,
+                        with_alpha=info.alpha_channel == channels - 1)  # fmt: skip
     return targets, formats
 
 

@@ -38,7 +38,8 @@ def _raw_deflater(compress_level: int) -> Any:
 
 
 def write_png(stream: IO[bytes], pixels: np.ndarray, compress_level: int) -> None:
-    """A greyscale or RGB PNG of 8 or 16 bits, deflated in parallel.
+    """A greyscale or RGB PNG (with alpha for 2 and 4 channels) of 8 or 16 bits, deflated
+    in parallel.
 
     Pillow's encoder runs on one core (and cannot write 48-bit RGB at all). Rows are
     filtered with 'Up' (difference with the row above, vectorised) and cut into pieces;
@@ -82,7 +83,7 @@ def write_png(stream: IO[bytes], pixels: np.ndarray, compress_level: int) -> Non
     header = 0x7800 | level_bits << 6
     header += 31 - header % 31 if header % 31 else 0
     stream.write(b"\x89PNG\r\n\x1a\n")
-    colour = 2 if channels == 3 else 0
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey+alpha, RGB, RGBA
     stream.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0)))
     stream.write(_png_chunk(b"IDAT", struct.pack(">H", header)))  # zlib stream header
     for _, chunk in pieces:
