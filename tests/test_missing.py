@@ -100,11 +100,12 @@ def test_one_filter_layer_matches_astropy_exactly_where_it_is_one_layer() -> Non
     ("stride", "dilation", "padding"), [(1, 1, "same"), (2, 1, "same"), (1, 2, "valid"),
                                         (3, 2, "full"), (2, 1, 1)],
 )  # fmt: skip
+@pytest.mark.parametrize("signed", [False, True])
 def test_matches_the_float64_reference(
-    border: str, treatment: str, stride: int, dilation: int, padding: str | int
+    border: str, treatment: str, stride: int, dilation: int, padding: str | int, signed: bool
 ) -> None:
     volume = holed((29, 33, 3), share=0.1, seed=5)
-    weights = positive_weights((2, 3, 3, 4), seed=6)
+    weights = positive_weights((2, 3, 3, 4), seed=6) - (0.4 if signed else 0.0)
     weights[1, 2] = 0  # a layer the filter does not read
     bias = np.array([0.5, -1.0], np.float32)
     cval = -0.5 if border == "constant" else 0.0
@@ -174,32 +175,41 @@ def test_the_python_api_defaults_to_propagate_on_nan() -> None:
 
 # --- the same bits on every path --------------------------------------------------------
 
-PATH_CASES = [
-    Settings(missing="interpolate"),
-    Settings(missing="propagate", border="constant", cval=0.5),
-    Settings(missing="fill", min_valid=0.5, stride=2),
-    Settings(missing="interpolate", dilation=2, border="wrap", min_valid=0.3),
-    Settings(missing="interpolate", preserve_missing=True, border="edge"),
+PATH_CASES = [  # paired (two runs of the layer's plan) and combined (one wider plan)
+    (("blur",), Settings(missing="interpolate")),
+    (("blur",), Settings(missing="propagate", border="constant", cval=0.5)),
+    (("blur",), Settings(missing="fill", min_valid=0.5, stride=2)),
+    (("blur",), Settings(missing="interpolate", dilation=2, border="wrap", min_valid=0.3)),
+    (("blur",), Settings(missing="interpolate", preserve_missing=True, border="edge")),
+    (("grayscale",), Settings(missing="interpolate", min_valid=0.5)),
+    (("sharpen",), Settings(missing="propagate", stride=3, padding="full")),
+    (("sharpen",), Settings(missing="fill", min_valid=0.9, border="symmetric")),
+    (("color_edges",), Settings(missing="propagate", dilation=3)),
+    (("blur", "sharpen"), Settings(missing="interpolate", border="edge")),
 ]
 
 
-@pytest.mark.parametrize("settings", PATH_CASES)
-def test_strips_dask_and_batches_equal_memory(settings: Settings, workdir: Path) -> None:
+@pytest.mark.parametrize(("names", "settings"), PATH_CASES)
+def test_strips_dask_and_batches_equal_memory(
+    names: tuple[str, ...], settings: Settings, workdir: Path
+) -> None:
     volume = holed((97, 53, 3), share=0.1, seed=11)
     volume[30:50, 10:30] = np.nan  # a hole wider than the kernel
-    banks = [convvol.load_bank("blur")]
+    banks = [convvol.load_bank(name) for name in names]
     whole = convvol.run_layers(volume, banks, settings).volume
+    assert np.isfinite(whole).any()
     np.save("in.npy", volume)
     filter_volume("in.npy", banks, "strips.npy", settings, budget=40 * 2**20)
     np.testing.assert_array_equal(np.load("strips.npy"), whole)
     # strips of a few bands: compute() straight, as filter_volume and Dask run them
-    layer = convvol.plan_stack(volume.shape, banks, settings, has_missing=True)[0]
+    layer = convvol.plan_stack(volume.shape, banks[:1], settings, has_missing=True)[0]
+    first_layer = convvol.run_layers(volume, banks[:1], settings).volume
     rows = layer.band_rows
     for first in range(0, layer.out_shape[0], rows):
         last = min(first + rows, layer.out_shape[0])
         padded = np.where(layer.input_rows(first, last)[:, None, None] < 0, np.float32(layer.cval),
                           volume[np.clip(layer.input_rows(first, last), 0, None)])  # fmt: skip
-        np.testing.assert_array_equal(layer.compute(padded, first, last), whole[first:last])
+        np.testing.assert_array_equal(layer.compute(padded, first, last), first_layer[first:last])
     options = JobOptions(banks=tuple(banks), template="{stem}_batch.npy", settings=settings)
     result = process_file(Item.of("in.npy"), options)
     assert result.status == "succeeded", result.message

@@ -110,10 +110,10 @@ class LayerPlan:
         height, out_width, filters = self.out_shape
         rows = min(rows, height)
         reading = min((rows - 1) * self.stride + self.reach, self.padded_rows.size)
-        if self.masking is not None:  # the combined rows and outputs come beside them
-            combined = self.masking.combined
-            return 4 * (reading * width * (channels + combined.shape[1])
-                        + rows * out_width * (filters + combined.shape[0]))  # fmt: skip
+        if self.masking is not None:  # the mask's rows and outputs come beside them
+            extra_in, extra_out = self.masking.working_values(channels)
+            return 4 * (reading * width * (channels + extra_in)
+                        + rows * out_width * (filters + extra_out))  # fmt: skip
         return 4 * (reading * width * channels + rows * out_width * filters)
 
     def strip_rows(self, budget: int) -> int:
@@ -248,33 +248,51 @@ class LayerPlan:
         out: np.ndarray | None,
         threads: int | None,
     ) -> None:
-        """The combined plan over the combined volume, each band combined into the
-        layer's (whole or strip: the same bits, the steps around the plan are per pixel)."""
-        expanded = masking.expand(volume, divisor, self.cval)
+        """The plan over the values and the mask (paired: twice, the values' output held
+        for the mask's bands; else once over the combined volume), each band combined into
+        the layer's; whole or strip, the same bits: the steps around the plan are per pixel."""
+        parts = masking.volumes(volume, divisor, self.cval)
         cvals = masking.cvals(self.cval, volume.shape[2])
         filters = self.out_shape[2]
         activation = self.settings.activation
+        border = self.settings.border
         # Output row r reads input row r + offset of ``volume`` (preserve: same grid only).
         offset = self.geometry.top - geometry.top
         preserve = masking.rule.preserve and volume.dtype.kind == "f"
+        held = None
+        if masking.paired:
+            held = out if out is not None else np.empty(
+                (geometry.out_height, geometry.out_width, filters), np.float32
+            )  # fmt: skip
 
-        def combine(first: int, inner: np.ndarray) -> None:
-            rows = inner.shape[0]
-            target = (
-                out[first : first + rows]
-                if out is not None
-                else Workspace.current().array("missing.output", (rows, inner.shape[1], filters))
-            )
+            def hold(first: int, band: np.ndarray) -> None:
+                del first, band  # the bands are slices of ``held``
+
+            run_bands(self.plan, parts[0], None, geometry, border, cvals[0], hold, out=held,
+                      threads=threads)  # fmt: skip
+
+        def combine(first: int, band: np.ndarray) -> None:
+            rows = band.shape[0]
+            if held is not None:
+                target = held[first : first + rows]
+                bands = [target, band]
+            else:
+                target = (
+                    out[first : first + rows]
+                    if out is not None
+                    else Workspace.current().array("missing.output", (rows, band.shape[1], filters))
+                )
+                bands = [band]
             here = (
-                np.isnan(volume[first + offset : first + offset + rows, : inner.shape[1]])
+                np.isnan(volume[first + offset : first + offset + rows, : band.shape[1]])
                 if preserve
                 else None
             )
-            masking.combine(inner, target, self.bias, here)
+            masking.combine(bands, target, self.bias, here)
             apply_activation(target, activation)
             sink(first, target)
 
-        run_bands(self.plan, expanded, None, geometry, self.settings.border, cvals, combine,
+        run_bands(self.plan, parts[-1], None, geometry, border, cvals[-1], combine,
                   threads=threads)  # fmt: skip
 
 
@@ -329,7 +347,7 @@ def plan_layer(
     if missing is not None:
         check_preserve(missing, settings.padding, settings.stride)
         masking = prepare_masking(np.ascontiguousarray(weights), missing)
-        planned, planned_channels = masking.combined, masking.expanded_channels
+        planned, planned_channels = masking.combined, masking.planned_channels
     plan = plan_convolution(
         (height, width, planned_channels), planned, geometry, stride=settings.stride,
         dilation=settings.dilation, method=settings.method, threads=threads,

@@ -1,13 +1,18 @@
-"""Missing pixels and transparency as one convolution of a wider problem, on one plan.
+"""Missing pixels and transparency as two convolutions of one plan.
 
-A layer with a :class:`~convvol.settings.MissingRule` is planned for a *combined* volume:
-the values with their missing pixels set aside, beside a mask channel per input channel,
-and a *combined* bank that convolves both with the same geometry. One plan runs both, so
-its bands fall in the same places for the values and the mask, and every path (whole, in
-bands, strips out of core, Dask chunks, batch workers) gives the same bits:
-``LayerPlan`` runs the combined plan exactly as it runs a plain one, and the per-pixel
-steps here (:meth:`Masking.expand` before, :meth:`Masking.combine` after) look at one
-pixel at a time. The mask's halo is the kernel's.
+A layer with a :class:`~convvol.settings.MissingRule` convolves its values (missing
+pixels set aside) and a mask (valid, or missing, per pixel and channel) with the same
+plan: its bands fall in the same places for both, and every path (whole, in bands,
+strips out of core, Dask chunks, batch workers) gives the same bits, since the steps
+around the plan (:meth:`Masking.volumes` before, :meth:`Masking.combine` after) look at
+one pixel at a time. The mask's halo is the kernel's. Two ways:
+
+- *paired*: the layer's own plan runs twice, on the values and on the mask. This is
+  exact when each filter reads one channel at most (a grey image, a depthwise bank) for
+  ``interpolate``, and when the weights are ≥ 0 for the mask's counts (``propagate``,
+  ``min_valid``): two plain runs.
+- *combined*: otherwise the plan is made for a wider problem: the values beside the mask
+  as one volume, and a bank holding, for each layer, what it needs of both.
 
 - ``interpolate`` (astropy's ``nan_treatment='interpolate'``, ``normalize_kernel=False``):
   per (filter, channel) layer k with weights w, ``S·Σ_valid w·x / Σ_valid w`` (S = Σ w),
@@ -41,19 +46,22 @@ ZERO_SUM = 1e-6
 # An output whose valid weight |Σ_valid w| is at most this share of the layer's Σ|w| has
 # none left, to float32 rounding (astropy's "bot == 0"): it is missing.
 NO_WEIGHT = 1e-6
+# With weights ≥ 0, a missing tap shows as a positive weight on the missing mask; FFT's
+# rounding leaves far less than this share of Σw where none is missing.
+MISSED = 1e-12
 
 
 @dataclass(frozen=True, eq=False)
 class Masking:
-    """What a layer with missing pixels computes around its combined plan."""
+    """What a layer with missing pixels computes around its plan."""
 
     rule: MissingRule
     weights: np.ndarray = field(repr=False)  # the layer's own N×C×kh×kw (already flipped)
-    combined: np.ndarray = field(repr=False)  # what the plan convolves: K'×C'×kh×kw
-    filters: np.ndarray = field(repr=False)  # interpolate: each used layer's filter
-    channels: np.ndarray = field(repr=False)  # ... and its channel
-    sums: np.ndarray = field(repr=False)  # ... and its Σw
-    magnitudes: np.ndarray = field(repr=False)  # ... and its Σ|w|
+    combined: np.ndarray = field(repr=False)  # what the plan convolves (paired: ``weights``)
+    paired: bool  # the plan runs twice (values, mask) instead of once on the combined volume
+    filters: np.ndarray = field(repr=False)  # interpolate: each normalised layer's filter
+    sums: np.ndarray = field(repr=False)  # ... its Σw
+    magnitudes: np.ndarray = field(repr=False)  # ... its Σ|w|
     weighted: np.ndarray = field(repr=False)  # ... False: taken as it is (no normalising)
     totals: np.ndarray = field(repr=False)  # each filter's Σ|w| (min_valid's whole)
 
@@ -62,132 +70,165 @@ class Masking:
         return int(self.weights.shape[0])
 
     @property
-    def expanded_channels(self) -> int:
-        """Channels of the combined volume (C'), per channel of the input."""
+    def planned_channels(self) -> int:
+        """Channels of the volume the plan convolves."""
         return int(self.combined.shape[1])
 
-    def expand(self, volume: np.ndarray, divisor: float = 1.0, cval: float = 0.0) -> np.ndarray:
-        """The combined volume (rows × W × C') of an H×W×C volume (or strip) whose NaN
-        are missing; ``divisor`` divides stored pixels as they are read."""
+    def working_values(self, channels: int) -> tuple[int, int]:
+        """Float32 values per input pixel and per output pixel this adds to a run."""
+        if self.paired:
+            return 2 * channels, self.n_filters
+        return self.planned_channels, int(self.combined.shape[0])
+
+    def volumes(
+        self, volume: np.ndarray, divisor: float = 1.0, cval: float = 0.0
+    ) -> list[np.ndarray]:
+        """What the plan convolves, from an H×W×C volume (or strip) whose NaN are missing:
+        [values, mask] when paired, else [the combined volume]. ``divisor`` divides
+        stored pixels as they are read; ``cval`` is what ``fill`` reads."""
         if volume.dtype != np.float32 or divisor != 1.0:
             values = np.empty(volume.shape, np.float32)
             np.divide(volume, np.float32(divisor), out=values, casting="unsafe")
         else:
             values = volume
-        valid = ~np.isnan(values)
+        missing = np.isnan(values)
         treatment = self.rule.treatment
-        channels = int(np.shape(volume)[2])
         if treatment == "fill":
-            parts = [np.where(valid, values, np.float32(cval))]
+            parts = [np.where(missing, np.float32(cval), values)]
             if self.rule.min_valid:
-                parts.append((~valid).astype(np.float32))
-            return _stacked(parts)
-        if treatment == "propagate":
-            return _stacked([np.where(valid, values, np.float32(0)), (~valid).astype(np.float32)])
-        certainty = valid.astype(np.float32)
-        alpha = self.rule.alpha_channel
-        if alpha is not None:
-            opacity = np.clip(np.where(valid[..., alpha], values[..., alpha], 0), 0, 1)
-            colour = [c for c in range(channels) if c != alpha]
-            certainty[..., colour] *= opacity[..., np.newaxis]
-            certainty[..., alpha] = 1.0  # the alpha itself is filtered as it is
-        zeroed = np.where(valid, values, np.float32(0))
-        return _stacked([certainty * zeroed, certainty])
+                parts.append(missing.astype(np.float32))
+        elif treatment == "propagate":
+            parts = [np.where(missing, np.float32(0), values), missing.astype(np.float32)]
+        else:
+            zeroed = np.where(missing, np.float32(0), values)
+            certainty = (~missing).astype(np.float32)
+            alpha = self.rule.alpha_channel
+            if alpha is not None:
+                opacity = np.clip(zeroed[..., alpha], 0, 1)
+                colour = [c for c in range(int(np.shape(volume)[2])) if c != alpha]
+                certainty[..., colour] *= opacity[..., np.newaxis]
+                certainty[..., alpha] = 1.0  # the alpha itself is filtered as it is
+                zeroed *= certainty
+            parts = [zeroed, certainty]
+        if self.paired or len(parts) == 1:
+            return parts
+        return [np.concatenate(parts, axis=2)]
 
-    def cvals(self, cval: float, channels: int) -> np.ndarray:
-        """The combined volume's value for each channel where the border is constant: a
-        pixel of ``cval`` (valid) expanded, as the rows of constant border are."""
+    def cvals(self, cval: float, channels: int) -> list[np.ndarray]:
+        """Each volume's value per channel where the border is constant: a pixel of
+        ``cval`` (valid) made into volumes, as the rows of constant border are."""
         pixel = np.full((1, 1, channels), cval, np.float32)
-        return self.expand(pixel, 1.0, cval)[0, 0].copy()
+        return [part[0, 0].copy() for part in self.volumes(pixel, 1.0, cval)]
 
     def combine(
         self,
-        inner: np.ndarray,
+        parts: list[np.ndarray],
         out: np.ndarray,
         bias: np.ndarray | None,
         missing_here: np.ndarray | None = None,
     ) -> None:
-        """The layer's output band ``out`` (rows × W' × N) from the combined plan's band
-        ``inner`` (rows × W' × K'), bias added, missing outputs NaN. ``missing_here``
-        (rows × W' × C, bool: the input pixel at each output is missing) with
+        """The layer's output band ``out`` (rows × W' × N) from the plan's bands
+        (``parts``: paired, the values' and the mask's, the first may be ``out`` itself;
+        else the combined one), bias added, missing outputs NaN. ``missing_here``
+        (rows × W' × C, bool: the input pixel under each output is missing) with
         ``preserve``."""
         n = self.n_filters
-        treatment = self.rule.treatment
+        rule = self.rule
         missing = np.zeros(out.shape, bool)
-        if treatment == "interpolate":
-            used = self.filters.size
-            out[...] = 0.0
-            for k in range(used):
-                filter_, num, den = int(self.filters[k]), inner[..., k], inner[..., used + k]
-                if not self.weighted[k]:
-                    out[..., filter_] += num
-                    continue
-                empty = np.abs(den) <= NO_WEIGHT * self.magnitudes[k]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    level = num * (self.sums[k] / den)
-                if self.rule.alpha_channel is not None:  # fully transparent: no colour
-                    level[empty] = 0.0
-                else:
-                    missing[..., filter_] |= empty
-                out[..., filter_] += level
-            share = (
-                inner[..., 2 * used : 2 * used + n] / self.totals if self.rule.min_valid else None
-            )
+        share = None
+        if self.paired:
+            values, mask = parts
+            counts = mask
         else:
-            out[...] = inner[..., :n]
-            if treatment == "propagate":
-                missing |= inner[..., n : 2 * n] > 0.5  # a count of missing taps
-            share = (
-                1.0 - inner[..., n : 2 * n] / self.totals
-                if (treatment == "fill" and self.rule.min_valid)
-                else None
-            )
+            (inner,) = parts
+            used = self.filters.size if rule.treatment == "interpolate" else n
+            values, mask = inner[..., :used], inner[..., used : 2 * used]
+            counts = mask[..., :n]
+        if rule.treatment == "interpolate":
+            levels = self._levels(values, mask, missing)
+            if self.paired:
+                out[...] = levels
+            else:
+                out[...] = 0.0
+                for k in range(self.filters.size):
+                    out[..., int(self.filters[k])] += levels[..., k]
+            if rule.min_valid:  # the valid share of Σ|w|: the mask's sums (weights ≥ 0)
+                valid = mask if self.paired else inner[..., -n:]
+                share = valid / self.totals
+        else:
+            if values is not out:
+                out[...] = values
+            if rule.treatment == "propagate":
+                missing |= counts > (MISSED * self.totals if self.paired else 0.5)
+            elif rule.min_valid:
+                share = 1.0 - counts / self.totals
         if bias is not None:
             out += bias
         if share is not None:
-            missing |= share < self.rule.min_valid
+            missing |= share < rule.min_valid
         if missing_here is not None:
             reads = np.abs(self.weights).sum(axis=(2, 3)) > 0  # N × C
             for filter_ in range(n):
                 missing[..., filter_] |= missing_here[..., reads[filter_]].any(axis=-1)
         out[missing] = np.nan
 
-
-def _stacked(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts, axis=2) if len(parts) > 1 else np.ascontiguousarray(parts[0])
+    def _levels(self, values: np.ndarray, mask: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """S·Σ_valid w·x / Σ_valid w per normalised layer (k); outputs where a layer has
+        no valid weight left are marked in ``missing`` (premultiplied alpha: 0, clear)."""
+        levels = np.empty(values.shape, np.float32)
+        for k in range(self.filters.size):
+            num, den = values[..., k], mask[..., k]
+            if not self.weighted[k]:
+                levels[..., k] = num
+                continue
+            empty = np.abs(den) <= NO_WEIGHT * self.magnitudes[k]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.multiply(num, self.sums[k] / den, out=levels[..., k])
+            if self.rule.alpha_channel is not None:  # fully transparent: no colour
+                levels[..., k][empty] = 0.0
+            else:
+                missing[..., int(self.filters[k])] |= empty
+        return levels
 
 
 def prepare_masking(weights: np.ndarray, rule: MissingRule) -> Masking:
-    """The masking of a layer with (flipped, float32) ``weights`` under ``rule``: its
-    combined bank, and what :meth:`Masking.combine` needs. A ParameterError when
-    ``interpolate`` is undefined (a layer that sums to zero)."""
+    """The masking of a layer with (flipped, float32) ``weights`` under ``rule``: paired
+    when two runs of its own plan are exact, else its combined bank. A ParameterError
+    when ``interpolate`` is undefined (a layer that sums to zero)."""
     n_filters, channels, kh, kw = weights.shape
     magnitude = np.abs(weights.astype(np.float64))
+    reads = magnitude.sum(axis=(2, 3)) > 0  # N × C
     totals = magnitude.sum(axis=(1, 2, 3))
     totals = np.where(totals > 0, totals, 1.0).astype(np.float32)
-    empty = np.zeros(0, np.int64)
+    nonnegative = bool((weights >= 0).all())
+    none = np.zeros(0)
     if rule.treatment != "interpolate":
-        blocks: list[np.ndarray] = []
-        if rule.treatment == "propagate":
-            support = (weights != 0).astype(np.float32)
-            blocks = [_block(weights, 0, 2), _block(support, 1, 2)]
-        elif rule.min_valid:
-            blocks = [_block(weights, 0, 2), _block(magnitude.astype(np.float32), 1, 2)]
-        else:
-            blocks = [weights]
-        none = np.zeros(0)
-        return Masking(rule, weights, np.concatenate(blocks), empty, empty, none, none,
-                       np.zeros(0, bool), totals)  # fmt: skip
-    used = np.argwhere(magnitude.sum(axis=(2, 3)) > 0)
-    filters, layer_channels = used[:, 0], used[:, 1]
-    layers = weights[filters, layer_channels].astype(np.float64)
+        counted = rule.treatment == "propagate" or rule.min_valid > 0
+        if not counted or nonnegative:
+            return Masking(rule, weights, weights, counted, none.astype(int), none, none,
+                           none.astype(bool), totals)  # fmt: skip
+        # the mask's counts need weights ≥ 0: its support (propagate) or |w| (min_valid)
+        second = (weights != 0) if rule.treatment == "propagate" else magnitude
+        blocks = [_block(weights, 0, 2), _block(second.astype(np.float32), 1, 2)]
+        return Masking(rule, weights, np.concatenate(blocks), False, none.astype(int), none,
+                       none, none.astype(bool), totals)  # fmt: skip
+    paired = bool((reads.sum(axis=1) <= 1).all()) and (nonnegative or not rule.min_valid)
+    if paired:  # a layer per filter: filter n is layer n
+        filters = np.arange(n_filters)
+        layer_channels = np.argmax(reads, axis=1)
+        layers = weights.astype(np.float64).sum(axis=1)  # its one layer (the rest are 0)
+        used = reads.any(axis=1)
+    else:
+        filters, layer_channels = np.nonzero(reads)
+        layers = weights[filters, layer_channels].astype(np.float64)
+        used = np.ones(filters.size, bool)
     sums = layers.sum(axis=(1, 2))
     magnitudes = np.abs(layers).sum(axis=(1, 2))
-    weighted = np.ones(len(used), bool)
+    weighted = used.copy()
     if rule.alpha_channel is not None:
-        weighted = layer_channels != rule.alpha_channel
-    flat = np.abs(sums) <= ZERO_SUM * magnitudes
-    if (flat & weighted).any():
+        weighted &= layer_channels != rule.alpha_channel
+    flat = (np.abs(sums) <= ZERO_SUM * magnitudes) & weighted
+    if flat.any():
         if rule.alpha_channel is None:
             k = int(np.argmax(flat))
             raise ParameterError(
@@ -197,15 +238,20 @@ def prepare_masking(weights: np.ndarray, rule: MissingRule) -> Masking:
                 hint="use --missing propagate (missing where any tap is missing) or fill",
             )
         weighted &= ~flat  # premultiplied: a difference of premultiplied colours
-    count = len(used)
-    combined = np.zeros((2 * count, 2 * channels, kh, kw), np.float32)
-    combined[np.arange(count), layer_channels] = weights[filters, layer_channels]
-    combined[count + np.arange(count), channels + layer_channels] = weights[filters, layer_channels]
-    if rule.min_valid:
-        share = np.zeros((n_filters, 2 * channels, kh, kw), np.float32)
-        share[:, channels:] = magnitude
-        combined = np.concatenate([combined, share])
-    return Masking(rule, weights, combined, filters, layer_channels, sums.astype(np.float32),
+    if paired:
+        combined = weights
+    else:
+        count = filters.size
+        combined = np.zeros((2 * count, 2 * channels, kh, kw), np.float32)
+        combined[np.arange(count), layer_channels] = weights[filters, layer_channels]
+        combined[count + np.arange(count), channels + layer_channels] = weights[
+            filters, layer_channels
+        ]
+        if rule.min_valid:
+            share = np.zeros((n_filters, 2 * channels, kh, kw), np.float32)
+            share[:, channels:] = magnitude
+            combined = np.concatenate([combined, share])
+    return Masking(rule, weights, combined, paired, filters, sums.astype(np.float32),
                    magnitudes.astype(np.float32), weighted, totals)  # fmt: skip
 
 
