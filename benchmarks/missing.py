@@ -88,8 +88,9 @@ def main() -> None:
 
         plain = median_seconds(lambda: convvol_run(None, filled), args.repeats)
         masked = {
-            treatment: median_seconds(lambda t=treatment: convvol_run(MissingRule(t)),
-                                      args.repeats)  # fmt: skip
+            treatment: median_seconds(
+                lambda t=treatment: convvol_run(MissingRule(t)), args.repeats
+            )  # fmt: skip
             for treatment in ("interpolate", "propagate", "fill")
         }
         row = [f"{side}×{side}", f"{plain * 1e3:.1f} ms"]

@@ -385,3 +385,23 @@ def test_the_file_nodata_is_the_default(workdir: Path) -> None:
     marked = jobs._missing_pixels(item, options, tagged).pixels
     assert np.isnan(marked[4:8, 4:8]).all()
     assert np.isfinite(marked[:4]).all()
+
+
+def test_the_docs_picture_is_what_its_script_draws(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "make_missing_picture.py"), "--out",
+         str(tmp_path / "hole.png")], capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with (
+        Image.open(tmp_path / "hole.png") as made,
+        Image.open(repo / "docs" / "figures" / "missing_hole.png") as committed,
+    ):
+        drawn, kept = np.asarray(made, np.float64), np.asarray(committed, np.float64)
+    assert drawn.shape == kept.shape, "rerun scripts/make_missing_picture.py"
+    assert np.abs(drawn - kept).mean() < 1.0, "rerun scripts/make_missing_picture.py"
+    assert (repo / "docs" / "figures" / "missing_hole.png").stat().st_size < 40_000
