@@ -121,6 +121,28 @@ def test_matches_the_float64_reference(
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", methods())
+def test_propagate_sees_every_tap_on_every_method(method: str) -> None:
+    """A Gaussian's tails are ~10⁻⁶ of its peak: a missing pixel under them still counts,
+    FFT's rounding included."""
+    volume = holed((45, 50, 1), share=0.02, seed=12)
+    taps = np.exp(-0.5 * ((np.arange(15) - 7) / 1.5) ** 2)
+    weights = np.outer(taps, taps)[None, None].astype(np.float32)
+    ours = layer_output(volume, weights, MissingRule("propagate"), method=method)
+    expected = reference_missing(volume, weights, treatment="propagate")
+    assert 0 < np.isnan(expected).sum() < expected.size
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(expected))
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_alpha_weighs_only_images_that_have_one(workdir: Path) -> None:
+    Image.fromarray(logo()[..., :3]).save("rgb.png")
+    for alpha in ("premultiplied", "straight"):
+        assert run("apply", "rgb.png", "-f", "blur", "--channels", "keep", "--alpha", alpha,
+                   "-o", f"{alpha}.png").exit_code == 0  # fmt: skip
+    assert Path("premultiplied.png").read_bytes() == Path("straight.png").read_bytes()
+
+
 @pytest.mark.parametrize("treatment", ["interpolate", "fill"])
 def test_min_valid_marks_outputs_with_too_little_valid_weight(treatment: str) -> None:
     volume = holed((40, 40, 2), share=0.4, seed=7)

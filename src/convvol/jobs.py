@@ -188,7 +188,8 @@ def run_job(
     keep_hint = "; without --channels keep, images are read as RGB"
     with _named(item):
         layers = plan_stack(
-            stored.shape, options.banks, options.engine_settings, labels=options.labels or None,
+            stored.shape, options.banks, _alpha_settings(options.engine_settings, read.info),
+            labels=options.labels or None,
             input_hint=keep_hint if options.channels == "keep" else "",
             has_missing=holds_nan(stored), alpha_channel=read.info.alpha_channel,
         )  # fmt: skip
@@ -404,6 +405,15 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
         volume = read_url(source, channels=options.channels, max_pixels=options.max_pixels)
         return ReadImage(volume, 1.0)
     return read_image(source, channels=options.channels, max_pixels=options.max_pixels)
+
+
+def _alpha_settings(settings: Settings, info: ImageInfo) -> Settings:
+    """``--alpha`` weighs colours by an image's own alpha: an image without one (RGB, or
+    read as RGB) is filtered as it is; a volume (``.npy``, Zarr) has its last channel
+    taken as the alpha when ``--alpha premultiplied`` says so."""
+    if info.alpha_channel is None and info.format not in (None, "npy"):
+        return replace(settings, alpha=None)
+    return settings
 
 
 def _missing_pixels(item: Item, options: JobOptions, read: ReadImage) -> ReadImage:

@@ -106,7 +106,8 @@ def estimate_memory(
     At layer k the run holds the input (``input_bytes``; float32 by default), layer k−1's
     float32 output, layer k's output (the last one ``output_bytes`` a value: 4 as float32,
     1 or 2 as pixels rendered band by band), the weights (float32, and once more as the
-    method transforms them) and the engine's working set.
+    method transforms them), a masked layer's values, mask and their outputs, and the
+    engine's working set.
     """
     height, width, channels = layers[0].in_shape
     source = 4 * height * width * channels if input_bytes is None else input_bytes
@@ -114,8 +115,12 @@ def estimate_memory(
     for number, layer in enumerate(layers, start=1):
         values = int(np.prod(layer.out_shape, dtype=np.int64))
         output = int(values * (output_bytes if number == len(layers) else 4))
-        weights = 2 * 4 * layer.weights.size
-        needs.append((held + output + weights + DEFAULT_MEMORY_LIMIT, output))
+        working = 2 * 4 * layer.weights.size  # the weights, and once more transformed
+        if layer.masking is not None:  # the values and the mask beside the input, and theirs
+            rows, columns, depth = layer.in_shape
+            extra_in, extra_out = layer.masking.working_values(depth)
+            working += 4 * (rows * columns * extra_in + values // layer.out_shape[2] * extra_out)
+        needs.append((held + output + working + DEFAULT_MEMORY_LIMIT, output))
         held = source + output
     return needs
 
