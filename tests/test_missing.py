@@ -376,6 +376,13 @@ def test_an_all_missing_image(workdir: Path) -> None:
     assert not Path("out.png").exists()
 
 
+def test_an_all_missing_volume_read_strip_by_strip(workdir: Path) -> None:
+    np.save("nan.npy", np.full((50, 40, 2), np.nan, np.float32))
+    refused(run("apply", "nan.npy", "-f", "blur", "-o", "out.npy", "--max-memory", "40M"),
+            "nan.npy: every pixel is missing")  # fmt: skip
+    assert not Path("out.npy").exists()
+
+
 @pytest.mark.parametrize(("value", "problem"), [("300", "outside uint8's range"),
                                                  ("1.5", "not a whole number"),
                                                  ("nan", "cannot occur in its uint8")])  # fmt: skip

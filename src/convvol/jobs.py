@@ -653,13 +653,23 @@ def filter_volume(
 
 
 def _holds_nan(source: RowSource, strip_bytes: int) -> bool:
-    """Whether a volume read strip by strip holds NaN (one pass, ``strip_bytes`` at once)."""
+    """Whether a volume read strip by strip holds NaN (one pass, ``strip_bytes`` at once);
+    a VolumeError if every value is NaN (nothing to filter)."""
     rows = max(1, strip_bytes // max(source.row_bytes, 1))
     height = source.shape[0]
-    return any(
-        holds_nan(source.rows(np.arange(first, min(first + rows, height))))
-        for first in range(0, height, rows)
-    )
+    some, every = False, True
+    for first in range(0, height, rows):
+        strip = source.rows(np.arange(first, min(first + rows, height)))
+        if holds_nan(strip):
+            some = True
+            every = every and bool(np.isnan(strip).all())
+        else:
+            every = False
+        if some and not every:
+            return True
+    if every:
+        check_some_valid(strip, source.label)
+    return some
 
 
 def _with_missing(
