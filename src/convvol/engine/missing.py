@@ -14,22 +14,24 @@ one pixel at a time. The mask's halo is the kernel's. Two ways:
 - *combined*: otherwise the plan is made for a wider problem: the values beside the mask
   as one volume, and a bank holding, for each layer, what it needs of both.
 
+The rules:
+
 - ``interpolate`` (astropy's ``nan_treatment='interpolate'``, ``normalize_kernel=False``):
   per (filter, channel) layer k with weights w, ``S·Σ_valid w·x / Σ_valid w`` (S = Σ w),
-  summed over the filter's layers. The combined bank holds each used layer twice: on the
-  values (missing read as 0) and on the mask (valid = 1). Layers that sum to zero have
-  no level to keep: refused (:data:`ZERO_SUM`).
-- ``propagate``: the plain convolution of the values (missing read as 0), and the count
-  of missing pixels under non-zero weights (the bank's support on the missing mask); an
-  output that reads any missing pixel is missing.
+  summed over the filter's layers: each used layer on the values (missing read as 0) and
+  on the mask (valid = 1). Layers that sum to zero have no level to keep: refused
+  (:data:`ZERO_SUM`).
+- ``propagate``: the plain convolution of the values (missing read as 0), and the
+  missing mask under the weights (≥ 0; else their support, a count); an output that
+  reads any missing pixel is missing.
 - ``fill``: missing pixels read as ``cval``; one convolution.
 - premultiplied alpha: ``interpolate`` with the alpha as each colour channel's weight
   (0 to 1) instead of a 0/1 mask; the alpha channel is filtered as it is; a missing pixel
   is transparent.
 
-``min_valid`` adds the share of the kernel's weight (Σ|w| over the filter's layers) that
-fell on valid pixels, one more output per filter; outputs below it are missing. Missing
-outputs are NaN.
+``min_valid`` compares the share of the kernel's weight (Σ|w| over the filter's layers)
+that fell on valid pixels (the mask's sums when the weights are ≥ 0, else one more
+output per filter); outputs below it are missing. Missing outputs are NaN.
 """
 
 from __future__ import annotations
