@@ -116,3 +116,79 @@ def reference_convolve(
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64).reshape(n_filters)
     return out
+
+
+def reference_missing(
+    volume,
+    weights,
+    bias=None,
+    *,
+    treatment="propagate",
+    padding="same",
+    border="reflect",
+    cval=0.0,
+    stride=1,
+    dilation=1,
+    min_valid=0.0,
+    empty=1e-6,
+) -> np.ndarray:
+    """The contract for missing pixels (NaN in ``volume``), in float64, tap by tap:
+
+    - fill: NaN read as ``cval``, then :func:`reference_convolve`'s sum;
+    - propagate: NaN read as 0; NaN out wherever a non-zero weight reads a NaN;
+    - interpolate: per (filter n, channel c) layer, S·Σ_valid w·x / Σ_valid w with
+      S = Σ w; NaN out where |Σ_valid w| ≤ ``empty``·Σ|w| for any of the filter's layers.
+
+    ``min_valid``: NaN out where Σ_valid |w| / Σ |w| (over the filter's layers) is below it.
+    The padded area of the constant border holds valid ``cval``.
+    """
+    volume = np.asarray(volume, dtype=np.float64)
+    if volume.ndim == 2:
+        volume = volume[:, :, np.newaxis]
+    weights = np.asarray(weights, dtype=np.float64)
+    height, width, channels = volume.shape
+    n_filters, _, kh, kw = weights.shape
+    top, out_h = axis_plan(height, kh, padding, stride, dilation)
+    left, out_w = axis_plan(width, kw, padding, stride, dilation)
+    ys = np.arange(out_h) * stride - top
+    xs = np.arange(out_w) * stride - left
+    # Sums per (filter, channel) layer: values over valid taps, weights over valid taps,
+    # |weights| over valid taps, and the count of missing taps under non-zero weights.
+    values = np.zeros((out_h, out_w, n_filters, channels))
+    valid_weight = np.zeros_like(values)
+    valid_magnitude = np.zeros_like(values)
+    missing_taps = np.zeros_like(values)
+    for i in range(kh):
+        rows, rows_inside = source_index(ys + i * dilation, height, border)
+        for j in range(kw):
+            cols, cols_inside = source_index(xs + j * dilation, width, border)
+            patch = volume[rows[:, None], cols[None, :], :]
+            inside = rows_inside[:, None] & cols_inside[None, :]
+            patch = np.where(inside[:, :, None], patch, float(cval))
+            valid = ~np.isnan(patch)
+            read = np.where(valid, patch, float(cval) if treatment == "fill" else 0.0)
+            tap = weights[:, :, i, j]  # N × C
+            values += read[:, :, None, :] * tap
+            valid_weight += valid[:, :, None, :] * tap
+            valid_magnitude += valid[:, :, None, :] * np.abs(tap)
+            missing_taps += (~valid)[:, :, None, :] * (tap != 0)
+    sums = weights.sum(axis=(2, 3))
+    magnitudes = np.abs(weights).sum(axis=(2, 3))
+    if treatment == "interpolate":
+        used = magnitudes > 0
+        none_left = (np.abs(valid_weight) <= empty * magnitudes) & used
+        with np.errstate(divide="ignore", invalid="ignore"):
+            levels = np.where(used, sums * values / valid_weight, 0.0)
+        out = levels.sum(axis=3)
+        out[none_left.any(axis=3)] = np.nan
+    else:
+        out = values.sum(axis=3)
+        if treatment == "propagate":
+            out[missing_taps.sum(axis=3) > 0] = np.nan
+    if min_valid:
+        total = magnitudes.sum(axis=1)
+        share = valid_magnitude.sum(axis=3) / np.where(total > 0, total, 1.0)
+        out[share < min_valid] = np.nan
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64).reshape(n_filters)
+    return out

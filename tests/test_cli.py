@@ -144,10 +144,19 @@ def test_tiff_output_keeps_every_channel(workdir: Path, rgba_image: Path) -> Non
     assert volume.shape == (12, 10, 4)
 
 
-def test_four_channels_to_png_is_refused_with_a_hint(workdir: Path, rgba_image: Path) -> None:
+def test_rgba_kept_is_written_back_as_rgba_png(workdir: Path, rgba_image: Path) -> None:
     result = run("apply", rgba_image, "--channels", "keep", "-f", "blur", "-o", "blur.png")
-    assert_clean_error(result, 2, "blur.png", "4 channels", "--split", ".npy")
-    assert not (workdir / "blur.png").exists()
+    assert result.exit_code == 0, result.output
+    with Image.open(workdir / "blur.png") as image:
+        assert image.mode == "RGBA"
+
+
+def test_four_channels_to_png_is_refused_with_a_hint(workdir: Path, rgba_image: Path) -> None:
+    # four output channels that are not the input's RGBA (alpha dropped, four filters)
+    result = run("apply", rgba_image, "--channels", "keep", "--alpha", "ignore", "-f",
+                 "color_edges", "-o", "edges.png")  # fmt: skip
+    assert_clean_error(result, 2, "edges.png", "4 channels", "--split", ".npy")
+    assert not (workdir / "edges.png").exists()
 
 
 @pytest.mark.parametrize(

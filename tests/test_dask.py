@@ -96,6 +96,27 @@ def test_mosaic_on_the_cluster_for_every_border(workdir: Path, cluster: object) 
     assert sorted(p.name for p in workdir.iterdir()) == ["mosaic.zarr", "out.zarr"]
 
 
+def test_a_mosaic_with_missing_pixels_on_the_cluster(workdir: Path, cluster: object) -> None:
+    holed = VOLUME.copy()
+    holed[10:20, 5:15] = np.nan
+    holed[40:44, 30:40] = -9999.0  # a nodata value
+    stored = zarr.create_array(store="holed.zarr", shape=holed.shape, chunks=(6, 11, 3),
+                               dtype="float32")  # fmt: skip
+    stored[:] = holed
+    address = cluster.scheduler_address  # type: ignore[attr-defined]
+    bank = convvol.load_bank("blur")
+    result = run("apply", "holed.zarr", "-f", "blur", "-o", "out.zarr", "--scheduler", address)
+    assert result.exit_code == 0, result.output
+    expected = convvol.apply_bank(holed, bank)  # NaN seen: propagate
+    assert np.array_equal(zarr.open_array("out.zarr", mode="r")[:], expected, equal_nan=True)
+    result = run("apply", "holed.zarr", "-f", "blur", "-o", "kept.zarr", "--nodata", "-9999",
+                 "--missing", "interpolate", "--scheduler", address)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = convvol.apply_bank(convvol.mark_missing(holed, nodata=-9999), bank,
+                                  missing="interpolate")  # fmt: skip
+    assert np.array_equal(zarr.open_array("kept.zarr", mode="r")[:], expected, equal_nan=True)
+
+
 # --- batches on the cluster -------------------------------------------------------------
 
 

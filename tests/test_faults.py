@@ -486,10 +486,10 @@ BAD_INPUTS = [
     BadInput(
         "complex.npy", lambda: npy_bytes(np.ones((2, 2, 2), np.complex64)), ("is not real numbers",)
     ),
-    BadInput(
+    BadInput(  # NaN are missing pixels, but with none valid there is nothing to filter
         "nan.npy",
-        lambda: with_value(np.nan),
-        ("1 value not finite", "nan at row 2, column 1, channel 0"),
+        lambda: npy_bytes(np.full((4, 4, 3), np.nan, np.float32)),
+        ("every pixel is missing",),
     ),
     BadInput("inf.npy", lambda: with_value(-np.inf), ("-inf at row 2",)),
     BadInput(

@@ -134,9 +134,9 @@ def test_limits_and_values_as_for_every_input(workdir: Path) -> None:
     assert "--max-pixels" in (caught.value.hint or "")
     filter_volume("volume.npy", [bank], "out.npy", max_pixels=0)  # 0: no limit
     spoiled = VOLUME.astype(np.float64)
-    spoiled[40, 7, 2] = np.nan
+    spoiled[40, 7, 2] = np.inf  # NaN would be a missing pixel
     np.save("nan.npy", spoiled)
-    with pytest.raises(VolumeError, match=r"not finite, the first nan at row 40, column 7"):
+    with pytest.raises(VolumeError, match=r"not finite, the first inf at row 40, column 7"):
         filter_volume("nan.npy", [bank], "bad.npy", budget=TINY)
     assert not (workdir / "bad.npy").exists()
     # A Fortran-ordered .npy is read whole (a strip of rows is not contiguous there).

@@ -45,6 +45,8 @@ _EXPORTS = {
     "run_layers": "convvol.pipeline",
     "LayerSettings": "convvol.settings",
     "Settings": "convvol.settings",
+    "MissingRule": "convvol.settings",
+    "mark_missing": "convvol.masks",
     "contact_sheet": "convvol.pictures",
     "kernel_heatmaps": "convvol.pictures",
     "linear_to_srgb": "convvol.scaling",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     )
     from convvol.io import pixels_to_volume, read_pixels, read_volume, write_volume
     from convvol.kernels import builtin_kernel
+    from convvol.masks import mark_missing
     from convvol.pictures import contact_sheet, kernel_heatmaps
     from convvol.pipeline import (
         LayerResult,
@@ -74,7 +77,7 @@ if TYPE_CHECKING:
         run_layers,
     )
     from convvol.scaling import linear_to_srgb, srgb_to_linear
-    from convvol.settings import LayerSettings, Settings
+    from convvol.settings import LayerSettings, MissingRule, Settings
 
 
 def __getattr__(name: str) -> Any:
@@ -99,6 +102,7 @@ __all__ = [
     "LayerPlan",
     "LayerResult",
     "LayerSettings",
+    "MissingRule",
     "OutputError",
     "ParameterError",
     "RenderedResult",
@@ -114,6 +118,7 @@ __all__ = [
     "kernel_heatmaps",
     "linear_to_srgb",
     "load_bank",
+    "mark_missing",
     "pixels_to_volume",
     "plan_layer",
     "plan_stack",

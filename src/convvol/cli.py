@@ -56,7 +56,16 @@ from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
 from convvol.pipeline import resolve_stack
 from convvol.scaling import SCALES
-from convvol.settings import ACTIVATIONS, BORDERS, MAX_STEP, PADDINGS, Settings, methods
+from convvol.settings import (
+    ACTIVATIONS,
+    ALPHAS,
+    BORDERS,
+    MAX_STEP,
+    MISSING,
+    PADDINGS,
+    Settings,
+    methods,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 TEMPLATE_FIELDS = ("name", "index", "stem", "bank", "relpath", "frame")
@@ -202,6 +211,38 @@ def engine_options(command: F) -> F:
                      help="True convolution (layers rotated 180°) instead of cross-correlation."),
         click.option("--method", type=HintedChoice(methods()), default=None,
                      help="Force how the engine computes (auto: chosen by a cost model)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def missing_options(command: F) -> F:
+    """Missing pixels and transparency (docs/missing.md): --nodata, --mask, --missing,
+    --preserve-missing, --min-valid, --alpha."""
+    options = [
+        click.option("--nodata", type=float, default=None, metavar="VALUE",
+                     help="Stored value of missing pixels (nan allowed for float inputs). "
+                     "Default: the file's own nodata tag, if it has one."),
+        click.option("--mask", "mask_path", default=None, metavar="FILE",
+                     help="An image or .npy of the input's height and width: nonzero = "
+                     "valid, zero = missing (one channel, or one per input channel)."),
+        click.option("--missing", type=HintedChoice(MISSING), default=None,
+                     help="How missing pixels (NaN, --nodata, --mask) are filtered: "
+                     "interpolate (renormalised over the valid taps), propagate (an output "
+                     "reading a missing pixel is missing; the default), fill (read as --cval)."),
+        click.option("--preserve-missing", is_flag=True, default=None,
+                     help="Keep missing input pixels missing in the output (padding same, "
+                     "stride 1)."),
+        click.option("--min-valid", type=click.FloatRange(0, 1), default=None,
+                     metavar="FRACTION",
+                     help="Outputs where less than FRACTION of the kernel's weight fell on "
+                     "valid pixels are missing."),
+        click.option("--alpha", type=HintedChoice(ALPHAS), default=None,
+                     help="With --channels keep, for images with alpha: premultiplied "
+                     "(default: colours weighted by opacity, no bleeding from transparent "
+                     "pixels), straight (alpha filtered as any channel), ignore (alpha "
+                     "dropped)."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -386,6 +427,7 @@ def cli(debug: bool) -> None:
 )
 @channels_option
 @engine_options
+@missing_options
 @scale_option
 @click.option(
     "--depth",
@@ -447,6 +489,8 @@ def apply(
     lossless: bool,
     frames: str,
     quiet: bool,
+    nodata: float | None,
+    mask_path: str | None,
     **given: Any,
 ) -> None:
     """Apply filter banks to images, .npy volumes or Zarr arrays (INPUT, or - for stdin).
@@ -465,6 +509,7 @@ def apply(
         convvol apply 'photos/**/*.jpg' -f blur -o 'out/{relpath}/{stem}.png' --skip-existing
         convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
         convvol apply photo.jpg -f gradients --expr 'magnitude = hypot(sobel_x, sobel_y)'
+        convvol apply dem.npy -f blur --nodata -9999 --missing interpolate -o dem_blur.npy
     """
     banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
     banks = with_expressions(banks, expressions)
@@ -501,6 +546,7 @@ def apply(
         max_pixels=max_pixels,
         skip_existing=skip_existing, montage=montage, keep_volume=preview,
         strip=strip, linear=linear, quality=quality, lossless=lossless, frames=frames,
+        nodata=nodata, mask=mask_path,
     )  # fmt: skip
     if many:
         _apply_batch(inputs, options, jobs=workers, scheduler=scheduler, quiet=quiet)

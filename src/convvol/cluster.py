@@ -143,11 +143,12 @@ def _submit_zarr(
     da = dask_array_module()
     source = open_source(item.source)  # checks it before any task runs
     source.close()
+    array, has_missing = _with_missing(da, da.from_zarr(item.source), item, options)
     layers = plan_stack(source.shape, options.banks, options.engine_settings,
-                        labels=options.labels or None)  # fmt: skip
+                        labels=options.labels or None, has_missing=has_missing)  # fmt: skip
     check_reach(layers)
     check_streamed(layers[-1:], target, options.max_output)  # no intermediate files here
-    filtered = run_plans_dask(da.from_zarr(item.source), layers)
+    filtered = run_plans_dask(array, layers)
     temporary = None
     where = target
     if not is_url(target):
@@ -157,6 +158,39 @@ def _submit_zarr(
         where = temporary
     stored = filtered.to_zarr(where, compute=False, mode="w")
     return client.compute(stored, retries=retries), temporary
+
+
+def _with_missing(da: Any, array: Any, item: Item, options: JobOptions) -> tuple[Any, bool]:
+    """The array with its missing pixels NaN (``--nodata``, ``--mask``), and whether it
+    may hold any: a float array given no ``--missing`` is looked at once, on the cluster."""
+    import numpy as np
+
+    from convvol.masks import check_nodata, read_mask
+
+    shape = tuple(int(n) for n in array.shape)
+    given = options.nodata is not None or options.mask is not None
+    if given:
+        values = array.astype(np.float32)
+        if options.nodata is not None:
+            check_nodata(options.nodata, array.dtype, item.label)
+            if not np.isnan(options.nodata):
+                values = da.where(array == np.asarray(options.nodata).astype(array.dtype),
+                                  np.float32(np.nan), values)  # fmt: skip
+        if options.mask is not None:
+            volume_shape = (shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
+            mask = read_mask(options.mask, volume_shape, item.label)
+            if len(shape) == 2:
+                mask = mask[..., 0]
+            elif mask.shape[2] != shape[2]:
+                mask = np.broadcast_to(mask, shape)
+            valid = da.from_array(np.ascontiguousarray(mask), chunks=values.chunks)
+            values = da.where(valid, values, np.float32(np.nan))
+        array = values
+    if given or options.settings.missing is not None:
+        return array, True
+    if np.dtype(array.dtype).kind != "f":
+        return array, False
+    return array, bool(da.isnan(array).any().compute())
 
 
 def _collect(

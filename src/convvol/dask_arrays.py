@@ -56,7 +56,8 @@ def convolve_dask(
     ``dilation``, ``flip``, ``method``, plus ``activation``). Returns an H'×W'×N float32
     dask array chunked in strips of whole rows of about ``chunk_bytes``, equal bit for
     bit to the in-memory result. ``memory_limit`` is the engine's working set, as for
-    :func:`~convvol.convolve`.
+    :func:`~convvol.convolve`. NaN are missing pixels when ``missing`` (or ``min_valid``,
+    ``preserve_missing``) is given: a lazy array cannot be looked at for NaN ahead.
 
     >>> import dask.array as da, numpy as np, convvol
     >>> volume = np.random.default_rng(0).random((64, 48, 3), dtype=np.float32)
@@ -70,7 +71,8 @@ def convolve_dask(
         (layer,) = plan_stack(shape, [filters], settings)
     else:
         layer = plan_layer(shape, filters, bias, settings.for_bank({}), threads=settings.threads,
-                           memory_limit=memory_limit)  # fmt: skip
+                           memory_limit=memory_limit,
+                           missing=settings.missing_rule(shape[2], has_missing=False))  # fmt: skip
     return _layer_dask(array, layer, chunk_bytes)
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from convvol.bank import Bank, channel_names, counted
 from convvol.engine import LayerPlan
-from convvol.errors import ConvvolError, OutputError, ParameterError
+from convvol.errors import ConvvolError, OutputError, ParameterError, VolumeError
 from convvol.io import streams
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
@@ -50,8 +50,16 @@ from convvol.limits import (
     engine_memory_limit,
     resident_bytes,
 )
+from convvol.masks import MissingRows, check_nodata, check_some_valid, mark_missing, read_mask
 from convvol.photos import linear_streamed_error, output_info, photo_input
-from convvol.pipeline import check_bands, check_memory, plan_stack, render_plans, run_plans
+from convvol.pipeline import (
+    check_bands,
+    check_memory,
+    holds_nan,
+    plan_stack,
+    render_plans,
+    run_plans,
+)
 from convvol.scaling import linear_to_srgb
 from convvol.settings import Settings
 
@@ -109,6 +117,8 @@ class JobOptions:
     quality: int | None = None  # JPEG and WebP quality, 1-100 (None: DEFAULT_QUALITY)
     lossless: bool = False  # lossless WebP
     frames: str = "all"  # an animation's frames: all, or the first only
+    nodata: float | None = None  # the stored value of missing pixels (default: the file's)
+    mask: str | None = None  # a mask file: nonzero = valid
 
     @property
     def to_stdout(self) -> bool:
@@ -185,14 +195,16 @@ def run_job(
         return _stream(item, single, options, threads, explain, started)
 
     with reading():
-        read = _read(item, options)
+        read = _missing_pixels(item, options, _read(item, options))
     read = photo_input(read, item, options)
     stored, divisor = read.pixels, read.divisor
     keep_hint = "; without --channels keep, images are read as RGB"
     with _named(item):
         layers = plan_stack(
-            stored.shape, options.banks, options.engine_settings, labels=options.labels or None,
+            stored.shape, options.banks, _alpha_settings(options.engine_settings, read.info),
+            labels=options.labels or None,
             input_hint=keep_hint if options.channels == "keep" else "",
+            has_missing=holds_nan(stored), alpha_channel=read.info.alpha_channel,
         )  # fmt: skip
         check_reach(layers)
     if explain is not None:
@@ -203,7 +215,7 @@ def run_job(
         return run_frames(item, options, read, layers, threads=threads, started=started)
     names = layers[-1].names
     fields = options.fields(item)
-    targets, formats = _targets(source, options, fields, names)
+    targets, formats = _targets(source, options, fields, names, read.info)
     if targets and options.skip_existing and all(map(target_exists, targets)):
         return _skipped(item, targets, started)
     sheet = (
@@ -260,13 +272,18 @@ def run_job(
 
 
 def _targets(
-    source: str, options: JobOptions, fields: dict[str, str], names: Sequence[str]
+    source: str,
+    options: JobOptions,
+    fields: dict[str, str],
+    names: Sequence[str],
+    info: ImageInfo = NO_INFO,
 ) -> tuple[list[str], list[Format]]:
     """The files an input's result goes to (none for standard output) and their formats,
     checked before any work: clashes, the input, directories, what the format can hold."""
     if options.to_stdout:
         stdout_format = format_named(options.format_name or "png")
-        check_encodable(stdout_format, len(names), options.depth, "standard output")
+        check_encodable(stdout_format, len(names), options.depth, "standard output",
+                        with_alpha=info.alpha_channel == len(names) - 1)  # fmt: skip
         return [], [stdout_format]
     targets = (
         [options.template.format(name=name, index=index, **fields)
@@ -277,7 +294,9 @@ def _targets(
     check_targets(targets, source)
     formats = [_format(options.format_name, target) for target in targets]
     for target, fmt in zip(targets, formats, strict=True):
-        check_encodable(fmt, 1 if options.split else len(names), options.depth, target)
+        channels = 1 if options.split else len(names)
+        check_encodable(fmt, channels, options.depth, target,
+                        with_alpha=info.alpha_channel == channels - 1)  # fmt: skip
     return targets, formats
 
 
@@ -417,6 +436,40 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
     frames = "first" if options.montage is not None or options.keep_volume else options.frames
     return read_image(source, channels=options.channels, max_pixels=options.max_pixels,
                       frames=frames)  # fmt: skip
+
+
+def _alpha_settings(settings: Settings, info: ImageInfo) -> Settings:
+    """``--alpha`` weighs colours by an image's own alpha: an image without one (RGB, or
+    read as RGB) is filtered as it is; a volume (``.npy``, Zarr) has its last channel
+    taken as the alpha when ``--alpha premultiplied`` says so."""
+    if info.alpha_channel is None and info.format not in (None, "npy"):
+        return replace(settings, alpha=None)
+    return settings
+
+
+def _missing_pixels(item: Item, options: JobOptions, read: ReadImage) -> ReadImage:
+    """The input with its missing pixels NaN (``--nodata``, else the file's own nodata;
+    ``--mask``), and its alpha dropped with ``--alpha ignore``, every frame of an
+    animation alike; an input with no valid pixel left is refused."""
+    stored, divisor, info, frames = read.pixels, read.divisor, read.info, read.frames
+    if options.settings.alpha == "ignore" and info.alpha_channel is not None:
+        channel = info.alpha_channel
+        stored = np.delete(stored, channel, axis=2)
+        frames = tuple(np.delete(frame, channel, axis=2) for frame in frames)
+        info = replace(info, alpha_channel=None)
+    nodata = options.nodata if options.nodata is not None else info.nodata
+    if nodata is not None:
+        check_nodata(nodata, info.sample_type or stored.dtype, item.label)
+    mask = read_mask(options.mask, stored.shape, item.label) if options.mask else None
+    if (nodata is not None and not np.isnan(nodata)) or mask is not None:
+        stored = mark_missing(stored, nodata=nodata, mask=mask, divisor=divisor)
+        frames = tuple(
+            mark_missing(frame, nodata=nodata, mask=mask, divisor=divisor) for frame in frames
+        )
+        divisor = 1.0
+    if holds_nan(stored):
+        check_some_valid(stored, item.label)
+    return ReadImage(stored, divisor, info, frames)
 
 
 def _exists(source: str) -> bool:
@@ -561,6 +614,7 @@ def _stream(
             item.source, options.banks, target, options.settings, budget=options.max_memory,
             threads=threads, labels=options.labels or None, format=options.format_name,
             max_pixels=options.max_pixels, max_output=options.max_output, on_plan=described,
+            nodata=options.nodata, mask=options.mask,
         )  # fmt: skip
     height, width, depth_out = layer.out_shape
     message = f"wrote {target}: {height}×{width}×{depth_out} from {item.source}"
@@ -581,6 +635,8 @@ def filter_volume(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_output: int | None = DEFAULT_MAX_OUTPUT,
     on_plan: Callable[[Sequence[LayerPlan]], None] | None = None,
+    nodata: float | None = None,
+    mask: str | os.PathLike[str] | np.ndarray | None = None,
     **options: Any,
 ) -> LayerPlan:
     """Run ``banks`` over a volume too large for memory, writing ``target`` strip by strip.
@@ -595,6 +651,11 @@ def filter_volume(
     included, before any work); ``on_plan`` sees the plans before any work. The result
     equals :func:`~convvol.run_layers`'s, bit for bit. Returns the last layer's plan (its
     ``out_shape`` and ``names``).
+
+    Missing pixels (NaN, values equal to ``nodata``, zeros of ``mask``: a file or an
+    array of the volume's height and width) are filtered by the settings' ``missing``
+    rule (``propagate`` unless given); a float volume given none of these is read once
+    ahead, strip by strip, to know whether it holds NaN.
     """
     settings = Settings.given(settings, options)
     budget = budget or DEFAULT_BUDGET
@@ -604,12 +665,16 @@ def filter_volume(
     )  # fmt: skip
     target = str(target)
     to_zarr = format is None and is_zarr(target)
+    has_missing = settings.missing is not None or nodata is not None or mask is not None
     try:
+        opened = _with_missing(opened, nodata, mask)
         if not to_zarr and (format or "npy").lower() != "npy":
             raise ParameterError(f"{target}: out-of-core output is .npy or Zarr, not {format}")
         engine_share = engine_memory_limit(budget)
+        if not has_missing and np.dtype(opened.array.dtype).kind == "f":
+            has_missing = _holds_nan(opened, max(budget // 8, opened.row_bytes))
         layers = plan_stack(opened.shape, banks, settings.with_knobs(memory_limit=engine_share),
-                            labels=labels)  # fmt: skip
+                            labels=labels, has_missing=has_missing)  # fmt: skip
         if on_plan is not None:
             on_plan(layers)
         check_streamed(layers, target, max_output)
@@ -621,6 +686,49 @@ def filter_volume(
     finally:
         opened.close()
     return layers[-1]
+
+
+def _holds_nan(source: RowSource, strip_bytes: int) -> bool:
+    """Whether a volume read strip by strip holds NaN (one pass, ``strip_bytes`` at once);
+    a VolumeError if every value is NaN (nothing to filter)."""
+    rows = max(1, strip_bytes // max(source.row_bytes, 1))
+    height = source.shape[0]
+    some, every = False, True
+    for first in range(0, height, rows):
+        strip = source.rows(np.arange(first, min(first + rows, height)))
+        if holds_nan(strip):
+            some = True
+            every = every and bool(np.isnan(strip).all())
+        else:
+            every = False
+        if some and not every:
+            return True
+    if every:
+        check_some_valid(strip, source.label)
+    return some
+
+
+def _with_missing(
+    source: RowSource,
+    nodata: float | None,
+    mask: str | os.PathLike[str] | np.ndarray | None,
+) -> RowSource:
+    """``source`` with its rows' missing pixels NaN, if ``nodata`` or ``mask`` say any."""
+    if nodata is None and mask is None:
+        return source
+    if nodata is not None:
+        check_nodata(nodata, np.dtype(source.array.dtype), source.label)
+    if mask is not None and not isinstance(mask, np.ndarray):
+        mask = read_mask(mask, source.shape, source.label)
+    elif mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape[:2] != source.shape[:2]:
+            raise ParameterError(
+                f"the mask is {'×'.join(map(str, mask.shape))}, but {source.label} is "
+                f"{'×'.join(map(str, source.shape))}: a mask must have the volume's height "
+                "and width"
+            )
+    return MissingRows(source, nodata=nodata, mask=mask)
 
 
 def check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | None) -> None:
@@ -686,6 +794,12 @@ def _run_layer(
     for first in range(0, height, strip_rows):
         last = min(first + strip_rows, height)
         padded = source.rows(layer.input_rows(first, last), layer.cval)
+        if layer.masking is None and holds_nan(padded):  # the volume changed under us
+            raise VolumeError(
+                f"{source.label}: missing values (NaN) near row {first * layer.stride} that "
+                "were not there when it was first read",
+                hint="filter them as missing with --missing propagate (or interpolate, fill)",
+            )
         strip = layer.compute(padded, first, last, threads=threads)
         del padded
         sink.write(first, strip)

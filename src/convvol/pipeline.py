@@ -31,28 +31,41 @@ def plan_stack(
     *,
     labels: Sequence[str] | None = None,
     input_hint: str = "",
+    has_missing: bool = False,
+    alpha_channel: int | None = None,
 ) -> list[LayerPlan]:
     """Plan banks in order over a volume of ``shape``, each on the previous one's output.
 
     ``labels`` name the banks as the user gave them (``-f`` arguments) and ``input_hint``
-    adds to the hint when the first bank does not fit the input's depth.
+    adds to the hint when the first bank does not fit the input's depth. ``has_missing``
+    (the volume holds NaN) and ``alpha_channel`` (its alpha, for an image read with
+    ``channels="keep"``) decide, with the settings, how missing pixels and transparency
+    are filtered (:meth:`~convvol.settings.Settings.missing_rule`); a layer whose input
+    may hold NaN filters them as missing too.
     """
     if not banks:
         raise ParameterError("no filter bank given")
     settings = settings or Settings()
     height, width, channels = (int(size) for size in shape)
     layers: list[LayerPlan] = []
+    missing = has_missing
     stack = resolve_stack(banks, channels, labels=labels, input_hint=input_hint)
-    for bank, resolved in zip(banks, stack, strict=True):
+    for number, (bank, resolved) in enumerate(zip(banks, stack, strict=True), start=1):
         try:
+            rule = settings.missing_rule(
+                channels, has_missing=missing, alpha_channel=alpha_channel, first=number == 1
+            )
             layer = plan_layer(
                 (height, width, channels), resolved.weights, resolved.bias,
                 settings.for_bank(bank.defaults), threads=settings.threads,
                 memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
                 combine=resolved.combine,
+                missing=rule,
             )  # fmt: skip
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
+        # What this layer writes may be missing (NaN) where its rule says so.
+        missing = rule is not None and (rule.alpha_channel is None or rule.min_valid > 0)
         layers.append(layer)
         height, width, channels = layer.out_shape
     return layers
@@ -76,6 +89,11 @@ def resolve_stack(
             raise _depth_error(error, number, channels, banks, labels, input_hint) from None
         channels = len(stack[-1].outputs)
     return stack
+
+
+def holds_nan(volume: np.ndarray) -> bool:
+    """Whether a volume has missing pixels (NaN; integer pixels never have)."""
+    return volume.dtype.kind == "f" and bool(np.isnan(np.add.reduce(volume, axis=None)))
 
 
 def _depth_error(
@@ -106,7 +124,8 @@ def estimate_memory(
     At layer k the run holds the input (``input_bytes``; float32 by default), layer k−1's
     float32 output, layer k's output (the last one ``output_bytes`` a value: 4 as float32,
     1 or 2 as pixels rendered band by band), the weights (float32, and once more as the
-    method transforms them) and the engine's working set.
+    method transforms them), a masked layer's values, mask and their outputs, and the
+    engine's working set.
     """
     height, width, channels = layers[0].in_shape
     source = 4 * height * width * channels if input_bytes is None else input_bytes
@@ -114,8 +133,12 @@ def estimate_memory(
     for number, layer in enumerate(layers, start=1):
         values = int(np.prod(layer.out_shape, dtype=np.int64))
         output = int(values * (output_bytes if number == len(layers) else 4))
-        weights = 2 * 4 * layer.weights.size
-        needs.append((held + output + weights + DEFAULT_MEMORY_LIMIT, output))
+        working = 2 * 4 * layer.weights.size  # the weights, and once more transformed
+        if layer.masking is not None:  # the values and the mask beside the input, and theirs
+            rows, columns, depth = layer.in_shape
+            extra_in, extra_out = layer.masking.working_values(depth)
+            working += 4 * (rows * columns * extra_in + values // layer.out_shape[2] * extra_out)
+        needs.append((held + output + working + DEFAULT_MEMORY_LIMIT, output))
         held = source + output
     return needs
 
@@ -283,7 +306,8 @@ def run_layers(
     estimated to need more memory than is available is refused up front (ParameterError).
     """
     volume = as_volume(volume)
-    layers = plan_stack(volume.shape, banks, Settings.given(settings, options))
+    layers = plan_stack(volume.shape, banks, Settings.given(settings, options),
+                        has_missing=holds_nan(volume))  # fmt: skip
     check_memory(layers, input_bytes=volume.nbytes)
     return LayerResult(banks[-1], layers[-1].names, run_plans(volume, layers, divisor=divisor))
 
@@ -319,7 +343,8 @@ def render_layers(
     band: the same pixels as ``to_pixels(run_layers(...).volume, scale, depth)`` without
     holding the last layer's float output."""
     volume = as_volume(volume)
-    layers = plan_stack(volume.shape, banks, Settings.given(settings, options))
+    layers = plan_stack(volume.shape, banks, Settings.given(settings, options),
+                        has_missing=holds_nan(volume))  # fmt: skip
     check_memory(layers, input_bytes=volume.nbytes,
                  output_bytes=4 if scale == "minmax" else depth // 8)  # fmt: skip
     pixels = render_plans(volume, layers, scale=scale, depth=depth, divisor=divisor)

@@ -25,6 +25,9 @@ from convvol.errors import ParameterError, choice_hint, did_you_mean
 PADDINGS = ("same", "valid", "full")
 BORDERS = ("reflect", "symmetric", "edge", "wrap", "constant")
 ACTIVATIONS = ("none", "relu", "abs")
+# How missing pixels (NaN) are filtered, and how an alpha channel weighs the colours.
+MISSING = ("interpolate", "propagate", "fill")
+ALPHAS = ("premultiplied", "straight", "ignore")
 
 Padding = str | int
 
@@ -128,6 +131,55 @@ SETTINGS = tuple(f.name for f in fields(LayerSettings))
 # Passed through to the engine, never taken from a bank: how many threads run its bands,
 # and the bytes of its working set (its results do not depend on either).
 ENGINE_KNOBS = ("threads", "memory_limit")
+# What the caller says about missing pixels and alpha (never a bank's: they describe the
+# input, not the filters); :meth:`Settings.missing_rule` turns them into a MissingRule.
+MISSING_SETTINGS = ("missing", "preserve_missing", "min_valid", "alpha")
+
+
+@dataclass(frozen=True)
+class MissingRule:
+    """How one layer treats missing input pixels (NaN) and transparency.
+
+    ``treatment`` is ``interpolate`` (normalised convolution per filter layer),
+    ``propagate`` (an output that reads a missing pixel is missing) or ``fill`` (missing
+    pixels read as the layer's ``cval``); ``min_valid`` marks outputs missing where less
+    than that share of the kernel's weight (Σ|w|) fell on valid pixels; ``preserve``
+    keeps missing input pixels missing in the output; ``alpha_channel`` (premultiplied
+    alpha) is the channel whose opacity weighs the other channels' values.
+    """
+
+    treatment: str = "propagate"
+    min_valid: float = 0.0
+    preserve: bool = False
+    alpha_channel: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.treatment, MISSING, "missing")
+        object.__setattr__(self, "min_valid", check_min_valid(self.min_valid))
+
+    def describe(self) -> str:
+        """A few words for --explain."""
+        if self.alpha_channel is not None:
+            words = f"colours weighted by alpha (channel {self.alpha_channel}), premultiplied"
+        else:
+            words = f"missing pixels: {self.treatment}"
+        if self.min_valid:
+            words += f", at least {self.min_valid:g} of the weight valid"
+        return words + (", missing kept missing" if self.preserve else "")
+
+
+def check_min_valid(value: object) -> float:
+    """``value`` as a float in [0, 1], else raise."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ParameterError(f"min_valid must be a number; got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise ParameterError(
+            f"min_valid must be a fraction between 0 and 1; got {value!r}",
+            hint="0.5 marks outputs missing where less than half the kernel's weight is valid",
+        )
+    return number
 
 
 @dataclass(frozen=True)
@@ -145,10 +197,20 @@ class Settings:
     method: str | None = None
     threads: int | None = None
     memory_limit: int | None = None
+    missing: str | None = None
+    preserve_missing: bool | None = None
+    min_valid: float | None = None
+    alpha: str | None = None
 
     def __post_init__(self) -> None:
         given = {name: getattr(self, name) for name in SETTINGS if getattr(self, name) is not None}
         LayerSettings(**given)  # validates each value given
+        if self.missing is not None:
+            check_choice(self.missing, MISSING, "missing")
+        if self.alpha is not None:
+            check_choice(self.alpha, ALPHAS, "alpha")
+        if self.min_valid is not None:
+            object.__setattr__(self, "min_valid", check_min_valid(self.min_valid))
         if self.threads is not None:
             check_positive_int(self.threads, "threads")
         if self.memory_limit is not None and (
@@ -163,10 +225,11 @@ class Settings:
         """Settings from keywords (``apply_bank(volume, bank, stride=2)``); an unknown
         name is a ParameterError with a "did you mean"."""
         for key in options:
-            if key not in SETTINGS and key not in ENGINE_KNOBS:
+            if key not in SETTINGS + ENGINE_KNOBS + MISSING_SETTINGS:
                 raise ParameterError(
-                    f"unknown setting {key!r}; settings are {', '.join(SETTINGS)}",
-                    hint=did_you_mean(key, SETTINGS + ENGINE_KNOBS),
+                    f"unknown setting {key!r}; settings are "
+                    f"{', '.join(SETTINGS + MISSING_SETTINGS)}",
+                    hint=did_you_mean(key, SETTINGS + ENGINE_KNOBS + MISSING_SETTINGS),
                 )
         return cls(**options)
 
@@ -193,3 +256,45 @@ class Settings:
             threads=self.threads if threads is None else threads,
             memory_limit=self.memory_limit if memory_limit is None else memory_limit,
         )
+
+    def missing_rule(
+        self,
+        channels: int,
+        *,
+        has_missing: bool,
+        alpha_channel: int | None = None,
+        first: bool = True,
+    ) -> MissingRule | None:
+        """The one decision about missing pixels and alpha for a layer with ``channels``
+        input channels: None when it filters plainly (no missing pixels, nothing asked).
+
+        ``has_missing``: its input holds NaN; ``alpha_channel``: the input's alpha channel
+        (an image read with ``channels="keep"``), premultiplied by default (colours
+        weighted by opacity, so transparent pixels' colours never bleed in); with
+        ``alpha="premultiplied"`` and no ``alpha_channel`` the last channel is the alpha.
+        ``first`` is False for the layers after the first (alpha belongs to the input).
+        """
+        alpha = None
+        if first and self.alpha == "premultiplied":
+            alpha = channels - 1 if alpha_channel is None else alpha_channel
+            if channels < 2:
+                raise ParameterError(
+                    "alpha 'premultiplied' needs a colour channel and an alpha channel; the "
+                    "input has 1 channel",
+                    hint="read images with --channels keep to keep their alpha",
+                )
+        elif first and self.alpha is None and alpha_channel is not None:
+            alpha = alpha_channel
+        if alpha is not None and self.missing not in (None, "interpolate"):
+            raise ParameterError(
+                f"missing {self.missing!r} does not apply with premultiplied alpha: a missing "
+                "pixel is transparent there, and colours are weighted by opacity",
+                hint="use --alpha straight to filter alpha as a channel like the others",
+            )
+        asked = self.missing is not None or self.min_valid is not None or self.preserve_missing
+        if alpha is None and not asked and not has_missing:
+            return None
+        return MissingRule(
+            "interpolate" if alpha is not None else self.missing or "propagate",
+            self.min_valid or 0.0, bool(self.preserve_missing), alpha,
+        )  # fmt: skip

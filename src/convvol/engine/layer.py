@@ -21,11 +21,12 @@ from convvol.engine.bands import BandSink, run_bands
 from convvol.engine.cost import check_fits
 from convvol.engine.gather import gather_band
 from convvol.engine.geometry import Geometry, as_volume, border_indices, plan_geometry
+from convvol.engine.missing import Masking, check_preserve, prepare_masking
 from convvol.engine.plan import Plan, plan_convolution
 from convvol.engine.weights import finite_weights
 from convvol.engine.workspace import Workspace
 from convvol.errors import ParameterError
-from convvol.settings import LayerSettings, Padding
+from convvol.settings import LayerSettings, MissingRule, Padding
 
 
 def apply_activation(volume: np.ndarray, activation: str) -> np.ndarray:
@@ -71,11 +72,13 @@ class LayerPlan:
     plan: Plan = field(repr=False)
     bank_name: str | None = None
     combine: OutputCombine | None = field(default=None, repr=False)
+    # Missing pixels or alpha: ``plan`` then runs the combined problem (engine/missing.py).
+    masking: Masking | None = field(default=None, repr=False)
 
     @property
     def weights(self) -> np.ndarray:
         """N×C×kh×kw float32, already flipped for true convolution."""
-        return self.plan.problem.weights
+        return self.masking.weights if self.masking is not None else self.plan.problem.weights
 
     @property
     def geometry(self) -> Geometry:
@@ -108,10 +111,12 @@ class LayerPlan:
 
     def describe(self) -> str:
         """One line for --explain: the method, its estimate, its bands, and why."""
-        if self.combine is None:
-            return self.plan.describe()
-        count = counted_channels(len(self.combine.names))
-        return f"{self.plan.describe()}; then expressions give {count}"
+        described = self.plan.describe()
+        if self.masking is not None:
+            described += f"; {self.masking.rule.describe()}"
+        if self.combine is not None:
+            described += f"; then expressions give {counted_channels(len(self.combine.names))}"
+        return described
 
     @cached_property
     def padded_rows(self) -> np.ndarray:
@@ -130,6 +135,10 @@ class LayerPlan:
         height, out_width, filters = self.out_shape
         rows = min(rows, height)
         reading = min((rows - 1) * self.stride + self.reach, self.padded_rows.size)
+        if self.masking is not None:  # the mask's rows and outputs come beside them
+            extra_in, extra_out = self.masking.working_values(channels)
+            return 4 * (reading * width * (channels + extra_in)
+                        + rows * out_width * (filters + extra_out))  # fmt: skip
         return 4 * (reading * width * channels + rows * out_width * filters)
 
     def strip_rows(self, budget: int) -> int:
@@ -241,10 +250,14 @@ class LayerPlan:
         threads: int | None,
     ) -> None:
         self.plan.check_band()
-        activation = self.settings.activation
         filtered, filtered_out = sink, out
         if self.combine is not None:
             filtered, filtered_out = self._combining(volume, geometry, sink, divisor, out), None
+        if self.masking is not None:
+            self._run_masked(self.masking, volume, geometry, filtered, divisor, filtered_out,
+                             threads)  # fmt: skip
+            return
+        activation = self.settings.activation
 
         def activate(first: int, band: np.ndarray) -> None:
             apply_activation(band, activation)
@@ -300,6 +313,63 @@ class LayerPlan:
 
         return combined
 
+    def _run_masked(
+        self,
+        masking: Masking,
+        volume: np.ndarray,
+        geometry: Geometry,
+        sink: BandSink,
+        divisor: float,
+        out: np.ndarray | None,
+        threads: int | None,
+    ) -> None:
+        """The plan over the values and the mask (paired: twice, the values' output held
+        for the mask's bands; else once over the combined volume), each band combined into
+        the layer's; whole or strip, the same bits: the steps around the plan are per pixel."""
+        parts = masking.volumes(volume, divisor, self.cval)
+        cvals = masking.cvals(self.cval, volume.shape[2])
+        filters = self.weights.shape[0]  # before any expressions
+        activation = self.settings.activation
+        border = self.settings.border
+        # Output row r reads input row r + offset of ``volume`` (preserve: same grid only).
+        offset = self.geometry.top - geometry.top
+        preserve = masking.rule.preserve and volume.dtype.kind == "f"
+        held = None
+        if masking.paired:
+            held = out if out is not None else np.empty(
+                (geometry.out_height, geometry.out_width, filters), np.float32
+            )  # fmt: skip
+
+            def hold(first: int, band: np.ndarray) -> None:
+                del first, band  # the bands are slices of ``held``
+
+            run_bands(self.plan, parts[0], None, geometry, border, cvals[0], hold, out=held,
+                      threads=threads)  # fmt: skip
+
+        def combine(first: int, band: np.ndarray) -> None:
+            rows = band.shape[0]
+            if held is not None:
+                target = held[first : first + rows]
+                bands = [target, band]
+            else:
+                target = (
+                    out[first : first + rows]
+                    if out is not None
+                    else Workspace.current().array("missing.output", (rows, band.shape[1], filters))
+                )
+                bands = [band]
+            here = (
+                np.isnan(volume[first + offset : first + offset + rows, : band.shape[1]])
+                if preserve
+                else None
+            )
+            masking.combine(bands, target, self.bias, here)
+            apply_activation(target, activation)
+            sink(first, target)
+
+        run_bands(self.plan, parts[-1], None, geometry, border, cvals[-1], combine,
+                  threads=threads)  # fmt: skip
+
 
 def counted_channels(number: int) -> str:
     return f"{number} channel{'' if number == 1 else 's'}"
@@ -316,6 +386,7 @@ def plan_layer(
     names: Sequence[str] | None = None,
     bank_name: str | None = None,
     combine: OutputCombine | None = None,
+    missing: MissingRule | None = None,
 ) -> LayerPlan:
     """Plan N×C×kh×kw ``weights`` (PyTorch's layout) over a volume of ``shape``.
 
@@ -323,7 +394,9 @@ def plan_layer(
     activation applied after the bias. ``threads`` and ``memory_limit`` are the engine's
     knobs; results never depend on them. The output's size is not checked against this
     machine's memory here: a plan may be run a strip at a time. ``combine`` runs
-    expressions after the filters; ``names`` are then its output channels.
+    expressions after the filters; ``names`` are then its output channels. ``missing``
+    (see :meth:`convvol.Settings.missing_rule`) makes NaN in the volume missing pixels,
+    filtered by its rule (:mod:`convvol.engine.missing`); without it NaN are plain values.
     """
     settings = settings or LayerSettings()
     if len(shape) != 3:
@@ -350,8 +423,14 @@ def plan_layer(
     weights = finite_weights(weights)
     if settings.flip:
         weights = weights[:, :, ::-1, ::-1]
+    masking = None
+    planned, planned_channels = weights, channels
+    if missing is not None:
+        check_preserve(missing, settings.padding, settings.stride)
+        masking = prepare_masking(np.ascontiguousarray(weights), missing)
+        planned, planned_channels = masking.combined, masking.planned_channels
     plan = plan_convolution(
-        (height, width, channels), weights, geometry, stride=settings.stride,
+        (height, width, planned_channels), planned, geometry, stride=settings.stride,
         dilation=settings.dilation, method=settings.method, threads=threads,
         memory_limit=memory_limit,
     )  # fmt: skip
@@ -365,6 +444,7 @@ def plan_layer(
         plan=plan,
         bank_name=bank_name,
         combine=combine,
+        masking=masking,
     )
 
 

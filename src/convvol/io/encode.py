@@ -50,7 +50,7 @@ def encode_volume(
     if fmt.name == "npy":
         np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
         return
-    check_encodable(fmt, volume.shape[2], depth, target)
+    check_encodable(fmt, volume.shape[2], depth, target, with_alpha=carries_alpha(info, volume))
     pixels = volume if quantized else to_pixels(volume, scale, depth)
     channels = pixels.shape[2]
     if fmt.name == "png":
@@ -102,6 +102,13 @@ def gif_frame(image: Image.Image) -> Image.Image:
     palette = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1)
     exact.putpalette(palette.astype(np.uint8).tobytes())
     return exact
+
+
+def carries_alpha(info: ImageInfo, volume: np.ndarray) -> bool:
+    """Whether the last channel of a result is its input's alpha: an LA or RGBA input
+    (read with ``channels="keep"``) whose result has as many channels."""
+    channels = np.shape(volume)[-1] if np.ndim(volume) == 3 else 1
+    return info.alpha_channel is not None and channels == info.alpha_channel + 1
 
 
 def _pillow_image(pixels: np.ndarray) -> Image.Image:

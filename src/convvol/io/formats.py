@@ -21,6 +21,7 @@ class Format:
     pillow_name: str | None = None  # None: written by convvol itself (npy)
     depths: tuple[int, ...] = (8,)
     any_depth: bool = False  # stores any number of channels (one page each)
+    alpha: bool = False  # also stores grey+alpha and RGBA (an input's alpha carried through)
     options: dict[str, Any] = field(default_factory=dict)
 
     def largest_file(self, shape: tuple[int, int, int], depth: int) -> int:
@@ -46,7 +47,7 @@ NPY_HEADER_BYTES = 128  # a .npy header as numpy writes it (a multiple of 64)
 FORMATS: dict[str, Format] = {
     fmt.name: fmt
     for fmt in [
-        Format("png", (".png",), "PNG", depths=(8, 16)),
+        Format("png", (".png",), "PNG", depths=(8, 16), alpha=True),
         Format("jpeg", (".jpg", ".jpeg"), "JPEG", options={"quality": DEFAULT_QUALITY}),
         Format("tiff", (".tif", ".tiff"), "TIFF", depths=(8, 16), any_depth=True),
         Format("bmp", (".bmp",), "BMP"),
@@ -86,8 +87,13 @@ def format_for_path(path: str | os.PathLike[str]) -> Format:
     )
 
 
-def check_encodable(fmt: Format, channels: int, depth: int, target: str = "output") -> None:
-    """Raise ParameterError unless ``fmt`` can store ``channels`` channels at ``depth`` bits."""
+def check_encodable(
+    fmt: Format, channels: int, depth: int, target: str = "output", *, with_alpha: bool = False
+) -> None:
+    """Raise ParameterError unless ``fmt`` can store ``channels`` channels at ``depth`` bits.
+
+    ``with_alpha``: the last of 2 or 4 channels is the input's alpha, carried through
+    (an LA or RGBA image read with ``channels="keep"``), which PNG stores as such."""
     if fmt.name == "npy":
         return
     if depth not in fmt.depths:
@@ -96,7 +102,7 @@ def check_encodable(fmt: Format, channels: int, depth: int, target: str = "outpu
             f"pixels, not {depth}-bit",
             hint="use .png or .tif for --depth 16, or .npy for raw floats",
         )
-    if not fmt.any_depth and channels not in (1, 3):
+    if not fmt.any_depth and channels not in (1, 3, *((2, 4) if with_alpha and fmt.alpha else ())):
         raise ParameterError(
             f"{target}: the result has {channels} channels; {fmt.name.upper()} stores 1 "
             "(greyscale) or 3 (RGB)",

@@ -20,11 +20,16 @@ class ImageInfo:
     ``format`` is the kind of file read (``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"npy"``,
     ...; None for a stream of unknown kind); ``sample_type`` the numpy type its samples
     are stored in (None where the file has no sample type of its own, as ``.npy`` and
-    Zarr volumes, whose values are the volume's).
+    Zarr volumes, whose values are the volume's); ``nodata`` the stored value that marks
+    a missing pixel (the default of ``--nodata``); ``alpha_channel`` the channel that
+    holds opacity (an LA or RGBA image read with ``channels="keep"``).
     """
 
     format: str | None = None
     sample_type: str | None = None
+    # Missing pixels and transparency (issue 15).
+    nodata: float | None = None
+    alpha_channel: int | None = None
     # Photographs (issue 16): what the writers carry to the outputs unless --strip.
     icc_profile: bytes | None = None  # the embedded ICC colour profile, as stored
     exif: bytes | None = None  # EXIF, orientation reset to 1, thumbnail dropped

@@ -44,7 +44,8 @@ def write_png(
     *,
     chunks: tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]] = ([], []),
 ) -> None:
-    """A greyscale or RGB PNG of 8 or 16 bits, deflated in parallel.
+    """A greyscale or RGB PNG (with alpha for 2 and 4 channels) of 8 or 16 bits, deflated
+    in parallel.
 
     ``chunks`` are ancillary chunks (kind, payload) to write before the image data
     (iCCP, pHYs, eXIf) and after it (tEXt, iTXt), as :func:`convvol.io.photo.png_chunks`
@@ -92,7 +93,7 @@ def write_png(
     header = 0x7800 | level_bits << 6
     header += 31 - header % 31 if header % 31 else 0
     stream.write(b"\x89PNG\r\n\x1a\n")
-    colour = 2 if channels == 3 else 0
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey+alpha, RGB, RGBA
     stream.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0)))
     before, after = chunks
     for kind, payload in before:

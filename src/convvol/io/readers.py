@@ -262,10 +262,11 @@ def _read_npy(stream: BinaryIO, label: str, max_pixels: int | None) -> np.ndarra
 
 
 def _finite_float32(array: np.ndarray, label: str) -> np.ndarray:
-    """float32 of a numeric array; NaN, ±inf and values beyond float32's range are refused."""
+    """float32 of a numeric array; ±inf and values beyond float32's range are refused (NaN
+    are missing pixels)."""
     if array.dtype.kind != "f":
         return array.astype(np.float32)  # integers and booleans: every one fits
-    finite = np.isfinite(array)
+    finite = ~np.isinf(array)
     if array.dtype.itemsize > 4:
         finite &= np.abs(array) <= np.finfo(np.float32).max
     if not finite.all():
@@ -276,7 +277,8 @@ def _finite_float32(array: np.ndarray, label: str) -> np.ndarray:
         raise VolumeError(
             f"{label}: {bad:,} value{'s' if bad != 1 else ''} {problem}, the first "
             f"{float(value)!r} at row {y}, column {x}, channel {c}",
-            hint="convvol needs finite float32 values; replace them first (numpy.nan_to_num)",
+            hint="convvol needs float32 values (NaN for missing pixels); replace the others "
+            "first (numpy.nan_to_num)",
         )
     return array.astype(np.float32, copy=False)
 
@@ -310,6 +312,7 @@ def _read_image(
             if max_pixels is not None and width * height > max_pixels:
                 raise _too_large(label, f"{width}×{height}", width * height, max_pixels, "pixels")
             stack = _page_stack(image, stream, label, max_pixels)
+            alpha_channel = None
             if stack is None:
                 pixels, divisor = _image_pixels(image, stream, label)
                 # Loaded (PNG text after the image data is known), not yet seeked: the
@@ -320,6 +323,8 @@ def _read_image(
                 if frames == "all" and _is_animated(image):
                     animation = _animation(image, stream, label, channels, max_pixels)
                     pixels = animation[0][0]
+                if channels != "rgb" and pixels.shape[2] in (2, 4):  # LA, RGBA: opacity last
+                    alpha_channel = pixels.shape[2] - 1
             else:
                 pixels, divisor = stack
                 photo = read_photo_info(image, label)
@@ -346,7 +351,7 @@ def _read_image(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
     info = ImageInfo(
-        format=image.format, sample_type=pixels.dtype.name,
+        format=image.format, sample_type=pixels.dtype.name, alpha_channel=alpha_channel,
         animation=animation[1] if animation else None, **photo,
     )  # fmt: skip
     return ReadImage(pixels, divisor, info, animation[0] if animation else ())

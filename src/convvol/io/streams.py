@@ -57,7 +57,7 @@ class RowSource:
     ``array`` is anything that slices by rows (NumPy arrays and memory maps, Zarr
     arrays); H×W arrays are one channel. As for every input, a volume of more than 4 ×
     ``max_pixels`` values is refused (None or 0: no limit), and so are values that are
-    not finite or beyond float32's range (found as the strips are read).
+    infinite or beyond float32's range (found as the strips are read); NaN are missing.
     """
 
     def __init__(
@@ -114,8 +114,8 @@ class RowSource:
     def _checked(self, raw: np.ndarray, first: int, out: np.ndarray) -> None:
         """``out[...] = raw`` as float32, refusing values read_volume refuses."""
         raw = raw.reshape(out.shape)
-        if self._check_values:
-            finite = np.isfinite(raw)
+        if self._check_values:  # NaN are missing pixels: the layer's rule decides
+            finite = ~np.isinf(raw)
             if raw.dtype.itemsize > 4:
                 finite &= np.abs(raw) <= np.finfo(np.float32).max
             if not finite.all():
@@ -125,8 +125,8 @@ class RowSource:
                 raise VolumeError(
                     f"{self.label}: a value {problem}, the first {value!r} at row {first + y}, "
                     f"column {x}, channel {c}",
-                    hint="convvol needs finite float32 values; replace them first "
-                    "(numpy.nan_to_num)",
+                    hint="convvol needs float32 values (NaN for missing pixels); replace "
+                    "the others first (numpy.nan_to_num)",
                 )
         out[...] = raw
 
