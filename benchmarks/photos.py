@@ -612,23 +612,24 @@ def table(rows: Iterable[Row], files: int) -> list[str]:
     base = next((statistics.median(r.seconds for r in row.runs) for row in rows
                  if row.tool == "convvol" and row.runs), None)  # fmt: skip
     lines = [
-        "| tool | median s | files/s | ÷ convvol | CPU ÷ wall | peak MiB (process) | "
+        "| tool | median s | files/s | ÷ convvol | CPU s | CPU ÷ wall | peak MiB (process) | "
         "peak MiB (all) | pixels: max \\|Δ\\| | JPEG: mean \\|Δ\\| | ICC kept | EXIF kept |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     for row in rows:
         if row.error or not row.runs:
-            lines.append(f"| {row.tool} | FAILED: {row.error} |||||||||")
+            lines.append(f"| {row.tool} | FAILED: {row.error} ||||||||||")
             continue
         seconds = statistics.median(run.seconds for run in row.runs)
-        cpu = statistics.median(run.cpu_seconds / run.seconds for run in row.runs)
+        cpu = statistics.median(run.cpu_seconds for run in row.runs)
+        busy = statistics.median(run.cpu_seconds / run.seconds for run in row.runs)
         process = max(run.peak_process for run in row.runs) / MIB
         tree = max(run.peak_tree for run in row.runs) / MIB
         ratio = f"{seconds / base:.2f}" if base else "—"
         lines.append(
             f"| {row.tool} | {seconds:.3f} | {files / seconds:.1f} | {ratio} | {cpu:.2f} | "
-            f"{process:.0f} | {tree:.0f} | {row.pixels} | {row.jpeg_error} | {row.icc} | "
-            f"{row.exif} |"
+            f"{busy:.2f} | {process:.0f} | {tree:.0f} | {row.pixels} | {row.jpeg_error} | "
+            f"{row.icc} | {row.exif} |"
         )
     return lines
 
@@ -747,8 +748,9 @@ def main() -> None:
             lines.append("")
         lines += [
             f"Median of {args.rounds} rounds after a warm-up, the tools' order rotated each "
-            "round; process start included. CPU ÷ wall: user + system time of the whole "
-            "process tree over the wall time (2.00: both cores busy throughout). Peak MiB "
+            "round; process start included. CPU s: user + system time of the whole process "
+            "tree (the work done, which a busy machine inflates less than the wall time); "
+            "CPU ÷ wall: that over the wall time (2.00: both cores busy throughout). Peak MiB "
             "(process): the largest peak RSS (VmHWM) of any one process; (all): the most the "
             "tree's processes held at once, summed (shared pages counted in each); both "
             "sampled every 20 ms, so processes shorter than that are missed. Pixels: each tool "
