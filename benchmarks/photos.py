@@ -293,8 +293,9 @@ def find_tools(work: Path) -> tuple[list[Tool], list[str]]:
 
         def vips_folder(job: Job) -> tuple[list[str], bytes | None]:
             options = "[Q=95]" if job.suffix == ".jpg" else "[compression=1]"
-            return _xargs(f'exec {vips} conv "$0" "{job.out}/$b{job.suffix}{options}" {matrix}',
-                          job)  # fmt: skip
+            target = f'{shlex.quote(str(job.out) + "/")}"$b"{shlex.quote(job.suffix + options)}'
+            command = f'exec {shlex.quote(vips)} conv "$0" {target} {shlex.quote(str(matrix))}'
+            return _xargs(command, job)
 
         def vips_single(source: Path, target: Path) -> list[str]:
             return [vips, "conv", str(source), f"{target}[Q=95]", str(matrix)]
@@ -315,8 +316,9 @@ def find_tools(work: Path) -> tuple[list[Tool], list[str]]:
 
         def magick_folder(job: Job) -> tuple[list[str], bytes | None]:
             options = " ".join(magick_options(job.suffix))
+            target = f'{shlex.quote(str(job.out) + "/")}"$b"{shlex.quote(job.suffix)}'
             return _xargs(f'exec {command} "$0" -morphology Convolve {shlex.quote(kernel)} '
-                          f'{options} "{job.out}/$b{job.suffix}"', job)  # fmt: skip
+                          f"{options} {target}", job)  # fmt: skip
 
         def magick_single(source: Path, target: Path) -> list[str]:
             return [*magick, str(source), "-morphology", "Convolve", kernel,
