@@ -176,3 +176,23 @@ def test_a_constant_border_on_a_whole_level_is_exact():
     expected = float_path(stored, [depthwise("sharpen")], **settings)
     np.testing.assert_array_equal(integer_path(stored, [depthwise("sharpen")], **settings),
                                   expected)  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", [[[1, -1], [2, 0]], [[1, 2, -3, 1]]])  # even sizes
+@pytest.mark.parametrize("padding", ["same", "valid", "full", 3])
+def test_even_kernels_and_every_padding_match_the_float_path(kernel, padding):
+    stored = stored_pixels(shape=(33, 29, 3), seed=9)
+    bank = depthwise(kernel)
+    expected = float_path(stored, [bank], padding=padding, border="wrap")
+    np.testing.assert_array_equal(integer_path(stored, [bank], padding=padding, border="wrap"),
+                                  expected)  # fmt: skip
+
+
+def test_grey_and_strided_pixels_as_readers_give_them():
+    rgba = stored_pixels(shape=(20, 21, 4), seed=10)
+    view = rgba[:, :, :3]  # RGBA read as RGB: a view, not contiguous
+    bank = depthwise("sharpen")
+    expected = float_path(np.ascontiguousarray(view), [bank])
+    np.testing.assert_array_equal(integer_path(view, [bank]), expected)
+    grey = rgba[:, :, :1]
+    np.testing.assert_array_equal(integer_path(grey, [bank]), float_path(grey.copy(), [bank]))
