@@ -701,6 +701,8 @@ def main() -> None:
     if args.quick:
         args.files, args.rounds, args.small_files, args.png16_files = 4, 1, 20, 4
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    if min(args.files, args.rounds, args.small_files, args.png16_files) < 1:
+        parser.error("--files, --rounds, --small-files and --png16-files must be at least 1")
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -719,8 +721,9 @@ def main() -> None:
         lines = ["# convvol on folders of photos", "", *machine(tools, missing), ""]
         photos: list[Path] = []
         if "folder" in sections or "single" in sections:
-            log(f"making {args.files} photos of 3000×2000 ...")
-            photos = make_photos(work / "photos", max(args.files, 1), 2000, 3000)
+            count = args.files if "folder" in sections else 1
+            log(f"making {count} photos of 3000×2000 ...")
+            photos = make_photos(work / "photos", count, 2000, 3000)
         if "folder" in sections:
             lines += folder_section(
                 f"A folder of {args.files} JPEGs of 3000×2000 → JPEG quality 95", tools,
