@@ -20,7 +20,8 @@ def gather_band(
     divisor: float = 1.0,
     dtype: DTypeLike = np.float32,
 ) -> np.ndarray:
-    """volume[rows][:, cols] / divisor as float32, with index −1 meaning the constant ``cval``.
+    """volume[rows][:, cols] / divisor as ``dtype`` (float32), with index −1 meaning the
+    constant ``cval``.
 
     The image's own columns are copied as one slice; only the padded edges go through
     index maps, so a band costs about a memcpy. ``planar`` returns it as C × rows × cols
