@@ -422,12 +422,52 @@ _exit_code = 1  # then, how it exits: 128 + the signal's number, or 1 for a lost
 
 
 def _worker_start(parent: int) -> None:
+    reuse_freed_memory()
     signal.signal(signal.SIGINT, _worker_interrupted)
     signal.signal(signal.SIGTERM, _worker_interrupted)  # the pool's own terminate() too
     # A worker's own queue handles keep its pipes open, so it would wait for work forever
     # if the batch were killed (SIGKILL): watch the parent instead (by the pid it gave,
     # since it may be gone already by the time this worker starts).
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+# glibc's mallopt parameters (malloc.h) and what a worker sets them to.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 2**20  # the most glibc allows
+_TRIM_THRESHOLD = 64 * 2**20
+
+
+def reuse_freed_memory() -> bool:
+    """Let this process reuse the memory its last file freed for the next one (glibc's C
+    library; elsewhere nothing changes). Returns whether it was set.
+
+    glibc gives allocations above a threshold (128 KiB at first, rising to the largest
+    freed one) pages of their own from the kernel and returns them when freed, so a
+    worker's every file faulted in its images afresh: for a 3000×2000 photo some 8 000
+    pages, a fifth of its time. Served from the heap below 32 MiB, with up to 64 MiB of
+    freed memory kept at its top, the next file's images reuse the last one's pages.
+    Peak memory is unchanged; larger arrays are mapped and returned as before.
+    """
+    if "glibc" not in (_libc_version() or ""):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
+
+
+def _libc_version() -> str | None:
+    """'glibc 2.36' and the like, or None where the C library is not glibc."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _watch_parent(parent: int) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from convvol.bank import Bank, BankWeights
 from convvol.engine import DEFAULT_MEMORY_LIMIT, LayerPlan, as_volume, plan_layer
 from convvol.engine.cost import physical_memory
+from convvol.engine.integer import integer_plan
 from convvol.errors import BankError, ParameterError
 from convvol.limits import available_memory, gib
 from convvol.scaling import DEPTHS, check_scale, pixels_into, to_pixels
@@ -256,6 +257,14 @@ def render_plans(
     encodes them back to sRGB: ``scaling.linear_to_srgb``).
     """
     *earlier, last = layers
+    integer = (
+        integer_plan(last, volume, divisor, scale) if not earlier and transfer is None else None
+    )
+    if integer is not None:  # integer pixels through integer taps: exact sums, no floats
+        check_scale(scale, depth)
+        pixels = np.empty(last.out_shape, DEPTHS[depth])
+        integer.render(volume, pixels, threads)
+        return pixels
     source = run_plans(volume, earlier, divisor=divisor, threads=threads) if earlier else volume
     source_divisor = 1.0 if earlier else divisor
     if scale == "minmax":

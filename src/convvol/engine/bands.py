@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from numpy.typing import DTypeLike
 from threadpoolctl import threadpool_limits
 
 from convvol.engine.gather import gather_band
@@ -29,12 +30,15 @@ def run_bands(
     divisor: float = 1.0,
     out: np.ndarray | None = None,
     threads: int | None = None,
+    dtype: DTypeLike = np.float32,
 ) -> None:
     """Compute every band of ``geometry``'s output and give each to ``sink(first, band)``.
 
     ``geometry`` is the plan's own, or a strip's (its rows already padded: top = bottom = 0);
     the bands fall where the plan says whatever the threads, so results never depend on
-    them. Bands are slices of ``out`` when given, else reused scratch arrays.
+    them. Bands are slices of ``out`` when given, else reused scratch arrays. ``dtype`` is
+    what bands are gathered and computed in: float32, or an integer type for a kernel
+    whose sums are exact in it (:mod:`convvol.engine.integer`).
     """
     height, width, _ = volume.shape
     n_filters = plan.problem.n_filters
@@ -53,11 +57,13 @@ def run_bands(
         span = (last - 1 - first) * stride + (kernel_height - 1) * plan.problem.dilation + 1
         band_rows = all_rows[first * stride : first * stride + span]
         band = gather_band(volume, band_rows, cols, cval, scratch=True, planar=kernel.planar,
-                           divisor=divisor)  # fmt: skip
+                           divisor=divisor, dtype=dtype)  # fmt: skip
         target = (
             out[first:last]
             if out is not None
-            else Workspace.current().array("output", (last - first, geometry.out_width, n_filters))
+            else Workspace.current().array(
+                "output", (last - first, geometry.out_width, n_filters), dtype
+            )
         )
         kernel.run(band, target, bias)
         sink(first, target)

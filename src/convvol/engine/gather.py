@@ -5,6 +5,7 @@ cols)."""
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from convvol.engine.workspace import Workspace
 
@@ -17,17 +18,19 @@ def gather_band(
     scratch: bool = False,
     planar: bool = False,
     divisor: float = 1.0,
+    dtype: DTypeLike = np.float32,
 ) -> np.ndarray:
-    """volume[rows][:, cols] / divisor as float32, with index −1 meaning the constant ``cval``
-    (a value, or one per channel).
+    """volume[rows][:, cols] / divisor as ``dtype`` (float32), with index −1 meaning the
+    constant ``cval`` (a value, or one per channel).
 
     The image's own columns are copied as one slice; only the padded edges go through
     index maps, so a band costs about a memcpy. ``planar`` returns it as C × rows × cols
-    (the layout of the planar methods) in the same one pass.
+    (the layout of the planar methods) in the same one pass. ``dtype`` (with divisor 1)
+    gathers integer pixels as integers, for exact integer sums.
     """
     channels = volume.shape[2]
     shape = (channels, rows.size, cols.size) if planar else (rows.size, cols.size, channels)
-    band = Workspace.current().array("band", shape) if scratch else np.empty(shape, np.float32)
+    band = Workspace.current().array("band", shape, dtype) if scratch else np.empty(shape, dtype)
     if planar:  # fill the planes through an H×W×C view of them
         band = band.transpose(1, 2, 0)
     inside_rows = rows >= 0

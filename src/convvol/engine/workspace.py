@@ -7,6 +7,7 @@ import threading
 from typing import ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 class Workspace:
@@ -30,7 +31,7 @@ class Workspace:
         with cls._lock:
             return cls._by_thread.setdefault(ident, cls())
 
-    def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    def array(self, name: str, shape: tuple[int, ...], dtype: DTypeLike = np.float32) -> np.ndarray:
         """An uninitialised array of ``shape``, valid until the next request for ``name``."""
         size = math.prod(shape)
         buffer = self.buffers.get(name)

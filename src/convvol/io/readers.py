@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import ParameterError, VolumeError
+from convvol.io.codecs import decode_jpeg
 from convvol.io.metadata import Animation, ImageInfo, ReadImage
 from convvol.io.photo import read_photo_info
 from convvol.limits import DEFAULT_MAX_PIXELS, VALUES_PER_PIXEL, gib
@@ -466,6 +467,9 @@ def _image_pixels(
     values and their divisor. ``check_finite=False`` leaves float pages to the caller."""
     # load() clears the tile list, which tells 16-bit-per-sample colour apart.
     tiles = list(getattr(image, "tile", None) or [])
+    decoded = decode_jpeg(image, stream)  # straight into an array, when imagecodecs is there
+    if decoded is not None:
+        return _orient(decoded, image.getexif().get(EXIF_ORIENTATION, 1)), 255.0
     image.load()
     # Read after load(): Pillow already turns TIFFs upright there (and drops the tag).
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)

@@ -285,14 +285,15 @@ def taps(
     # A caller's ``out`` may be a view whose rows are not contiguous: sum into a scratch
     # copy then (reshaping such a view would copy it, and the sums would be lost).
     in_place = out.flags.c_contiguous
-    result = out if in_place else scratch.array("taps.result", out.shape)
+    result = out if in_place else scratch.array("taps.result", out.shape, out.dtype)
     out_rows = result.reshape(rows, width * n_out)
     run = width * n_out
     chunk = max(1, min(rows, _TAP_CHUNK_VALUES // run))
-    total_buffer = scratch.array("taps.sum", (chunk, run))
-    product_buffer = scratch.array("taps.product", (chunk, run))
+    total_buffer = scratch.array("taps.sum", (chunk, run), out.dtype)
+    product_buffer = scratch.array("taps.product", (chunk, run), out.dtype)
+    # A weight shared by every filter is a Python number (float, or int for integer taps).
     weights = [
-        (float(vector[0]) if np.all(vector == vector[0]) else np.tile(vector, width), offsets)
+        (vector[0].item() if np.all(vector == vector[0]) else np.tile(vector, width), offsets)
         for vector, offsets in plan.groups
     ]
     if not weights:
@@ -312,14 +313,15 @@ def taps(
                 total = np.add(total, view(offsets[1]), out=total_buffer[: last - first])
                 for offset in offsets[2:]:
                     total += view(offset)
+            scalar = not isinstance(weight, np.ndarray)
             if g == 0:
-                if isinstance(weight, float) and weight == 1.0:
+                if scalar and weight == 1:
                     np.copyto(acc, total)
                 else:
                     np.multiply(total, weight, out=acc)
-            elif isinstance(weight, float) and weight == 1.0:
+            elif scalar and weight == 1:
                 acc += total
-            elif isinstance(weight, float) and weight == -1.0:
+            elif scalar and weight == -1:
                 acc -= total
             else:
                 acc += np.multiply(total, weight, out=product_buffer[: last - first])
