@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,14 @@ from convvol.io.formats import (
     check_encodable,
     format_for_path,
     format_named,
+    resolve_depth,
 )
+from convvol.io.georef import grid_of
 from convvol.io.metadata import NO_INFO, ImageInfo, ReadImage
 from convvol.io.readers import pixels_to_volume, read_image
 from convvol.io.remote import is_url, path_key, read_url, url_exists, write_url
 from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr, zarr_output
+from convvol.io.tiff import DEFAULT_COMPRESSION
 from convvol.io.writers import OutputSet, write_volume
 from convvol.limits import (
     DEFAULT_BUDGET,
@@ -51,6 +54,7 @@ from convvol.limits import (
     resident_bytes,
 )
 from convvol.pipeline import check_bands, check_memory, plan_stack, render_plans, run_plans
+from convvol.scaling import sample_type
 from convvol.settings import Settings
 
 DEFAULT_TEMPLATE = "{stem}_{bank}.png"
@@ -94,7 +98,7 @@ class JobOptions:
     channels: str = "rgb"
     settings: Settings = field(default_factory=Settings)
     scale: str = "clip"
-    depth: int = 8
+    depth: int | str = "auto"  # 8, 16, "float", or "auto": the input's own sample type
     compress_level: int = DEFAULT_COMPRESS_LEVEL
     max_memory: int | None = None  # bytes per file (out-of-core budget, engine share)
     max_output: int | None = DEFAULT_MAX_OUTPUT  # bytes one output may take (0/None: any)
@@ -102,6 +106,9 @@ class JobOptions:
     skip_existing: bool = False
     montage: str | None = None  # a contact sheet's template (one input at a time)
     keep_volume: bool = False  # hand the float result back (for a preview)
+    values: str = "unit"  # integer samples read as fractions of their range, or "native"
+    compress: str = DEFAULT_COMPRESSION  # TIFF outputs' codec
+    strip: bool = False  # drop the input's metadata from the outputs
 
     @property
     def to_stdout(self) -> bool:
@@ -186,7 +193,8 @@ def run_job(
         _explain(layers, explain)
     names = layers[-1].names
     fields = options.fields(item)
-    targets, formats = _targets(source, options, fields, names)
+    targets, formats, depth = _targets(source, options, fields, names, read.info)
+    kind = sample_type(depth)
     if targets and options.skip_existing and all(map(target_exists, targets)):
         return _skipped(item, targets, started)
     sheet = (
@@ -196,34 +204,46 @@ def run_job(
     )
     # Only image files to write: the last layer goes straight to pixels, band by band,
     # never held as floats (the same pixels, less memory and time).
-    as_pixels = sheet is None and not options.keep_volume and all(f.name != "npy" for f in formats)
+    as_pixels = (sheet is None and not options.keep_volume and kind.kind in "iu"
+                 and all(f.name != "npy" for f in formats))  # fmt: skip
     rendered = as_pixels and options.scale != "minmax"  # minmax needs every value first
     check_memory(
         layers, label=item.label, input_bytes=stored.nbytes,
-        output_bytes=options.depth // 8 if rendered else 4,
-        writing=_writing_cost(formats, options.to_stdout, options.depth, as_pixels),
+        output_bytes=kind.itemsize if rendered else 4,
+        writing=_writing_cost(formats, options.to_stdout, kind.itemsize, as_pixels),
     )  # fmt: skip
     height, width, depth_out = layers[-1].out_shape
     shape = (height, width, 1 if options.split else depth_out)
-    files = [(target, fmt.largest_file(shape, options.depth))
+    files = [(target, fmt.largest_file(shape, 8 * kind.itemsize))
              for target, fmt in zip(targets, formats, strict=False)]  # fmt: skip
     if sheet is not None:
         files.append((sheet[0], SHEET_BYTES))
     _check_files(files, options.max_output, explain)
     if as_pixels:
-        outcome = render_plans(stored, layers, scale=options.scale, depth=options.depth,
-                               divisor=divisor, threads=threads)  # fmt: skip
+        outcome = render_plans(stored, layers, scale=options.scale, depth=depth,
+                               divisor=divisor, threads=threads, values=options.values)  # fmt: skip
     else:
         outcome = run_plans(stored, layers, divisor=divisor, threads=threads)
     # With several layers, a channel's name alone does not say which bank made it.
     many = len(options.banks) > 1
     labels = tuple(f"{options.banks[-1].name}/{name}" if many else name for name in names)
+    carried = NO_INFO if options.strip else carried_info(read.info, layers)
+    nodata = output_nodata(carried.nodata, divisor, kind, options.values)
     with OutputSet() as outputs:
         if sheet is not None:  # first, so that a failure here leaves stdout untouched
             _write_sheet(outputs, sheet, item, options, pixels_to_volume(stored, divisor),
                          outcome, labels)  # fmt: skip
-        _write(outputs, outcome, targets, formats, options, quantized=as_pixels, info=read.info)
+        _write(outputs, outcome, targets, formats, options, quantized=as_pixels, info=carried,
+               depth=depth, labels=labels, nodata=nodata)  # fmt: skip
     lines = []  # nothing for standard output: the data says it all
+    dropped = carried.geospatial
+    lost = [target for target, fmt in zip(targets or ["-"], formats, strict=False)
+            if fmt.name != "tiff"]  # fmt: skip
+    if dropped and lost:
+        where = "standard output" if lost[0] == "-" else shown(lost)
+        lines.append(f"warning: {where} ({formats[0].name.upper()}) cannot hold the input's "
+                     f"{', '.join(dropped)}: dropped (write .tif to keep it; --strip: "
+                     "no warning)")  # fmt: skip
     if targets:
         lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
     if sheet is not None:
@@ -237,14 +257,20 @@ def run_job(
 
 
 def _targets(
-    source: str, options: JobOptions, fields: dict[str, str], names: Sequence[str]
-) -> tuple[list[str], list[Format]]:
-    """The files an input's result goes to (none for standard output) and their formats,
-    checked before any work: clashes, the input, directories, what the format can hold."""
+    source: str,
+    options: JobOptions,
+    fields: dict[str, str],
+    names: Sequence[str],
+    info: ImageInfo = NO_INFO,
+) -> tuple[list[str], list[Format], int | str]:
+    """The files an input's result goes to (none for standard output), their formats and
+    sample type (``--depth``, or the input's own for ``auto``), checked before any work:
+    clashes, the input, directories, what the format can hold."""
     if options.to_stdout:
         stdout_format = format_named(options.format_name or "png")
-        check_encodable(stdout_format, len(names), options.depth, "standard output")
-        return [], [stdout_format]
+        depth = resolve_depth(options.depth, info.sample_type, stdout_format)
+        check_encodable(stdout_format, len(names), depth, "standard output")
+        return [], [stdout_format], depth
     targets = (
         [options.template.format(name=name, index=index, **fields)
          for index, name in enumerate(names)]
@@ -253,9 +279,38 @@ def _targets(
     )  # fmt: skip
     check_targets(targets, source)
     formats = [_format(options.format_name, target) for target in targets]
+    depth = resolve_depth(options.depth, info.sample_type, formats[0])
     for target, fmt in zip(targets, formats, strict=True):
-        check_encodable(fmt, 1 if options.split else len(names), options.depth, target)
-    return targets, formats
+        check_encodable(fmt, 1 if options.split else len(names), depth, target)
+    return targets, formats, depth
+
+
+def carried_info(info: ImageInfo, layers: Sequence[LayerPlan]) -> ImageInfo:
+    """The input's description as the output's: its georeferencing moved to the output's
+    grid (stride, padding and dilation: see :mod:`convvol.io.georef`)."""
+    if info.georeference is None:
+        return info
+    stride, shift_y, shift_x = grid_of(layers)
+    return replace(info, georeference=info.georeference.regridded(stride, shift_y, shift_x))
+
+
+def output_nodata(
+    nodata: float | None, divisor: float, kind: np.dtype[Any], values: str
+) -> float | None:
+    """The input's nodata value (in its stored units) in the output's units: the volume's
+    value for float samples and ``native`` values, scaled to the integer type for
+    ``unit`` values; None where the output type cannot hold it."""
+    if nodata is None:
+        return None
+    value = nodata / divisor
+    if kind.kind == "f":
+        return value
+    if not np.isfinite(value):
+        return None
+    if values == "unit":
+        value *= float(np.iinfo(kind).max)
+    info = np.iinfo(kind)
+    return float(np.clip(np.rint(value), info.min, info.max))
 
 
 def _write(
@@ -267,21 +322,26 @@ def _write(
     *,
     quantized: bool,
     info: ImageInfo = NO_INFO,
+    depth: int | str = 8,
+    labels: Sequence[str] = (),
+    nodata: float | None = None,
 ) -> None:
     """The result to standard output, to fsspec URLs (each object whole), or to files
     (all or nothing, with the rest of ``outputs``); ``info`` is the input's description,
-    for the formats that can carry it."""
-    encoding: dict[str, Any] = {"scale": options.scale, "depth": options.depth,
+    for the formats that can carry it, ``labels`` the channels' names."""
+    encoding: dict[str, Any] = {"scale": options.scale, "depth": depth,
                                 "compress_level": options.compress_level,
-                                "quantized": quantized, "info": info}  # fmt: skip
+                                "quantized": quantized, "info": info, "values": options.values,
+                                "compress": options.compress, "nodata": nodata}  # fmt: skip
     if options.to_stdout:
-        write_volume("-", outcome, format=formats[0].name, **encoding)
+        write_volume("-", outcome, format=formats[0].name, names=labels, **encoding)
         return
-    jobs = [(target, _channel(outcome, index, options.split), fmt)
+    jobs = [(target, _channel(outcome, index, options.split), fmt,
+             {"names": labels[index : index + 1] if options.split else tuple(labels)})
             for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))]  # fmt: skip
     if is_url(targets[0]):
-        for target, volume, fmt in jobs:
-            write_url(target, volume, fmt, encoding)
+        for target, volume, fmt, own in jobs:
+            write_url(target, volume, fmt, encoding | own)
     else:
         outputs.write_all(jobs, **encoding)
 
@@ -385,7 +445,8 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
     if is_url(source):
         volume = read_url(source, channels=options.channels, max_pixels=options.max_pixels)
         return ReadImage(volume, 1.0)
-    return read_image(source, channels=options.channels, max_pixels=options.max_pixels)
+    return read_image(source, channels=options.channels, max_pixels=options.max_pixels,
+                      values=options.values)  # fmt: skip
 
 
 def _exists(source: str) -> bool:
@@ -435,7 +496,9 @@ def directory_error(target: str) -> ParameterError:
     )
 
 
-def _writing_cost(formats: Sequence[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
+def _writing_cost(
+    formats: Sequence[Format], to_stdout: bool, sample_bytes: int, as_pixels: bool
+) -> float:
     """Memory for writing the result, as a multiple of its bytes in memory (an estimate).
 
     Pixels made from floats, PNG's filtered rows and the compressed bytes come beside the
@@ -447,7 +510,7 @@ def _writing_cost(formats: Sequence[Format], to_stdout: bool, depth: int, as_pix
     elif as_pixels:
         cost = 2.0
     else:
-        cost = 3 * (depth // 8) / 4
+        cost = 3 * sample_bytes / 4
     return cost + (1.0 if to_stdout else 0.0)
 
 

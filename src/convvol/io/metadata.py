@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convvol.io.georef import GeoReference
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -21,10 +23,23 @@ class ImageInfo:
     ...; None for a stream of unknown kind); ``sample_type`` the numpy type its samples
     are stored in (None where the file has no sample type of its own, as ``.npy`` and
     Zarr volumes, whose values are the volume's).
+
+    ``georeference`` holds a GeoTIFF's tags (None: none); ``nodata`` its GDAL_NODATA
+    value in the file's stored units; ``gdal_metadata`` its GDAL_METADATA XML.
     """
 
     format: str | None = None
     sample_type: str | None = None
+    georeference: GeoReference | None = None
+    nodata: float | None = None
+    gdal_metadata: str | None = None
+
+    @property
+    def geospatial(self) -> tuple[str, ...]:
+        """What only a GeoTIFF can hold, named for a warning when it is dropped."""
+        held = [("georeferencing", self.georeference), ("nodata", self.nodata),
+                ("GDAL metadata", self.gdal_metadata)]  # fmt: skip
+        return tuple(name for name, value in held if value is not None)
 
 
 NO_INFO = ImageInfo()

@@ -22,11 +22,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import ParameterError, VolumeError
+from convvol.io import tiff
 from convvol.io.metadata import ImageInfo, ReadImage
+from convvol.io.tiff import TIFF_SIGNATURES
 from convvol.limits import DEFAULT_MAX_PIXELS, VALUES_PER_PIXEL, gib
 
 NPY_MAGIC = b"\x93NUMPY"
 CHANNEL_MODES = ("rgb", "keep")
+VALUES = ("unit", "native")  # how integer samples become the volume's values
 # Most bytes of a .npy per value (float64), so how much of a stream to read at most.
 _MAX_BYTES_PER_VALUE = 8
 # Pillow modes read directly, with the divisor that maps them to [0, 1].
@@ -61,6 +64,7 @@ def read_volume(
     *,
     channels: str = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    values: str = "unit",
 ) -> np.ndarray:
     """Read an image or ``.npy`` file as a float32 H×W×C volume.
 
@@ -72,8 +76,14 @@ def read_volume(
     ``max_pixels`` refuses, before decoding, images of more pixels (width × height) and
     volumes of more than 4× as many values (H×W×C); 0 or None turns the check off.
     A .npy volume must hold finite values that float32 can represent.
+
+    ``values="unit"`` (default) divides integer samples by their type's maximum (an
+    8-bit 255 is 1.0); ``"native"`` keeps them as their own numbers (a uint16 3000 is
+    3000.0). Float samples and ``.npy`` volumes are their own numbers either way.
     """
-    return pixels_to_volume(*read_pixels(source, channels=channels, max_pixels=max_pixels))
+    return pixels_to_volume(
+        *read_pixels(source, channels=channels, max_pixels=max_pixels, values=values)
+    )
 
 
 def pixels_to_volume(pixels: np.ndarray, divisor: float) -> np.ndarray:
@@ -91,14 +101,16 @@ def read_pixels(
     *,
     channels: str = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    values: str = "unit",
 ) -> tuple[np.ndarray, float]:
     """The values an image stores, H×W×C, and the divisor that maps them to [0, 1].
 
     ``read_volume`` is these divided by the divisor in float32. The engine can take them
     as they are (``divisor=``), so a large image never needs a float copy in memory.
-    ``.npy`` volumes come as float32 with divisor 1. ``max_pixels`` as for read_volume.
+    ``.npy`` volumes come as float32 with divisor 1. ``max_pixels`` and ``values`` as for
+    read_volume.
     """
-    read = read_image(source, channels=channels, max_pixels=max_pixels)
+    read = read_image(source, channels=channels, max_pixels=max_pixels, values=values)
     return read.pixels, read.divisor
 
 
@@ -107,11 +119,14 @@ def read_image(
     *,
     channels: str = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    values: str = "unit",
 ) -> ReadImage:
     """:func:`read_pixels`, with what the file says about itself (:class:`ImageInfo`)
     for the writers to carry to the outputs."""
     if channels not in CHANNEL_MODES:
         raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
+    if values not in VALUES:
+        raise ParameterError(f"values must be unit or native; got {values!r}")
     if (
         isinstance(max_pixels, bool)
         or not isinstance(max_pixels, int | None)
@@ -127,7 +142,14 @@ def read_image(
             return ReadImage(_read_npy(stream, label, limit), 1.0, ImageInfo(format="npy"))
         if not magic:
             raise VolumeError(f"{label}: the file is empty")
-        return _read_image(stream, label, channels, limit)
+        if magic.startswith(TIFF_SIGNATURES):
+            read = _read_tiff(stream, label, channels, limit, values)
+            if read is not None:
+                return read
+        read = _read_image(stream, label, channels, limit)
+        if values == "native" and read.pixels.dtype.kind in "iu":
+            return ReadImage(read.pixels, 1.0, read.info)
+        return read
     finally:
         if stream is not source:
             stream.close()
@@ -322,8 +344,29 @@ def _read_image(stream: BinaryIO, label: str, channels: str, max_pixels: int | N
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
-    info = ImageInfo(format=image.format, sample_type=pixels.dtype.name)
+    # Pillow widens some 16-bit images to int32 ("I"): the divisor says what was stored.
+    stored = {255.0: "uint8", 65535.0: "uint16"}.get(divisor, pixels.dtype.name)
+    info = ImageInfo(format=image.format, sample_type="float32" if divisor == 1.0 else stored)
     return ReadImage(pixels, divisor, info)
+
+
+def _read_tiff(
+    stream: BinaryIO, label: str, channels: str, max_pixels: int | None, values: str
+) -> ReadImage | None:
+    """A TIFF through tifffile (any samples, types, layouts, codecs); None for the kinds
+    Pillow reads better (palettes, CMYK, YCbCr, 1-bit) or a header tifffile cannot parse."""
+    try:
+        read = tiff.read_tiff(stream, label, max_pixels=max_pixels, values=values)
+    except tiff.NotForTifffile:
+        stream.seek(0)
+        return None
+    pixels = read.pixels
+    if pixels.dtype.kind == "f":
+        pixels = _finite_float32(pixels, label)
+    pixels = _orient(pixels, read.orientation)
+    if channels == "rgb" and not read.stacked:
+        pixels = _as_rgb(pixels)
+    return ReadImage(pixels, read.divisor, read.info)
 
 
 def _page_stack(
