@@ -45,8 +45,9 @@ FORMATS: dict[str, Format] = {
     for fmt in [
         Format("png", (".png",), "PNG", depths=(8, 16)),
         Format("jpeg", (".jpg", ".jpeg"), "JPEG", options={"quality": 95}),
-        Format("tiff", (".tif", ".tiff"), "TIFF", depths=(8, 16), any_depth=True,
-               any_sample_type=True),
+        Format(
+            "tiff", (".tif", ".tiff"), "TIFF", depths=(8, 16), any_depth=True, any_sample_type=True
+        ),
         Format("bmp", (".bmp",), "BMP"),
         Format("webp", (".webp",), "WEBP", options={"quality": 95}),
         Format("npy", (".npy",)),
@@ -83,9 +84,7 @@ def format_for_path(path: str | os.PathLike[str]) -> Format:
     )
 
 
-def check_encodable(
-    fmt: Format, channels: int, depth: int | str, target: str = "output"
-) -> None:
+def check_encodable(fmt: Format, channels: int, depth: int | str, target: str = "output") -> None:
     """Raise ParameterError unless ``fmt`` can store ``channels`` channels of ``depth``
     (8, 16, ``"float"`` or a sample type's name)."""
     if fmt.name == "npy":
