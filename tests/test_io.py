@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
 import tifffile
+from PIL import Image, ImageOps
 
 import convvol
 import convvol.io.png
