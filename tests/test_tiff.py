@@ -129,8 +129,9 @@ def test_a_float_geotiff_comes_back_as_a_float_geotiff(workdir: Path) -> None:
 def test_the_transform_follows_the_grid(
     workdir: Path, options: list[str], stride: int, shift: int, settings: dict[str, object]
 ) -> None:
-    """Output pixel (i, j) is input pixel (i·stride + shift, j·stride + shift): the pixel
-    size is multiplied by the stride, the origin moved by the shift."""
+    """Output pixel (i, j) is centred on input pixel (i·stride + shift, j·stride + shift):
+    the pixel size is multiplied by the stride, and each output pixel's centre lies where
+    its kernel's centre was."""
     rasterio = pytest.importorskip("rasterio")
     from rasterio.transform import Affine
 
@@ -141,11 +142,47 @@ def test_the_transform_follows_the_grid(
         rasterio.open(workdir / "scene.tif") as before,
         rasterio.open(workdir / "out.tif") as after,
     ):
-        expected = before.transform @ Affine.translation(shift, shift) @ Affine.scale(stride)
+        # the corner of output pixel 0: the centre of input pixel `shift`, less half an
+        # output pixel
+        corner = shift + 0.5 - stride / 2
+        expected = before.transform @ Affine.translation(corner, corner) @ Affine.scale(stride)
         assert after.transform.almost_equals(expected, precision=1e-9)
         assert after.crs == before.crs
+        height, width = after.shape
+        for i, j in [(0, 0), (height - 1, width - 1), (1, 2)]:  # pixel centres line up
+            assert after.xy(i, j) == pytest.approx(
+                before.xy(i * stride + shift, j * stride + shift), abs=1e-6
+            )
         values = after.read()
     np.testing.assert_allclose(values, blur_reference(data, **settings), rtol=0, atol=2e-6)
+
+
+def test_a_block_average_keeps_the_origin(workdir: Path) -> None:
+    """A 5×5 mean at stride 5 over valid pixels is a block average: GDAL's own grid."""
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import Affine
+
+    data = scene()[:, :35, :45]
+    geotiff(workdir / "scene.tif", data)
+    ok(run("apply", "scene.tif", "-f", "box_blur", "--channels", "keep", "--stride", "5",
+           "--padding", "valid", "-o", "coarse.tif"))  # fmt: skip
+    with (
+        rasterio.open(workdir / "scene.tif") as before,
+        rasterio.open(workdir / "coarse.tif") as after,
+    ):
+        assert after.transform == before.transform @ Affine.scale(5)
+        assert after.shape == (7, 9)
+        blocks = data.reshape(4, 7, 5, 9, 5).mean(axis=(2, 4))
+        np.testing.assert_allclose(after.read(), blocks, rtol=0, atol=2e-6)
+
+
+def test_pixel_is_point_tie_points_name_centres() -> None:
+    keys = (1, 1, 0, 1, 1025, 0, 1, 2)  # GTRasterTypeGeoKey = PixelIsPoint
+    geo = GeoReference(pixel_scale=(10.0, 10.0, 0.0), tiepoints=(0, 0, 0, 1000.0, 2000.0, 0),
+                       geokeys=keys)  # fmt: skip
+    moved = geo.regridded(2, 3.0, 5.0)
+    assert moved.pixel_scale == (20.0, 20.0, 0.0)
+    assert moved.tiepoints == (0.0, 0.0, 0, 1050.0, 1970.0, 0)
 
 
 def test_zstd_reads_back_identically(workdir: Path) -> None:
@@ -199,18 +236,20 @@ def test_strip_drops_the_georeferencing_from_a_tiff(workdir: Path) -> None:
 
 
 def test_a_model_transformation_is_moved_and_scaled() -> None:
-    """ModelTransformation (a rotated grid): M' = M · [[s, 0, 0, dx], [0, s, 0, dy], ...]."""
+    """ModelTransformation (a rotated grid): M' = M · [[s, 0, 0, dx], [0, s, 0, dy], ...],
+    d the shift less half a pixel of each grid (PixelIsArea): (1 − s)/2."""
     matrix = (2.0, 0.5, 0, 100.0, 0.25, -3.0, 0, 50.0, 0, 0, 1, 0, 0, 0, 0, 1)
     moved = GeoReference(transformation=matrix).regridded(2, 1.5, 4.0)
     m = np.array(matrix).reshape(4, 4)
-    grid = np.array([[2, 0, 0, 4.0], [0, 2, 0, 1.5], [0, 0, 1, 0], [0, 0, 0, 1]])
+    grid = np.array([[2, 0, 0, 3.5], [0, 2, 0, 1.0], [0, 0, 1, 0], [0, 0, 0, 1]])
     np.testing.assert_allclose(np.array(moved.transformation).reshape(4, 4), m @ grid)
 
 
 def test_control_points_are_renamed_in_the_new_grid() -> None:
     points = (0, 0, 0, 10.0, 20.0, 0, 8, 6, 0, 30.0, 40.0, 0)
     moved = GeoReference(tiepoints=points).regridded(2, 1.0, 2.0)
-    assert moved.tiepoints == (-1.0, -0.5, 0, 10.0, 20.0, 0, 3.0, 2.5, 0, 30.0, 40.0, 0)
+    # raster x = 2·x' + 1.5 (shift 2, less half a pixel), y = 2·y' + 0.5
+    assert moved.tiepoints == (-0.75, -0.25, 0, 10.0, 20.0, 0, 3.25, 2.75, 0, 30.0, 40.0, 0)
 
 
 def test_gdal_metadata_keeps_dataset_items_and_names_the_bands() -> None:

@@ -5,9 +5,10 @@ A filter's output pixel ``i`` (along either axis) is centred on input pixel
 ``i·stride + shift``, where ``shift`` is half the dilated kernel's reach less the
 padding before the image (see :mod:`convvol.engine.geometry`): 0 for ``same`` padding
 and an odd kernel, ``reach/2`` for ``valid``, ``-reach/2`` for ``full``, ``reach/2 − N``
-for N pixels. :meth:`GeoReference.regridded` rewrites the tags so that the output's
-first pixel sits on that input pixel: the pixel scale is multiplied by the stride and
-the tie point (or the transformation) moved by the shift. Stacked layers compose.
+for N pixels. :meth:`GeoReference.regridded` rewrites the tags so that every output
+pixel's centre is georeferenced where its kernel's centre was: the pixel scale is
+multiplied by the stride and the tie point (or the transformation) moved. Stacked
+layers compose.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ GEO_DOUBLE_PARAMS = 34736
 GEO_ASCII_PARAMS = 34737
 GDAL_METADATA = 42112
 GDAL_NODATA = 42113
+RASTER_TYPE_KEY = 1025  # GTRasterTypeGeoKey: 1 PixelIsArea (the default), 2 PixelIsPoint
+PIXEL_IS_POINT = 2
 GEO_TAGS = (MODEL_PIXEL_SCALE, MODEL_TIEPOINT, MODEL_TRANSFORMATION, GEO_KEY_DIRECTORY,
             GEO_DOUBLE_PARAMS, GEO_ASCII_PARAMS)  # fmt: skip
 
@@ -43,17 +46,29 @@ class GeoReference:
     double_params: tuple[float, ...] | None = None  # 34736
     ascii_params: str | None = None  # 34737
 
+    @property
+    def pixel_is_point(self) -> bool:
+        """Whether raster coordinates name pixel centres (PixelIsPoint), not corners."""
+        keys = self.geokeys or ()
+        for at in range(4, len(keys) - 3, 4):  # after the header: (key, location, count, value)
+            if keys[at] == RASTER_TYPE_KEY and keys[at + 1] == 0:
+                return keys[at + 3] == PIXEL_IS_POINT
+        return False
+
     def regridded(self, stride: float, shift_y: float, shift_x: float) -> GeoReference:
-        """These tags for a raster whose pixel ``(i, j)`` is this one's pixel
+        """These tags for a raster whose pixel ``(i, j)`` is centred on this one's pixel
         ``(i·stride + shift_y, j·stride + shift_x)``, ``stride`` times as large.
 
-        Its first pixel starts where the input pixel under the first kernel's centre
-        starts, and each pixel spans ``stride`` input pixels from there (as GDAL's own
-        decimation keeps the corner): the pixel scale is multiplied by the stride and the
-        tie point or transformation moved by the shift, for PixelIsArea and PixelIsPoint
-        rasters alike.
+        The pixel scale is multiplied by the stride; the tie point or transformation is
+        moved so that each output pixel's centre is where its kernel's centre was. For
+        PixelIsArea rasters (the default) the raster coordinate 0 is a pixel's corner,
+        which moves by the shift and by half a pixel of each grid, ``(1 − stride)/2``: a
+        5×5 mean with ``--stride 5 --padding valid`` keeps the origin, as a block average
+        must; with stride 1 the move is the shift alone.
         """
-        offset_y, offset_x = shift_y, shift_x
+        # Raster coordinate x' of the new grid is x = x'·stride + d of the old one.
+        area = 0.0 if self.pixel_is_point else 0.5 - 0.5 * stride
+        offset_y, offset_x = shift_y + area, shift_x + area
         changed = self
         if self.pixel_scale is not None:
             scale = list(self.pixel_scale)

@@ -33,10 +33,10 @@ from convvol.io.metadata import ImageInfo
 from convvol.limits import VALUES_PER_PIXEL
 
 COMPRESSIONS = ("none", "deflate", "zstd", "lzw", "packbits")
-# Deflate at --compress-level (1 by default) with the horizontal predictor for integer
-# samples: lossless, read by every TIFF reader (GDAL, QGIS, ImageJ, libtiff, Pillow),
-# and fast (measured in docs/scientific.md). zstd is smaller and faster still, but
-# ImageJ and older libtiff builds cannot read it.
+# Deflate at --compress-level (1 by default) with a predictor: lossless, read by every
+# TIFF reader (GDAL, QGIS, ImageJ/Fiji, libtiff, Pillow), fast at level 1. zstd makes
+# files as small 2-3× faster, but ImageJ and libtiff builds without it cannot read them
+# (figures: benchmarks/tiff_codecs.py, quoted in docs/scientific.md).
 DEFAULT_COMPRESSION = "deflate"
 _CODECS = {"none": None, "deflate": "adobe_deflate", "zstd": "zstd", "lzw": "lzw",
            "packbits": "packbits"}  # fmt: skip
@@ -350,8 +350,10 @@ def _page_options(
     if compress in _LEVELLED:
         # zstd's level 0 is its own default (3); deflate's 0 stores.
         options["compressionargs"] = {"level": compress_level}
-    if compress in ("deflate", "zstd", "lzw") and dtype.kind in "iu":
-        options["predictor"] = 2  # horizontal differencing: smaller, and cheap
+    if compress in ("deflate", "zstd", "lzw"):
+        # Horizontal differencing for integers, the floating-point predictor (GDAL's
+        # PREDICTOR=3) for floats: files about a sixth smaller (benchmarks/tiff_codecs.py).
+        options["predictor"] = 2 if dtype.kind in "iu" else 3
     if channels > 1 and options["photometric"] == "minisblack":
         options["extrasamples"] = [0] * (channels - 1)  # unspecified: bands, not alpha
     return options
