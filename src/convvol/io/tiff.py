@@ -58,7 +58,8 @@ TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic, B
 class TiffRead(NamedTuple):
     """A TIFF as read: stored samples H×W×C, their divisor, the file's description, its
     orientation tag (1–8: the caller turns the pixels upright), and whether the channels
-    came from a stack of pages (read as they are, never converted to RGB)."""
+    came from a plain stack of pages (read as they are, never converted to RGB, as convvol
+    wrote them; ImageJ and OME channels are an image's channels, as samples are)."""
 
     pixels: np.ndarray
     divisor: float
@@ -108,8 +109,8 @@ def read_tiff(
                 raise NotForTifffile(f"sample type {first.dtype}")
             series_volume = _series_channels(tif, label)
             stacked = True
-            if series_volume is not None:
-                pixels = series_volume
+            if series_volume is not None:  # channels of one image, as samples are
+                pixels, stacked = series_volume, False
             elif len(pages) > 1:
                 pixels, stacked = _page_stack(pages)
             else:
