@@ -473,3 +473,71 @@ def test_strips_beyond_the_file_are_refused(workdir: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "cut.tif" in result.stderr
+
+
+# --- larger than memory: TIFFs strip by strip ---------------------------------------------
+
+
+def both_ways(workdir: Path, source: str, *options: str) -> tuple[np.ndarray, np.ndarray]:
+    """The result read whole and the result streamed strip by strip (--max-memory)."""
+    ok(run("apply", source, *options, "-o", "whole.tif"))
+    ok(run("apply", source, *options, "-o", "streamed.tif", "--max-memory", "1K"))
+    return tifffile.imread(workdir / "whole.tif"), tifffile.imread(workdir / "streamed.tif")
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [{"tile": (32, 48), "compression": "zstd", "predictor": True},
+     {"rowsperstrip": 7, "compression": "zlib"},
+     {"planarconfig": "separate", "rowsperstrip": 16, "compression": "lzw"}],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "int16"])
+def test_a_streamed_tiff_equals_the_whole_one(
+    workdir: Path, layout: dict[str, object], dtype: str
+) -> None:
+    stored = samples((300, 270, 3), dtype, seed=20)
+    if layout.get("planarconfig") == "separate":
+        tifffile.imwrite(workdir / "big.tif", np.moveaxis(stored, 2, 0), photometric="minisblack",
+                         **layout)  # fmt: skip
+    else:
+        tifffile.imwrite(workdir / "big.tif", stored, photometric="minisblack",
+                         planarconfig="contig", **layout)  # fmt: skip
+    whole, streamed = both_ways(workdir, "big.tif", "-f", "blur", "-f", "sharpen",
+                                "--channels", "keep")  # fmt: skip
+    assert streamed.dtype == np.dtype("float32" if dtype == "float32" else dtype)
+    np.testing.assert_array_equal(streamed, whole)
+    with tifffile.TiffFile(workdir / "streamed.tif") as tif:
+        assert tif.pages[0].is_tiled  # written a row of tiles at a time
+        assert tif.pages[0].compression.name == "ADOBE_DEFLATE"
+
+
+def test_a_streamed_geotiff_keeps_its_georeferencing(workdir: Path) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    geotiff(workdir / "scene.tif", scene())
+    options = ("-f", "blur", "--channels", "keep", "--stride", "2", "--padding", "valid")
+    whole, streamed = both_ways(workdir, "scene.tif", *options)
+    np.testing.assert_array_equal(streamed, whole)
+    with rasterio.open(workdir / "whole.tif") as a, rasterio.open(workdir / "streamed.tif") as b:
+        assert b.transform == a.transform
+        assert b.crs == a.crs
+        assert b.nodata == a.nodata
+        assert b.descriptions == a.descriptions
+
+
+def test_npy_to_tiff_and_tiff_to_npy_stream(workdir: Path) -> None:
+    np.save(workdir / "v.npy", samples((90, 80, 2), "float32", seed=21) / 100)
+    whole, streamed = both_ways(workdir, "v.npy", "-f", "blur", "--scale", "abs")
+    assert streamed.dtype == np.uint8  # no sample type of its own: 8 bits, as for images
+    np.testing.assert_array_equal(streamed, whole)
+    tifffile.imwrite(workdir / "t.tif", samples((90, 80), "uint16", seed=22))
+    ok(run("apply", "t.tif", "-f", "blur", "--channels", "keep", "-o", "a.npy"))
+    ok(run("apply", "t.tif", "-f", "blur", "--channels", "keep", "-o", "b.npy",
+           "--max-memory", "1K"))  # fmt: skip
+    np.testing.assert_array_equal(np.load(workdir / "b.npy"), np.load(workdir / "a.npy"))
+
+
+def test_minmax_is_read_whole_even_under_max_memory(workdir: Path) -> None:
+    tifffile.imwrite(workdir / "t.tif", samples((40, 30), "uint16", seed=23))
+    whole, streamed = both_ways(workdir, "t.tif", "-f", "blur", "--scale", "minmax",
+                                "--channels", "keep")  # fmt: skip
+    np.testing.assert_array_equal(streamed, whole)

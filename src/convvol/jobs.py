@@ -42,7 +42,7 @@ from convvol.io.metadata import NO_INFO, ImageInfo, ReadImage
 from convvol.io.readers import pixels_to_volume, read_image
 from convvol.io.remote import is_url, path_key, read_url, url_exists, write_url
 from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr, zarr_output
-from convvol.io.tiff import DEFAULT_COMPRESSION
+from convvol.io.tiff import DEFAULT_COMPRESSION, TiffSink, check_compression
 from convvol.io.writers import OutputSet, write_volume
 from convvol.limits import (
     DEFAULT_BUDGET,
@@ -54,7 +54,7 @@ from convvol.limits import (
     resident_bytes,
 )
 from convvol.pipeline import check_bands, check_memory, plan_stack, render_plans, run_plans
-from convvol.scaling import sample_type
+from convvol.scaling import check_scale, pixels_into, sample_type
 from convvol.settings import Settings
 
 DEFAULT_TEMPLATE = "{stem}_{bank}.png"
@@ -175,7 +175,13 @@ def run_job(
         single is not None
         and options.montage is None
         and not options.keep_volume
-        and streams.can_stream(source, single, split=False, format_name=options.format_name)
+        and streams.can_stream(
+            source,
+            single,
+            split=False,
+            format_name=options.format_name,
+            tiffs=options.max_memory is not None and options.scale != "minmax",
+        )
     ):
         return _stream(item, single, options, threads, explain, started)
 
@@ -578,8 +584,9 @@ def _stream(
     explain: Explain | None,
     started: float,
 ) -> JobResult:
-    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory
-    (``target`` checked by the caller)."""
+    """A .npy or Zarr volume (or, under --max-memory, a TIFF image) to a .npy or Zarr
+    volume (or a TIFF), strip by strip in bounded memory (``target`` checked by the
+    caller)."""
 
     def described(layers: Sequence[LayerPlan]) -> None:
         check_reach(layers)
@@ -589,13 +596,22 @@ def _stream(
                 explain(f"free space at {target} cannot be known: not checked")
 
     with _named(item, target):
+        opened = streams.open_source(item.source, max_pixels=options.max_pixels,
+                                     values=options.values)  # fmt: skip
         layer = filter_volume(
-            item.source, options.banks, target, options.settings, budget=options.max_memory,
+            opened, options.banks, target, options.settings, budget=options.max_memory,
             threads=threads, labels=options.labels or None, format=options.format_name,
             max_pixels=options.max_pixels, max_output=options.max_output, on_plan=described,
+            depth=options.depth, scale=options.scale, values=options.values,
+            compress=options.compress, compress_level=options.compress_level,
+            strip=options.strip,
         )  # fmt: skip
     height, width, depth_out = layer.out_shape
     message = f"wrote {target}: {height}×{width}×{depth_out} from {item.source}"
+    dropped = () if options.strip else opened.info.geospatial
+    if dropped and not streams.tiff_output(target, options.format_name):
+        message = (f"warning: {target} cannot hold the input's {', '.join(dropped)}: dropped "
+                   f"(write .tif to keep it; --strip: no warning)\n{message}")  # fmt: skip
     return JobResult(item.source, "succeeded", (target,), message,
                      seconds=time.perf_counter() - started, labels=layer.names)  # fmt: skip
 
@@ -613,14 +629,24 @@ def filter_volume(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_output: int | None = DEFAULT_MAX_OUTPUT,
     on_plan: Callable[[Sequence[LayerPlan]], None] | None = None,
+    depth: int | str = "auto",
+    scale: str = "clip",
+    values: str = "unit",
+    compress: str = DEFAULT_COMPRESSION,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    strip: bool = False,
     **options: Any,
 ) -> LayerPlan:
     """Run ``banks`` over a volume too large for memory, writing ``target`` strip by strip.
 
-    ``source`` is a :class:`~convvol.io.streams.RowSource`, a ``.npy`` path or a Zarr
-    path/URL; ``target`` a ``.npy`` path (or any name with ``format="npy"``) or a Zarr
-    path/URL (``*.zarr``). ``budget`` bounds the process's resident memory in bytes
-    (default 1 GiB); a quarter of it (at most 256 MiB) is the engine's working set.
+    ``source`` is a :class:`~convvol.io.streams.RowSource`, a ``.npy`` path, a Zarr
+    path/URL or a TIFF (one plain image: its samples divided as ``values`` says); ``target``
+    a ``.npy`` path (or any name with ``format="npy"``), a Zarr path/URL (``*.zarr``) or
+    a TIFF (``*.tif``, or ``format="tiff"``), written as tiles of ``depth``'s sample type
+    (``"auto"``: the input's own) with ``scale``, ``compress`` at ``compress_level`` and
+    the input's georeferencing moved to the output's grid (none with ``strip``).
+    ``budget`` bounds the process's resident memory in bytes (default 1 GiB); a quarter
+    of it (at most 256 MiB) is the engine's working set.
     ``settings`` (or keywords, as :func:`~convvol.apply_bank` takes) beat the banks'
     defaults; ``max_pixels`` is the input limit of read_volume; ``max_output`` the most
     bytes the output may take (checked with the free space, intermediate layers' files
@@ -632,30 +658,113 @@ def filter_volume(
     budget = budget or DEFAULT_BUDGET
     opened = (
         source if isinstance(source, RowSource)
-        else streams.open_source(source, max_pixels=max_pixels)
+        else streams.open_source(source, max_pixels=max_pixels, values=values)
     )  # fmt: skip
     target = str(target)
     to_zarr = format is None and is_zarr(target)
+    to_tiff = not to_zarr and streams.tiff_output(target, format)
     try:
-        if not to_zarr and (format or "npy").lower() != "npy":
-            raise ParameterError(f"{target}: out-of-core output is .npy or Zarr, not {format}")
+        if not (to_zarr or to_tiff) and (format or "npy").lower() != "npy":
+            raise ParameterError(
+                f"{target}: out-of-core output is .npy, Zarr or TIFF, not {format}"
+            )
         engine_share = engine_memory_limit(budget)
         layers = plan_stack(opened.shape, banks, settings.with_knobs(memory_limit=engine_share),
                             labels=labels)  # fmt: skip
         if on_plan is not None:
             on_plan(layers)
-        check_streamed(layers, target, max_output)
+        image = None
+        if to_tiff:
+            image = _tiff_target(opened, layers, banks, target, depth=depth, scale=scale,
+                                 values=values, compress=compress,
+                                 compress_level=compress_level, strip=strip)  # fmt: skip
+        check_streamed(layers, target, max_output, image)
         check_bands(layers)
         # What strips may hold: the budget less what the process holds already and the
         # engine's share, halved for the raw rows read before conversion and for slack.
         room = budget - resident_bytes() - (engine_share or 0)
-        _run_strips(opened, layers, target, to_zarr, max(room // 2, 0), threads)
+        _run_strips(opened, layers, target, to_zarr, max(room // 2, 0), threads, image)
     finally:
         opened.close()
     return layers[-1]
 
 
-def check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | None) -> None:
+@dataclass(frozen=True)
+class _TiffTarget:
+    """What a streamed TIFF output takes: its samples, how values become them, its tags."""
+
+    kind: np.dtype[Any]
+    scale: str
+    values: str
+    compress: str
+    compress_level: int
+    names: tuple[str, ...]
+    info: ImageInfo
+    nodata: float | None
+
+    def sink(self, stream: Any, shape: tuple[int, int, int]) -> _SampleSink:
+        tiles = TiffSink(stream, shape, self.kind, compress=self.compress,
+                         compress_level=self.compress_level, names=self.names, info=self.info,
+                         nodata=self.nodata)  # fmt: skip
+        return _SampleSink(tiles, self)
+
+
+class _SampleSink:
+    """Strips of float responses to a TIFF's samples: raw float32, or pixels."""
+
+    def __init__(self, tiles: TiffSink, target: _TiffTarget) -> None:
+        self.tiles = tiles
+        self.target = target
+
+    def write(self, first: int, strip: np.ndarray) -> None:
+        if self.target.kind.kind == "f":
+            self.tiles.write(first, strip.astype(np.float32, copy=False))
+            return
+        samples = np.empty(strip.shape, self.target.kind)
+        pixels_into(strip, samples, self.target.scale, overwrite=True, values=self.target.values)
+        self.tiles.write(first, samples)
+
+
+def _tiff_target(
+    opened: RowSource,
+    layers: Sequence[LayerPlan],
+    banks: Sequence[Bank],
+    target: str,
+    *,
+    depth: int | str,
+    scale: str,
+    values: str,
+    compress: str,
+    compress_level: int,
+    strip: bool,
+) -> _TiffTarget:
+    """A streamed TIFF output's samples and tags, checked before any work."""
+    info = opened.info
+    resolved = resolve_depth(depth, info.sample_type, FORMATS["tiff"])
+    kind = sample_type(resolved)
+    check_compression(compress)
+    if kind.kind in "iu":
+        check_scale(scale, kind.name)
+        if scale == "minmax":
+            raise ParameterError(
+                f"{target}: --scale minmax needs the whole result, which a volume filtered "
+                "in strips never holds",
+                hint="use --depth float (raw samples), or another --scale",
+            )
+    carried = NO_INFO if strip else carried_info(info, layers)
+    many = len(banks) > 1
+    names = tuple(f"{banks[-1].name}/{name}" if many else name for name in layers[-1].names)
+    divisor = float(getattr(opened, "divisor", 1.0))
+    nodata = output_nodata(carried.nodata, divisor, kind, values)
+    return _TiffTarget(kind, scale, values, compress, compress_level, names, carried, nodata)
+
+
+def check_streamed(
+    layers: Sequence[LayerPlan],
+    target: str,
+    max_output: int | None,
+    image: _TiffTarget | None = None,
+) -> None:
     """The output and the intermediate layers' files (beside a local target, else in the
     system's temporary directory), checked against ``max_output`` and the free space before
     the first strip; a URL's free space cannot be known."""
@@ -666,6 +775,11 @@ def check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | N
     scratch = os.path.join(tempfile.gettempdir(), "layers") if is_url(target) else target
     files = [(scratch, npy_bytes(layer)) for layer in layers[:-1]]
     final = (target, npy_bytes(layers[-1]))
+    if image is not None:
+        final = (
+            target,
+            FORMATS["tiff"].largest_file(layers[-1].out_shape, 8 * image.kind.itemsize),
+        )
     check_output_sizes([final, *files], max_output)
     check_free_space(files + ([] if is_url(target) else [final]))
 
@@ -677,6 +791,7 @@ def _run_strips(
     to_zarr: bool,
     strip_budget: int,
     threads: int | None,
+    image: _TiffTarget | None = None,
 ) -> None:
     current = opened
     try:
@@ -692,6 +807,15 @@ def _run_strips(
                                    threads)  # fmt: skip
                     current.close()
                     current = NpySource(between, max_pixels=None)  # our own
+                elif image is not None:
+                    with OutputSet() as outputs, outputs.open(target) as stream:
+                        sink = image.sink(stream, layer.out_shape)
+                        try:
+                            _run_layer(current, layer, sink, rows, threads)
+                        except BaseException:
+                            sink.tiles.abort()
+                            raise
+                        sink.tiles.close()
                 elif to_zarr:
                     with zarr_output(target) as where:
                         _run_layer(current, layer, ZarrSink(where, layer.out_shape, rows), rows,
@@ -710,7 +834,7 @@ def _run_strips(
 def _run_layer(
     source: RowSource,
     layer: LayerPlan,
-    sink: NpySink | ZarrSink,
+    sink: NpySink | ZarrSink | _SampleSink,
     strip_rows: int,
     threads: int | None,
 ) -> None:

@@ -290,6 +290,117 @@ def _text(found: Any) -> str | None:
     return str(found)
 
 
+# --- reading a few rows at a time ------------------------------------------------
+
+
+class NotStreamable(Exception):
+    """A TIFF that is not one plain image of samples (a stack, a palette, turned by its
+    orientation tag, ...): read it whole instead."""
+
+
+class TiffRows:
+    """One TIFF image read a band of rows at a time, decoding only the strips or tiles
+    those rows lie in (the last row of them kept), for inputs larger than memory.
+
+    Slicing ``[first:last]`` gives the stored samples H×W×S of those rows, whatever the
+    layout (contiguous or planar, strips or tiles) and codec. ``info`` is the file's
+    description, as :func:`read_tiff` gives it. Raises NotStreamable for files that are
+    not one plain image, VolumeError for damaged or hostile ones.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_pixels: int | None) -> None:
+        import tifffile
+
+        label = str(path)
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        try:
+            size = os.fstat(self._file.fileno()).st_size
+            try:
+                self._tif = tifffile.TiffFile(self._file, name=label)
+            except Exception as error:  # read whole: Pillow or read_tiff says what is wrong
+                raise NotStreamable(str(error)) from None
+            pages = _image_pages(self._tif, label, max_pixels)
+            _check_segments(pages, label, size)
+            page = pages[0]
+            plain = (
+                len(pages) == 1 and not (self._tif.is_imagej or self._tif.is_ome)
+                and page.photometric in _SAMPLE_PHOTOMETRICS and page.bitspersample > 1
+                and np.dtype(page.dtype).kind in _SAMPLE_KINDS
+                and int(page.tags.valueof(_ORIENTATION, 1) or 1) == 1
+            )  # fmt: skip
+            if not plain:
+                raise NotStreamable("not one plain image of samples")
+        except BaseException:
+            self.close()
+            raise
+        self._page = page
+        self.label = label
+        self.dtype = np.dtype(page.dtype)
+        self.shape = (int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel))
+        self.info = _describe(page, self.dtype)
+        self._tiled = bool(page.is_tiled)
+        self._segment_rows = int(page.tilelength if self._tiled else page.rowsperstrip)
+        self._segment_rows = max(1, min(self._segment_rows, self.shape[0]))
+        self._kept: tuple[int, np.ndarray] | None = None  # (segment row, its samples)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        first, last, _ = rows.indices(self.shape[0])
+        _, width, samples = self.shape
+        out = np.empty((max(last - first, 0), width, samples), self.dtype)
+        step = self._segment_rows
+        for row in range(first // step, (max(last, first + 1) - 1) // step + 1):
+            band = self._segment_row(row)
+            top = row * step
+            low, high = max(first, top), min(last, top + band.shape[0])
+            out[low - first : high - first] = band[low - top : high - top]
+        return out
+
+    def _segment_row(self, row: int) -> np.ndarray:
+        """The samples of one row of strips or tiles (all planes), decoded."""
+        if self._kept is not None and self._kept[0] == row:
+            return self._kept[1]
+        page, (height, width, samples) = self._page, self.shape
+        step = self._segment_rows
+        rows = min(step, height - row * step)
+        band = np.zeros((rows, width, samples), self.dtype)
+        planar = page.planarconfig == 2 and samples > 1
+        down = -(-height // step)
+        across = -(-width // int(page.tilewidth)) if self._tiled else 1
+        decode = page.decode
+        for plane in range(samples if planar else 1):
+            for column in range(across):
+                index = (plane * down + row) * across + column
+                offset, count = page.dataoffsets[index], page.databytecounts[index]
+                data = None
+                if count:
+                    self._file.seek(offset)
+                    data = self._file.read(count)
+                try:
+                    decoded = decode(data, index, jpegtables=page.jpegtables)
+                except Exception as error:  # tifffile's and imagecodecs' kinds of failure
+                    message = str(error).splitlines()[0] if str(error) else ""
+                    raise VolumeError(f"{self.label}: damaged or truncated TIFF "
+                                      f"({type(error).__name__}: {message})") from None  # fmt: skip
+                segment, (_, _, _, x, _), shape = decoded
+                if segment is None:  # an empty segment: zeros
+                    continue
+                segment = np.asarray(segment).reshape(shape)[0]  # length × width × samples
+                segment = segment[:rows, : width - x]
+                if planar:
+                    band[: segment.shape[0], x : x + segment.shape[1], plane] = segment[:, :, 0]
+                else:
+                    band[: segment.shape[0], x : x + segment.shape[1]] = segment
+        self._kept = (row, band)
+        return band
+
+    def close(self) -> None:
+        """Let go of the file."""
+        tif = getattr(self, "_tif", None)
+        if tif is not None:
+            tif.close()
+        self._file.close()
+
+
 # --- writing ----------------------------------------------------------------------
 
 
