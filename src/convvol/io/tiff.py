@@ -19,9 +19,12 @@ channels' names as GDAL band descriptions.
 from __future__ import annotations
 
 import html
+import logging
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import IO, Any, NamedTuple
 
 import numpy as np
@@ -93,20 +96,21 @@ def read_tiff(
     size = stream.seek(0, os.SEEK_END)
     stream.seek(0)
     try:
-        tif = tifffile.TiffFile(stream, name=label)
+        with _quiet():
+            tif = tifffile.TiffFile(stream, name=label)
     except tifffile.TiffFileError as error:
         raise NotForTifffile(str(error)) from None
     except Exception as error:  # the header is damaged: Pillow may still say more
         raise NotForTifffile(f"{type(error).__name__}: {error}") from None
-    with tif:
-        try:
-            pages = _image_pages(tif, label, max_pixels)
-            _check_segments(pages, label, size)
-            first = pages[0]
-            if first.photometric not in _SAMPLE_PHOTOMETRICS or first.bitspersample == 1:
-                raise NotForTifffile(f"photometric {first.photometric}")
-            if np.dtype(first.dtype).kind not in _SAMPLE_KINDS:
-                raise NotForTifffile(f"sample type {first.dtype}")
+    with tif, _quiet(), _failures(label):
+        pages = _image_pages(tif, label, max_pixels)
+        _check_segments(pages, label, size)
+        first = pages[0]
+        if not _sample_image(first):
+            raise NotForTifffile(f"photometric {first.photometric}, samples {first.dtype}")
+        declared = sum(_count(page.imagelength) * _count(page.imagewidth)
+                       * _count(page.samplesperpixel) for page in pages)  # fmt: skip
+        with _failures(label, declared * np.dtype(first.dtype).itemsize):
             series_volume = _series_channels(tif, label)
             stacked = True
             if series_volume is not None:  # channels of one image, as samples are
@@ -115,18 +119,73 @@ def read_tiff(
                 pixels, stacked = _page_stack(pages)
             else:
                 pixels, stacked = _as_hwc(first.asarray(maxworkers=1), first), False
-            info = _describe(first, pixels.dtype)
-            orientation = int(first.tags.valueof(_ORIENTATION, 1) or 1)
-        except (VolumeError, NotForTifffile):
-            raise
-        except MemoryError:
-            raise
-        except Exception as error:  # tifffile's and imagecodecs' many kinds of failure
-            message = str(error).splitlines()[0] if str(error) else ""
-            raise VolumeError(
-                f"{label}: damaged or truncated TIFF ({type(error).__name__}: {message})"
-            ) from None
+        info = _describe(first, pixels.dtype)
+        orientation = _orientation(first)
     return TiffRead(pixels, unit_divisor(pixels.dtype, values), info, orientation, stacked)
+
+
+_QUIET = threading.local()
+
+
+class _QuietFilter(logging.Filter):
+    """Drops tifffile's log records in a thread reading for convvol: a damaged file is
+    one line of convvol's, never tifffile's warnings on the user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_QUIET, "on", False)
+
+
+logging.getLogger("tifffile").addFilter(_QuietFilter())
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    before = getattr(_QUIET, "on", False)
+    _QUIET.on = True
+    try:
+        yield
+    finally:
+        _QUIET.on = before
+
+
+# A decoder that runs out of memory on an image declaring no more than this was misled
+# by its compressed stream (a Zstd or LZMA frame claiming a huge size): a damaged file.
+_SMALL_IMAGE_BYTES = 2**28
+
+
+@contextmanager
+def _failures(label: str, declared_bytes: int = 0) -> Iterator[None]:
+    """tifffile's and imagecodecs' many kinds of failure as one VolumeError."""
+    try:
+        yield
+    except (VolumeError, NotForTifffile, NotStreamable):
+        raise
+    except MemoryError:
+        if declared_bytes > _SMALL_IMAGE_BYTES:
+            raise
+        raise VolumeError(
+            f"{label}: damaged TIFF (a compressed strip or tile claims more data than "
+            "its image holds)"
+        ) from None
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise VolumeError(
+            f"{label}: damaged or truncated TIFF ({type(error).__name__}: {message[:200]})"
+        ) from None
+
+
+def _sample_image(page: Any) -> bool:
+    """Whether a page's samples are its values (not a palette, CMYK, YCbCr or 1-bit)."""
+    dtype = page.dtype
+    return (
+        page.photometric in _SAMPLE_PHOTOMETRICS and page.bitspersample > 1
+        and dtype is not None and np.dtype(dtype).kind in _SAMPLE_KINDS
+    )  # fmt: skip
+
+
+def _orientation(page: Any) -> int:
+    value = page.tags.valueof(_ORIENTATION, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _image_pages(tif: Any, label: str, max_pixels: int | None) -> list[Any]:
@@ -137,8 +196,8 @@ def _image_pages(tif: Any, label: str, max_pixels: int | None) -> list[Any]:
     for page in tif.pages:
         if not hasattr(page, "imagewidth"):  # a frame tifffile only indexed
             page = tif.pages.load(page) if hasattr(tif.pages, "load") else page
-        width, height = int(page.imagewidth), int(page.imagelength)
-        samples, depth = int(page.samplesperpixel), int(page.imagedepth)
+        width, height = _count(page.imagewidth), _count(page.imagelength)
+        samples, depth = _count(page.samplesperpixel), _count(page.imagedepth)
         if max_pixels is not None and width * height > max_pixels:
             raise _too_large(label, f"{width}×{height}", width * height, max_pixels, "pixels")
         total += width * height * samples * depth
@@ -158,6 +217,13 @@ def _image_pages(tif: Any, label: str, max_pixels: int | None) -> list[Any]:
     if not pages:
         raise VolumeError(f"{label}: the TIFF holds no image")
     return pages
+
+
+def _count(value: Any) -> int:
+    """A header's count (a damaged tag may hold a tuple or nothing): an int ≥ 0."""
+    if isinstance(value, tuple | list):
+        value = value[0] if value else 0
+    return max(int(value or 0), 0)
 
 
 def _too_large(label: str, what: str, amount: int, limit: int, unit: str) -> VolumeError:
@@ -298,6 +364,23 @@ class NotStreamable(Exception):
     orientation tag, ...): read it whole instead."""
 
 
+def _segment_layout(page: Any, label: str) -> tuple[int, int, int]:
+    """(rows per strip or tile, segments across, planes) of a page whose strips or tiles
+    are as many as its image needs (else VolumeError)."""
+    height, width = _count(page.imagelength), _count(page.imagewidth)
+    samples = _count(page.samplesperpixel)
+    tiled = bool(page.is_tiled)
+    step = _count(page.tilelength if tiled else page.rowsperstrip) or height
+    step = max(1, step if tiled else min(step, height))
+    across = -(-width // max(1, _count(page.tilewidth))) if tiled else 1
+    planes = samples if page.planarconfig == 2 and samples > 1 else 1
+    needed = planes * -(-height // step) * across
+    if len(page.dataoffsets) < needed:
+        raise VolumeError(f"{label}: the image needs {needed:,} strips or tiles but the file "
+                          f"has {len(page.dataoffsets):,}: it is damaged")  # fmt: skip
+    return step, across, planes
+
+
 class TiffRows:
     """One TIFF image read a band of rows at a time, decoding only the strips or tiles
     those rows lie in (the last row of them kept), for inputs larger than memory.
@@ -315,32 +398,33 @@ class TiffRows:
         self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
         try:
             size = os.fstat(self._file.fileno()).st_size
-            try:
-                self._tif = tifffile.TiffFile(self._file, name=label)
-            except Exception as error:  # read whole: Pillow or read_tiff says what is wrong
-                raise NotStreamable(str(error)) from None
-            pages = _image_pages(self._tif, label, max_pixels)
-            _check_segments(pages, label, size)
-            page = pages[0]
-            plain = (
-                len(pages) == 1 and not (self._tif.is_imagej or self._tif.is_ome)
-                and page.photometric in _SAMPLE_PHOTOMETRICS and page.bitspersample > 1
-                and np.dtype(page.dtype).kind in _SAMPLE_KINDS
-                and int(page.tags.valueof(_ORIENTATION, 1) or 1) == 1
-            )  # fmt: skip
-            if not plain:
-                raise NotStreamable("not one plain image of samples")
+            with _quiet():
+                try:
+                    self._tif = tifffile.TiffFile(self._file, name=label)
+                except Exception as error:  # read whole: Pillow or read_tiff says what
+                    raise NotStreamable(str(error)) from None
+            with _quiet(), _failures(label):
+                pages = _image_pages(self._tif, label, max_pixels)
+                _check_segments(pages, label, size)
+                page = pages[0]
+                plain = (
+                    len(pages) == 1 and not (self._tif.is_imagej or self._tif.is_ome)
+                    and _sample_image(page) and _orientation(page) == 1
+                )  # fmt: skip
+                if not plain:
+                    raise NotStreamable("not one plain image of samples")
+                info = _describe(page, np.dtype(page.dtype))
+                layout = _segment_layout(page, label)
         except BaseException:
             self.close()
             raise
         self._page = page
         self.label = label
         self.dtype = np.dtype(page.dtype)
-        self.shape = (int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel))
-        self.info = _describe(page, self.dtype)
-        self._tiled = bool(page.is_tiled)
-        self._segment_rows = int(page.tilelength if self._tiled else page.rowsperstrip)
-        self._segment_rows = max(1, min(self._segment_rows, self.shape[0]))
+        self.shape = (_count(page.imagelength), _count(page.imagewidth),
+                      _count(page.samplesperpixel))  # fmt: skip
+        self.info = info
+        self._segment_rows, self._across, self._planes = layout
         self._kept: tuple[int, np.ndarray] | None = None  # (segment row, its samples)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
@@ -359,15 +443,20 @@ class TiffRows:
         """The samples of one row of strips or tiles (all planes), decoded."""
         if self._kept is not None and self._kept[0] == row:
             return self._kept[1]
+        with _quiet(), _failures(self.label):
+            band = self._decode_row(row)
+        self._kept = (row, band)
+        return band
+
+    def _decode_row(self, row: int) -> np.ndarray:
         page, (height, width, samples) = self._page, self.shape
-        step = self._segment_rows
+        step, across = self._segment_rows, self._across
         rows = min(step, height - row * step)
         band = np.zeros((rows, width, samples), self.dtype)
-        planar = page.planarconfig == 2 and samples > 1
+        planar = self._planes > 1
         down = -(-height // step)
-        across = -(-width // int(page.tilewidth)) if self._tiled else 1
         decode = page.decode
-        for plane in range(samples if planar else 1):
+        for plane in range(self._planes):
             for column in range(across):
                 index = (plane * down + row) * across + column
                 offset, count = page.dataoffsets[index], page.databytecounts[index]
@@ -375,13 +464,8 @@ class TiffRows:
                 if count:
                     self._file.seek(offset)
                     data = self._file.read(count)
-                try:
-                    decoded = decode(data, index, jpegtables=page.jpegtables)
-                except Exception as error:  # tifffile's and imagecodecs' kinds of failure
-                    message = str(error).splitlines()[0] if str(error) else ""
-                    raise VolumeError(f"{self.label}: damaged or truncated TIFF "
-                                      f"({type(error).__name__}: {message})") from None  # fmt: skip
-                segment, (_, _, _, x, _), shape = decoded
+                segment, (_, _, _, x, _), shape = decode(data, index,
+                                                         jpegtables=page.jpegtables)  # fmt: skip
                 if segment is None:  # an empty segment: zeros
                     continue
                 segment = np.asarray(segment).reshape(shape)[0]  # length × width × samples
@@ -390,7 +474,6 @@ class TiffRows:
                     band[: segment.shape[0], x : x + segment.shape[1], plane] = segment[:, :, 0]
                 else:
                     band[: segment.shape[0], x : x + segment.shape[1]] = segment
-        self._kept = (row, band)
         return band
 
     def close(self) -> None:
