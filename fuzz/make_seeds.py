@@ -139,8 +139,8 @@ def tiff_seeds() -> dict[str, bytes]:
         options = {"photometric": "rgb"} if codec == "jpeg" else contig
         seeds[f"tiled-{codec}.tif"] = tiff_bytes(array, tile=(16, 16), compression=codec,
                                                  **options)  # fmt: skip
-    seeds["predictor-float.tif"] = tiff_bytes(rng.standard_normal((9, 7, 2)).astype(np.float32),
-                                              compression="zlib", predictor=3, **contig)  # fmt: skip
+    floats = rng.standard_normal((9, 7, 2)).astype(np.float32)
+    seeds["predictor-float.tif"] = tiff_bytes(floats, compression="zlib", predictor=3, **contig)
     seeds["strips.tif"] = tiff_bytes(five, rowsperstrip=2, compression="zlib", predictor=2,
                                      **contig)  # fmt: skip
     seeds["bigtiff.tif"] = tiff_bytes(five, bigtiff=True, **contig)
