@@ -541,3 +541,13 @@ def test_minmax_is_read_whole_even_under_max_memory(workdir: Path) -> None:
     whole, streamed = both_ways(workdir, "t.tif", "-f", "blur", "--scale", "minmax",
                                 "--channels", "keep")  # fmt: skip
     np.testing.assert_array_equal(streamed, whole)
+
+
+def test_a_tiff_at_a_url_keeps_its_sample_type(workdir: Path) -> None:
+    pytest.importorskip("fsspec")
+    stored = samples((10, 8), "uint16", seed=24)
+    tifffile.imwrite(workdir / "in.tif", stored)
+    (workdir / "identity.yaml").write_text(IDENTITY)
+    url = (workdir / "in.tif").as_uri()
+    ok(run("apply", url, "-f", "identity.yaml", "--channels", "keep", "-o", "out.tif"))
+    np.testing.assert_array_equal(tifffile.imread(workdir / "out.tif"), stored)

@@ -40,7 +40,7 @@ from convvol.io.formats import (
 from convvol.io.georef import grid_of
 from convvol.io.metadata import NO_INFO, ImageInfo, ReadImage
 from convvol.io.readers import pixels_to_volume, read_image
-from convvol.io.remote import is_url, path_key, read_url, url_exists, write_url
+from convvol.io.remote import is_url, path_key, read_url_image, url_exists, write_url
 from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr, zarr_output
 from convvol.io.tiff import DEFAULT_COMPRESSION, TiffSink, check_compression
 from convvol.io.writers import OutputSet, write_volume
@@ -449,8 +449,8 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
     if is_zarr(source):  # a Zarr array to images: read whole
         return ReadImage(streams.read_whole(source, max_pixels=options.max_pixels), 1.0)
     if is_url(source):
-        volume = read_url(source, channels=options.channels, max_pixels=options.max_pixels)
-        return ReadImage(volume, 1.0)
+        return read_url_image(source, channels=options.channels,
+                              max_pixels=options.max_pixels, values=options.values)  # fmt: skip
     return read_image(source, channels=options.channels, max_pixels=options.max_pixels,
                       values=options.values)  # fmt: skip
 
