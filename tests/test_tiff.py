@@ -551,3 +551,25 @@ def test_a_tiff_at_a_url_keeps_its_sample_type(workdir: Path) -> None:
     url = (workdir / "in.tif").as_uri()
     ok(run("apply", url, "-f", "identity.yaml", "--channels", "keep", "-o", "out.tif"))
     np.testing.assert_array_equal(tifffile.imread(workdir / "out.tif"), stored)
+
+
+def test_bigtiff_when_four_gib_would_not_hold_it(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BigTIFF is chosen from the result's size (the threshold lowered here: a test cannot
+    write 4 GiB), whole and streamed alike."""
+    import convvol.io.tiff
+
+    tifffile.imwrite(workdir / "in.tif", samples((40, 30), "uint16", seed=25))
+    ok(run("apply", "in.tif", "-f", "blur", "--channels", "keep", "-o", "small.tif"))
+    monkeypatch.setattr(convvol.io.tiff, "BIGTIFF_BYTES", 1000)
+    ok(run("apply", "in.tif", "-f", "blur", "--channels", "keep", "-o", "big.tif"))
+    ok(run("apply", "in.tif", "-f", "blur", "--channels", "keep", "-o", "big2.tif",
+           "--max-memory", "1K"))  # fmt: skip
+    with tifffile.TiffFile(workdir / "small.tif") as small:
+        assert not small.is_bigtiff
+        expected = small.asarray()
+    for name in ("big.tif", "big2.tif"):
+        with tifffile.TiffFile(workdir / name) as big:
+            assert big.is_bigtiff
+            np.testing.assert_array_equal(big.asarray(), expected)
