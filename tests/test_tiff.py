@@ -573,3 +573,10 @@ def test_bigtiff_when_four_gib_would_not_hold_it(
         with tifffile.TiffFile(workdir / name) as big:
             assert big.is_bigtiff
             np.testing.assert_array_equal(big.asarray(), expected)
+
+
+def test_a_large_z_stack_gets_the_hint_not_the_limit(workdir: Path) -> None:
+    stack = np.zeros((40, 64, 64), np.uint8)
+    tifffile.imwrite(workdir / "deep.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    refused(run("apply", "deep.tif", "-f", "blur", "-o", "out.tif", "--max-pixels", "10000"),
+            "40 Z slices", "hint:")  # fmt: skip

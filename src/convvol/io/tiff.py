@@ -103,6 +103,7 @@ def read_tiff(
     except Exception as error:  # the header is damaged: Pillow may still say more
         raise NotForTifffile(f"{type(error).__name__}: {error}") from None
     with tif, _quiet(), _failures(label):
+        _check_planes(tif, label)
         pages = _image_pages(tif, label, max_pixels)
         _check_segments(pages, label, size)
         first = pages[0]
@@ -253,11 +254,11 @@ def _check_segments(pages: Sequence[Any], label: str, size: int) -> None:
                 )
 
 
-def _series_channels(tif: Any, label: str) -> np.ndarray | None:
-    """An ImageJ or OME stack as H×W×C (its C, and S, axes as channels), None for other
-    files; Z or T planes are refused with a hint."""
+def _check_planes(tif: Any, label: str) -> None:
+    """Refuse, with a hint, an ImageJ or OME stack of Z slices or time points (before its
+    pages are counted against the limits: the hint is what such a file needs)."""
     if not (tif.is_imagej or tif.is_ome):
-        return None
+        return
     series = tif.series[0]
     sizes = dict(zip(series.axes, series.shape, strict=True))
     for axis, what in _PLANE_AXES.items():
@@ -269,6 +270,16 @@ def _series_channels(tif: Any, label: str) -> np.ndarray | None:
                 hint="save each plane as its own TIFF (e.g. tifffile.imwrite per plane, or "
                 "Fiji's Image > Stacks > Stack to Images) and filter them as a batch",
             )
+
+
+def _series_channels(tif: Any, label: str) -> np.ndarray | None:
+    """An ImageJ or OME stack as H×W×C (its C, and S, axes as channels), None for other
+    files."""
+    if not (tif.is_imagej or tif.is_ome):
+        return None
+    _check_planes(tif, label)
+    series = tif.series[0]
+    sizes = dict(zip(series.axes, series.shape, strict=True))
     others = [axis for axis, n in sizes.items() if n > 1 and axis not in "YX" and
               axis not in _CHANNEL_AXES]  # fmt: skip
     if others or "Y" not in sizes or "X" not in sizes:
