@@ -266,10 +266,11 @@ def test_gdal_metadata_keeps_dataset_items_and_names_the_bands() -> None:
 
 # --- any TIFF in ------------------------------------------------------------------------
 
-SAMPLE_TYPES = ["uint8", "uint16", "uint32", "int16", "int32", "float16", "float32", "float64"]
+SAMPLE_TYPES = ["uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32",
+                "float64"]  # fmt: skip
 
 
-@pytest.mark.parametrize("bands", [2, 3, 5, 8])
+@pytest.mark.parametrize("bands", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("planar", [False, True])
 @pytest.mark.parametrize("dtype", SAMPLE_TYPES)
 def test_multi_sample_tiffs_round_trip_bit_for_bit(
@@ -278,7 +279,9 @@ def test_multi_sample_tiffs_round_trip_bit_for_bit(
     """An identity bank with --channels keep and no other option gives the file back: the
     same samples (floats as float32), as one image of N samples."""
     stored = samples((9, 11, bands), dtype, seed=bands)
-    if planar:
+    if bands == 1:  # one sample: contiguous and planar are the same file
+        tifffile.imwrite(workdir / "in.tif", stored[:, :, 0], photometric="minisblack")
+    elif planar:
         tifffile.imwrite(workdir / "in.tif", np.moveaxis(stored, 2, 0), planarconfig="separate",
                          photometric="minisblack")  # fmt: skip
     else:
@@ -293,7 +296,7 @@ def test_multi_sample_tiffs_round_trip_bit_for_bit(
         back = tif.asarray()
     expected_type = "float32" if dtype.startswith("float") else dtype
     assert back.dtype == np.dtype(expected_type)
-    np.testing.assert_array_equal(back, stored.astype(expected_type))
+    np.testing.assert_array_equal(back.reshape(stored.shape), stored.astype(expected_type))
 
 
 @pytest.mark.parametrize("compression", ["zlib", "zstd", "lzw", "packbits", "lzma"])
@@ -352,6 +355,15 @@ def test_depth_auto_keeps_sixteen_bits_of_a_png(workdir: Path, identity: Path) -
         np.testing.assert_array_equal(np.asarray(image), stored)
     ok(run("apply", "twelve.png", "-f", identity, "--channels", "keep", "-o", "out.tif"))
     np.testing.assert_array_equal(tifffile.imread(workdir / "out.tif"), stored)
+
+
+def test_a_sixteen_bit_rgb_png_round_trips(workdir: Path, identity: Path) -> None:
+    stored = samples((7, 9, 3), "uint16", seed=26)
+    convvol.write_volume(workdir / "rgb48.png", stored, depth=16, quantized=True)
+    ok(run("apply", "rgb48.png", "-f", identity, "--channels", "keep", "-o", "out.png"))
+    pixels, divisor = convvol.read_pixels(workdir / "out.png", channels="keep")
+    np.testing.assert_array_equal(pixels, stored)
+    assert divisor == 65535
 
 
 def test_depth_auto_gives_eight_bits_from_npy(workdir: Path, identity: Path) -> None:
