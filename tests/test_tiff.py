@@ -592,3 +592,13 @@ def test_a_large_z_stack_gets_the_hint_not_the_limit(workdir: Path) -> None:
     tifffile.imwrite(workdir / "deep.tif", stack, imagej=True, metadata={"axes": "ZYX"})
     refused(run("apply", "deep.tif", "-f", "blur", "-o", "out.tif", "--max-pixels", "10000"),
             "40 Z slices", "hint:")  # fmt: skip
+
+
+def test_ome_tiff_channels_and_planes(workdir: Path) -> None:
+    channels = samples((3, 16, 20), "uint16", seed=27)
+    tifffile.imwrite(workdir / "c.ome.tif", channels, ome=True, metadata={"axes": "CYX"})
+    pixels, _ = convvol.read_pixels(workdir / "c.ome.tif", channels="keep")
+    np.testing.assert_array_equal(pixels, np.moveaxis(channels, 0, 2))
+    planes = np.zeros((4, 2, 16, 20), np.uint8)
+    tifffile.imwrite(workdir / "z.ome.tif", planes, ome=True, metadata={"axes": "ZCYX"})
+    refused(run("apply", "z.ome.tif", "-f", "blur", "-o", "out.tif"), "OME-TIFF", "4 Z slices")

@@ -195,8 +195,8 @@ def _image_pages(tif: Any, label: str, max_pixels: int | None) -> list[Any]:
     pages: list[Any] = []
     total = 0
     for page in tif.pages:
-        if not hasattr(page, "imagewidth"):  # a frame tifffile only indexed
-            page = tif.pages.load(page) if hasattr(tif.pages, "load") else page
+        if not hasattr(page, "imagewidth"):  # a frame: its own header, as checked here
+            page = page.aspage()
         width, height = _count(page.imagewidth), _count(page.imagelength)
         samples, depth = _count(page.samplesperpixel), _count(page.imagedepth)
         if max_pixels is not None and width * height > max_pixels:
