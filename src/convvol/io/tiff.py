@@ -4,8 +4,9 @@ with its georeferencing.
 
 Reading: every page's header is checked against ``max_pixels`` and every strip or tile
 against the file's size before anything is decoded. A single image gives H×W×S; a stack
-of same-size single-sample pages (as convvol 0.x wrote, ImageJ ``C`` stacks, tifffile's
-shaped stacks) gives one channel per page; ImageJ or OME stacks with Z or T planes are
+of same-size single-sample pages (as convvol wrote before it wrote N samples per pixel,
+tifffile's shaped stacks) gives one channel per page, and ImageJ or OME ``C`` stacks
+their channels; ImageJ or OME stacks with Z or T planes are
 refused with a hint. Reduced-resolution pages (overviews) and masks are not images of
 their own. Photometric kinds tifffile does not turn into samples (palettes, CMYK,
 YCbCr, 1-bit, ...) are left to Pillow, as are files tifffile cannot parse at all.
@@ -45,7 +46,7 @@ _CODECS = {"none": None, "deflate": "adobe_deflate", "zstd": "zstd", "lzw": "lzw
            "packbits": "packbits"}  # fmt: skip
 _LEVELLED = ("deflate", "zstd")
 # Photometric interpretations whose samples are the image's values.
-_MINISWHITE, _MINISBLACK, _RGB = 0, 1, 2
+_MINISBLACK, _RGB = 1, 2
 _SAMPLE_PHOTOMETRICS = (_MINISBLACK, _RGB)
 _REDUCED, _MASK = 1, 4  # NewSubfileType bits: an overview, a transparency mask
 _SAMPLE_KINDS = "uif"
@@ -155,14 +156,16 @@ _SMALL_IMAGE_BYTES = 2**28
 
 
 @contextmanager
-def _failures(label: str, declared_bytes: int = 0) -> Iterator[None]:
-    """tifffile's and imagecodecs' many kinds of failure as one VolumeError."""
+def _failures(label: str, declared_bytes: int | None = None) -> Iterator[None]:
+    """tifffile's and imagecodecs' many kinds of failure as one VolumeError. While
+    decoding an image of ``declared_bytes``, running out of memory is the file's fault
+    if the image is small; otherwise (and outside decoding) it is the machine's."""
     try:
         yield
     except (VolumeError, NotForTifffile, NotStreamable):
         raise
     except MemoryError:
-        if declared_bytes > _SMALL_IMAGE_BYTES:
+        if declared_bytes is None or declared_bytes > _SMALL_IMAGE_BYTES:
             raise
         raise VolumeError(
             f"{label}: damaged TIFF (a compressed strip or tile claims more data than "
@@ -201,12 +204,12 @@ def _image_pages(tif: Any, label: str, max_pixels: int | None) -> list[Any]:
         samples, depth = _count(page.samplesperpixel), _count(page.imagedepth)
         if max_pixels is not None and width * height > max_pixels:
             raise _too_large(label, f"{width}×{height}", width * height, max_pixels, "pixels")
+        if pages and int(page.subfiletype) & (_REDUCED | _MASK):
+            continue  # never decoded
         total += width * height * samples * depth
         if max_pixels is not None and total > VALUES_PER_PIXEL * max_pixels:
             what = f"pages up to {len(pages) + 1} of {width}×{height}×{samples}"
             raise _too_large(label, what, total, VALUES_PER_PIXEL * max_pixels, "values")
-        if pages and int(page.subfiletype) & (_REDUCED | _MASK):
-            continue
         if depth > 1:
             raise VolumeError(
                 f"{label}: a volumetric TIFF image ({depth} planes deep)",
@@ -296,10 +299,9 @@ def _page_stack(pages: Sequence[Any]) -> tuple[np.ndarray, bool]:
     """Pages of one size, one sample each, as channels; otherwise the first page."""
     first = pages[0]
     stackable = all(
-        page.samplesperpixel == 1 and page.shape[:2] == first.shape[:2]
-        and page.photometric in _SAMPLE_PHOTOMETRICS and np.dtype(page.dtype).kind in "uif"
+        page.samplesperpixel == 1 and page.shape[:2] == first.shape[:2] and _sample_image(page)
         for page in pages
-    )  # fmt: skip
+    )
     if not stackable:
         return _as_hwc(first.asarray(maxworkers=1), first), False
     layers = [page.asarray(maxworkers=1) for page in pages]
@@ -436,6 +438,7 @@ class TiffRows:
                       _count(page.samplesperpixel))  # fmt: skip
         self.info = info
         self._segment_rows, self._across, self._planes = layout
+        self._row_bytes = self._segment_rows * self.shape[1] * self.shape[2] * self.dtype.itemsize
         self._kept: tuple[int, np.ndarray] | None = None  # (segment row, its samples)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
@@ -454,7 +457,7 @@ class TiffRows:
         """The samples of one row of strips or tiles (all planes), decoded."""
         if self._kept is not None and self._kept[0] == row:
             return self._kept[1]
-        with _quiet(), _failures(self.label):
+        with _quiet(), _failures(self.label, self._row_bytes):
             band = self._decode_row(row)
         self._kept = (row, band)
         return band
