@@ -602,3 +602,14 @@ def test_ome_tiff_channels_and_planes(workdir: Path) -> None:
     planes = np.zeros((4, 2, 16, 20), np.uint8)
     tifffile.imwrite(workdir / "z.ome.tif", planes, ome=True, metadata={"axes": "ZCYX"})
     refused(run("apply", "z.ome.tif", "-f", "blur", "-o", "out.tif"), "OME-TIFF", "4 Z slices")
+
+
+def test_band_names_alone_are_not_metadata_to_warn_about(workdir: Path) -> None:
+    """A convvol TIFF (band names only in GDAL_METADATA) to PNG drops nothing that
+    matters: no warning."""
+    tifffile.imwrite(workdir / "in.tif", samples((8, 8, 3), "uint8", seed=28),
+                     photometric="rgb")  # fmt: skip
+    ok(run("apply", "in.tif", "-f", "blur", "-o", "mid.tif"))
+    result = run("apply", "mid.tif", "-f", "blur", "-o", "out.png")
+    ok(result)
+    assert "warning" not in result.stderr

@@ -357,7 +357,7 @@ def _describe(page: Any, dtype: np.dtype[Any]) -> ImageInfo:
         sample_type=np.dtype(dtype).name,
         georeference=geo if geo != GeoReference() else None,
         nodata=nodata,
-        gdal_metadata=_text(value(georef.GDAL_METADATA)),
+        gdal_metadata=_dataset_metadata(_text(value(georef.GDAL_METADATA))),
     )
 
 
@@ -602,6 +602,14 @@ def _nodata_text(nodata: float, dtype: np.dtype[Any]) -> str:
 
 
 _ITEM = re.compile(r"<Item\b[^>]*>.*?</Item>", re.DOTALL)
+
+
+def _dataset_metadata(xml: str | None) -> str | None:
+    """GDAL_METADATA as carried: None unless it has dataset items (band items describe
+    the input's bands, never the output's)."""
+    if xml and any("sample=" not in item for item in _ITEM.findall(xml)):
+        return xml
+    return None
 
 
 def gdal_metadata(names: Sequence[str], original: str | None = None) -> str | None:
