@@ -613,3 +613,17 @@ def test_band_names_alone_are_not_metadata_to_warn_about(workdir: Path) -> None:
     result = run("apply", "mid.tif", "-f", "blur", "-o", "out.png")
     ok(result)
     assert "warning" not in result.stderr
+
+
+def test_a_huge_tag_count_is_refused_cleanly(workdir: Path) -> None:
+    path = workdir / "tags.tif"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint8))
+    data = bytearray(path.read_bytes())
+    (ifd,) = struct.unpack_from("<I", data, 4)
+    struct.pack_into("<H", data, ifd, 0xFFFF)  # 65,535 tags declared, a dozen there
+    path.write_bytes(bytes(data))
+    result = run("apply", "tags.tif", "-f", "blur", "-o", "out.png")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "tags.tif" in result.stderr
+    assert not (workdir / "out.png").exists()

@@ -354,7 +354,7 @@ def _read_tiff(
     stream: BinaryIO, label: str, channels: str, max_pixels: int | None, values: str
 ) -> ReadImage | None:
     """A TIFF through tifffile (any samples, types, layouts, codecs); None for the kinds
-    Pillow reads better (palettes, CMYK, YCbCr, 1-bit) or a header tifffile cannot parse."""
+    Pillow reads better (palettes, CMYK, YCbCr, 1-bit)."""
     try:
         read = tiff.read_tiff(stream, label, max_pixels=max_pixels, values=values)
     except tiff.NotForTifffile:

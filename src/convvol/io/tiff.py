@@ -9,7 +9,7 @@ tifffile's shaped stacks) gives one channel per page, and ImageJ or OME ``C`` st
 their channels; ImageJ or OME stacks with Z or T planes are
 refused with a hint. Reduced-resolution pages (overviews) and masks are not images of
 their own. Photometric kinds tifffile does not turn into samples (palettes, CMYK,
-YCbCr, 1-bit, ...) are left to Pillow, as are files tifffile cannot parse at all.
+YCbCr, 1-bit, ...) are left to Pillow; headers tifffile cannot parse are refused.
 
 Writing: N channels as one contiguous image of N samples (RGB for three integer
 channels), compressed (``none``, ``deflate``, ``zstd``, ``lzw``, ``packbits``), BigTIFF
@@ -96,13 +96,10 @@ def read_tiff(
 
     size = stream.seek(0, os.SEEK_END)
     stream.seek(0)
-    try:
-        with _quiet():
-            tif = tifffile.TiffFile(stream, name=label)
-    except tifffile.TiffFileError as error:
-        raise NotForTifffile(str(error)) from None
-    except Exception as error:  # the header is damaged: Pillow may still say more
-        raise NotForTifffile(f"{type(error).__name__}: {error}") from None
+    # A header tifffile cannot parse (huge tag counts, tag lists beyond the file, ...) is
+    # refused, not handed to Pillow, which reads what it can of such files.
+    with _quiet(), _failures(label):
+        tif = tifffile.TiffFile(stream, name=label)
     with tif, _quiet(), _failures(label):
         _check_planes(tif, label)
         pages = _image_pages(tif, label, max_pixels)
