@@ -435,7 +435,10 @@ class TiffRows:
                       _count(page.samplesperpixel))  # fmt: skip
         self.info = info
         self._segment_rows, self._across, self._planes = layout
-        self._row_bytes = self._segment_rows * self.shape[1] * self.shape[2] * self.dtype.itemsize
+        # What one row of segments holds of the image: a decoder that runs out of memory
+        # on less was misled by the file (a tile declared far larger than the image).
+        rows = min(self._segment_rows, self.shape[0])
+        self._row_bytes = rows * self.shape[1] * self.shape[2] * self.dtype.itemsize
         self._kept: tuple[int, np.ndarray] | None = None  # (segment row, its samples)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
