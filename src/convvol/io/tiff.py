@@ -20,7 +20,6 @@ channels' names as GDAL band descriptions.
 from __future__ import annotations
 
 import html
-import logging
 import os
 import re
 import threading
@@ -124,21 +123,22 @@ def read_tiff(
 
 
 _QUIET = threading.local()
+_FILTERED: list[bool] = []  # the filter is installed on first use (logging costs start-up)
 
 
-class _QuietFilter(logging.Filter):
-    """Drops tifffile's log records in a thread reading for convvol: a damaged file is
-    one line of convvol's, never tifffile's warnings on the user's terminal."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_QUIET, "on", False)
-
-
-logging.getLogger("tifffile").addFilter(_QuietFilter())
+def _drop_while_quiet(record: object) -> bool:
+    """tifffile's log records are dropped in a thread reading for convvol: a damaged file
+    is one line of convvol's, never tifffile's warnings on the user's terminal."""
+    return not getattr(_QUIET, "on", False)
 
 
 @contextmanager
 def _quiet() -> Iterator[None]:
+    if not _FILTERED:
+        import logging
+
+        logging.getLogger("tifffile").addFilter(_drop_while_quiet)
+        _FILTERED.append(True)
     before = getattr(_QUIET, "on", False)
     _QUIET.on = True
     try:
