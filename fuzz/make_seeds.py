@@ -1,6 +1,6 @@
 """Write the seed corpora: small banks and small images/volumes of every kind convvol reads.
 
-    python fuzz/make_seeds.py    # (re)writes fuzz/corpus/{bank,volume}/seed-*
+    python fuzz/make_seeds.py    # (re)writes fuzz/corpus/{bank,volume,tiff}/seed-*
 
 Seeds are where the fuzzer starts; what it finds is merged into the same directories
 (see fuzz/run.py). Every file is tiny, so the corpus in the repository stays small.
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 from convvol.io import write_volume
@@ -100,9 +102,74 @@ def volume_seeds() -> dict[str, bytes]:
     return seeds
 
 
+def tiff_bytes(array: np.ndarray, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **options)
+    return buffer.getvalue()
+
+
+def with_size(data: bytes, width: int, height: int) -> bytes:
+    """A little-endian classic TIFF whose first page declares width × height."""
+    out = bytearray(data)
+    (ifd,) = struct.unpack_from("<I", out, 4)
+    (count,) = struct.unpack_from("<H", out, ifd)
+    for entry in range(count):
+        at = ifd + 2 + 12 * entry
+        tag = struct.unpack_from("<H", out, at)[0]
+        if tag in (256, 257):
+            struct.pack_into("<HHII", out, at, tag, 4, 1, width if tag == 256 else height)
+    return bytes(out)
+
+
+def tiff_seeds() -> dict[str, bytes]:
+    """Tiny TIFFs of every kind the TIFF reader takes: layouts, types, codecs, stacks,
+    GeoTIFF tags, and the hostile ones it refuses."""
+    rng = np.random.default_rng(14)
+    contig = {"photometric": "minisblack", "planarconfig": "contig"}
+    seeds = {}
+    for dtype in ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32",
+                  "float64"):  # fmt: skip
+        values = rng.integers(0, 100, (6, 5, 3)).astype(dtype)
+        seeds[f"{dtype}.tif"] = tiff_bytes(values, **contig)
+    five = rng.integers(0, 65535, (6, 5, 5)).astype(np.uint16)
+    seeds["planar5.tif"] = tiff_bytes(np.moveaxis(five, 2, 0), photometric="minisblack",
+                                      planarconfig="separate")  # fmt: skip
+    for codec in ("zlib", "zstd", "lzw", "packbits", "lzma", "jpeg"):
+        array = rng.integers(0, 255, (20, 36, 3)).astype(np.uint8)
+        options = {"photometric": "rgb"} if codec == "jpeg" else contig
+        seeds[f"tiled-{codec}.tif"] = tiff_bytes(array, tile=(16, 16), compression=codec,
+                                                 **options)  # fmt: skip
+    floats = rng.standard_normal((9, 7, 2)).astype(np.float32)
+    seeds["predictor-float.tif"] = tiff_bytes(floats, compression="zlib", predictor=3, **contig)
+    seeds["strips.tif"] = tiff_bytes(five, rowsperstrip=2, compression="zlib", predictor=2,
+                                     **contig)  # fmt: skip
+    seeds["bigtiff.tif"] = tiff_bytes(five, bigtiff=True, **contig)
+    seeds["imagej-c.tif"] = tiff_bytes(five[:, :, :3].transpose(2, 0, 1), imagej=True,
+                                       metadata={"axes": "CYX"})  # fmt: skip
+    seeds["imagej-z.tif"] = tiff_bytes(rng.integers(0, 9, (3, 2, 4, 4)).astype(np.uint16),
+                                       imagej=True, metadata={"axes": "ZCYX"})  # fmt: skip
+    seeds["shaped-stack.tif"] = tiff_bytes(five.transpose(2, 0, 1))
+    geo = [(33550, "d", 3, (10.0, 10.0, 0.0), True),
+           (33922, "d", 6, (0.0, 0.0, 0.0, 5e5, 4.1e6, 0.0), True),
+           (34735, "H", 8, (1, 1, 0, 1, 1024, 0, 1, 1), True),
+           (42113, "s", 0, "-9999", True)]  # fmt: skip
+    seeds["geotiff.tif"] = tiff_bytes(five.astype(np.float32), extratags=geo, **contig)
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer) as tif:
+        tif.write(five[:, :, 0], subifds=0)
+        tif.write(five[::2, ::2, 0], subfiletype=1)
+    seeds["overview.tif"] = buffer.getvalue()
+    bomb = tiff_bytes(np.zeros((64, 64), np.uint8), compression="zstd")
+    seeds["bomb-zstd.tif"] = with_size(bomb, 100_000, 100_000)
+    whole = tiff_bytes(five, **contig)
+    seeds["truncated.tif"] = whole[: len(whole) // 2]
+    return seeds
+
+
 def main() -> None:
     bank_dir, volume_dir = HERE / "corpus" / "bank", HERE / "corpus" / "volume"
-    for directory in (bank_dir, volume_dir):
+    tiff_dir = HERE / "corpus" / "tiff"
+    for directory in (bank_dir, volume_dir, tiff_dir):
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("seed-*"):
             old.unlink()
@@ -112,6 +179,8 @@ def main() -> None:
         (bank_dir / f"seed-{name}").write_text(text, encoding="utf-8")
     for name, data in volume_seeds().items():
         (volume_dir / f"seed-{name}").write_bytes(data)
+    for name, data in tiff_seeds().items():
+        (tiff_dir / f"seed-{name}").write_bytes(data)
 
 
 if __name__ == "__main__":

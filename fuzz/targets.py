@@ -9,6 +9,8 @@ weights, a volume is a finite float32 H×W×C array.
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -16,6 +18,7 @@ import numpy as np
 from convvol.bank import Bank, bank_from_bytes
 from convvol.errors import ConvvolError
 from convvol.io import read_volume
+from convvol.io.tiff import NotStreamable, TiffRows
 
 # Small enough that every decoded input is quick, so the fuzzer explores instead of
 # decoding; the limit itself is what a larger input meets (and it is tested on its own).
@@ -61,3 +64,40 @@ def check_volume(data: bytes) -> None:
             assert volume.ndim == 3
             assert min(volume.shape) >= 1
             assert np.isfinite(volume).all()
+
+
+def check_tiff(data: bytes) -> None:
+    """Read ``data`` as a TIFF every way convvol does: whole, as RGB and as the file's own
+    channels, its integers as fractions and as their own numbers; and a band of rows at a
+    time, as a TIFF larger than memory is read (from a file: it needs one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for channels, values in (("keep", "unit"), ("rgb", "native")):
+            try:
+                volume = read_volume(io.BytesIO(data), channels=channels,
+                                     max_pixels=FUZZ_MAX_PIXELS, values=values)  # fmt: skip
+            except ConvvolError:
+                break
+            assert volume.dtype == np.float32
+            assert volume.ndim == 3
+            assert min(volume.shape) >= 1
+            assert np.isfinite(volume).all()
+        handle, path = tempfile.mkstemp(suffix=".tif")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            try:
+                rows = TiffRows(path, max_pixels=FUZZ_MAX_PIXELS)
+            except (ConvvolError, NotStreamable):
+                return
+            try:
+                height = rows.shape[0]
+                for first in range(0, height, max(1, height // 3)):
+                    band = rows[first : first + 5]
+                    assert band.shape[1:] == rows.shape[1:]
+            except ConvvolError:
+                return
+            finally:
+                rows.close()
+        finally:
+            os.unlink(path)

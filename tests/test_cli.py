@@ -140,7 +140,7 @@ def test_npy_output_is_the_raw_response(workdir: Path) -> None:
 def test_tiff_output_keeps_every_channel(workdir: Path, rgba_image: Path) -> None:
     result = run("apply", rgba_image, "--channels", "keep", "-f", "blur", "-o", "blur.tif")
     assert result.exit_code == 0, result.output
-    volume = convvol.read_volume(workdir / "blur.tif")
+    volume = convvol.read_volume(workdir / "blur.tif", channels="keep")
     assert volume.shape == (12, 10, 4)
 
 

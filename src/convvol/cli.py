@@ -42,6 +42,7 @@ from convvol.io.formats import (
 )
 from convvol.io.readers import CHANNEL_MODES, FRAME_MODES, read_volume
 from convvol.io.streams import is_zarr
+from convvol.io.tiff import COMPRESSIONS, DEFAULT_COMPRESSION
 from convvol.io.writers import write_volume
 from convvol.jobs import (
     DEFAULT_SPLIT_TEMPLATE,
@@ -55,7 +56,7 @@ from convvol.jobs import (
 from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
 from convvol.pipeline import resolve_stack
-from convvol.scaling import SCALES
+from convvol.scaling import DEPTH_CHOICES, SCALES, VALUES
 from convvol.settings import (
     ACTIVATIONS,
     ALPHAS,
@@ -431,18 +432,36 @@ def cli(debug: bool) -> None:
 @scale_option
 @click.option(
     "--depth",
-    type=HintedChoice(["8", "16"]),
-    default="8",
+    type=HintedChoice(list(DEPTH_CHOICES)),
+    default="auto",
     show_default=True,
-    help="Bits per pixel value (16 for PNG and TIFF).",
+    help="Output samples: auto takes the input's own type (8-bit in, 8-bit out; 16 → 16; "
+    "float → float32 TIFF; .npy/Zarr → 8); 8 or 16 bits (16 for PNG and TIFF); float: raw "
+    "float32 samples, TIFF only.",
+)
+@click.option(
+    "--values",
+    type=HintedChoice(list(VALUES)),
+    default="unit",
+    show_default=True,
+    help="Integer samples read as unit (divided by their type's maximum: [0, 1]) or "
+    "native (their own numbers: a uint16 3000 is 3000.0, and integer outputs store the "
+    "rounded response clipped to their type).",
+)
+@click.option(
+    "--compress",
+    type=HintedChoice(list(COMPRESSIONS)),
+    default=DEFAULT_COMPRESSION,
+    show_default=True,
+    help="TIFF outputs' lossless codec (deflate and zstd at --compress-level).",
 )
 @click.option(
     "--compress-level",
     type=click.IntRange(0, 9),
     default=DEFAULT_COMPRESS_LEVEL,
     show_default=True,
-    help="PNG deflate level: 1 is fast (ISA-L when installed; OpenCV's level), 6 is "
-    "Pillow's default, 9 is smallest.",
+    help="PNG and TIFF deflate level (and TIFF zstd's; 0: zstd's default): 1 is fast "
+    "(ISA-L when installed; OpenCV's level), 6 is Pillow's default, 9 is smallest.",
 )
 @click.option("--explain", is_flag=True, help="Print each layer's method and estimate on stderr.")
 @click.option(
@@ -472,6 +491,8 @@ def apply(
     channels: str,
     scale: str,
     depth: str,
+    values: str,
+    compress: str,
     compress_level: int,
     explain: bool,
     montage: str | None,
@@ -510,6 +531,7 @@ def apply(
         convvol apply big.npy -f blur -o big_blur.npy --max-memory 512M
         convvol apply photo.jpg -f gradients --expr 'magnitude = hypot(sobel_x, sobel_y)'
         convvol apply dem.npy -f blur --nodata -9999 --missing interpolate -o dem_blur.npy
+        convvol apply scene.tif -f blur --channels keep -o scene_blur.tif
     """
     banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
     banks = with_expressions(banks, expressions)
@@ -541,9 +563,10 @@ def apply(
         _check_template(montage, split=False, option="'--montage'")
     options = JobOptions(
         banks=banks, template=template, labels=bank_names, split=split, format_name=format_name,
-        channels=channels, settings=settings, scale=scale, depth=int(depth),
-        compress_level=compress_level, max_memory=max_memory, max_output=max_output or None,
-        max_pixels=max_pixels,
+        channels=channels, settings=settings, scale=scale,
+        depth=int(depth) if depth.isdigit() else depth, values=values, compress=compress,
+        compress_level=compress_level, max_memory=max_memory,
+        max_output=max_output or None, max_pixels=max_pixels,
         skip_existing=skip_existing, montage=montage, keep_volume=preview,
         strip=strip, linear=linear, quality=quality, lossless=lossless, frames=frames,
         nodata=nodata, mask=mask_path,

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -64,6 +64,14 @@ def run_frames(
     """Filter every frame of an animation with the same planned layers, frames in
     parallel on threads (the engine releases the GIL), and write them back: as an animated
     GIF, WebP or PNG, or one file per frame."""
+    if options.depth == "auto":  # frames are read as 8-bit pixels
+        options = replace(options, depth=8)
+    if not isinstance(options.depth, int):
+        raise ParameterError(
+            f"{item.label}: --depth {options.depth} writes TIFF samples, and an animation's "
+            "frames are written as images of 8 or 16 bits",
+            hint="use --depth 8 or 16, or --frames first",
+        )
     frames = read.frames
     count = len(frames)
     names = layers[-1].names
@@ -168,7 +176,7 @@ def _frame_outputs(
     return wanted
 
 
-def _check_animated(fmt: Format, channels: int, depth: int, target: str) -> None:
+def _check_animated(fmt: Format, channels: int, depth: int | str, target: str) -> None:
     check_encodable(fmt, channels, depth, target)
     if depth != 8:
         raise ParameterError(

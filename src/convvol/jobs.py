@@ -35,11 +35,14 @@ from convvol.io.formats import (
     check_encodable,
     format_for_path,
     format_named,
+    resolve_depth,
 )
+from convvol.io.georef import grid_of
 from convvol.io.metadata import NO_INFO, ImageInfo, ReadImage
 from convvol.io.readers import pixels_to_volume, read_image
-from convvol.io.remote import is_url, path_key, read_url, url_exists, write_url
+from convvol.io.remote import is_url, path_key, read_url_image, url_exists, write_url
 from convvol.io.streams import NpySink, NpySource, RowSource, ZarrSink, is_zarr, zarr_output
+from convvol.io.tiff import DEFAULT_COMPRESSION, TiffSink, check_compression
 from convvol.io.writers import OutputSet, write_volume
 from convvol.limits import (
     DEFAULT_BUDGET,
@@ -60,7 +63,13 @@ from convvol.pipeline import (
     render_plans,
     run_plans,
 )
-from convvol.scaling import linear_to_srgb
+from convvol.scaling import (
+    check_scale,
+    linear_to_srgb,
+    pixels_into,
+    sample_type,
+    to_pixels,
+)
 from convvol.settings import Settings
 
 DEFAULT_TEMPLATE = "{stem}_{bank}.png"
@@ -104,7 +113,7 @@ class JobOptions:
     channels: str = "rgb"
     settings: Settings = field(default_factory=Settings)
     scale: str = "clip"
-    depth: int = 8
+    depth: int | str = "auto"  # 8, 16, "float", or "auto": the input's own sample type
     compress_level: int = DEFAULT_COMPRESS_LEVEL
     max_memory: int | None = None  # bytes per file (out-of-core budget, engine share)
     max_output: int | None = DEFAULT_MAX_OUTPUT  # bytes one output may take (0/None: any)
@@ -112,6 +121,8 @@ class JobOptions:
     skip_existing: bool = False
     montage: str | None = None  # a contact sheet's template (one input at a time)
     keep_volume: bool = False  # hand the float result back (for a preview)
+    values: str = "unit"  # integer samples read as fractions of their range, or "native"
+    compress: str = DEFAULT_COMPRESSION  # TIFF outputs' codec
     strip: bool = False  # drop the input's metadata from the outputs
     linear: bool = False  # filter in linear light (sRGB decoded before, encoded after)
     quality: int | None = None  # JPEG and WebP quality, 1-100 (None: DEFAULT_QUALITY)
@@ -188,14 +199,21 @@ def run_job(
         single is not None
         and options.montage is None
         and not options.keep_volume
-        and streams.can_stream(source, single, split=False, format_name=options.format_name)
+        and streams.can_stream(
+            source,
+            single,
+            split=False,
+            format_name=options.format_name,
+            tiffs=options.max_memory is not None and options.scale != "minmax",
+        )
     ):
         if options.linear:
             raise linear_streamed_error(item.label)
         return _stream(item, single, options, threads, explain, started)
 
     with reading():
-        read = _missing_pixels(item, options, _read(item, options))
+        raw = _read(item, options)
+        read = _missing_pixels(item, options, raw)
     read = photo_input(read, item, options)
     stored, divisor = read.pixels, read.divisor
     keep_hint = "; without --channels keep, images are read as RGB"
@@ -215,7 +233,8 @@ def run_job(
         return run_frames(item, options, read, layers, threads=threads, started=started)
     names = layers[-1].names
     fields = options.fields(item)
-    targets, formats = _targets(source, options, fields, names, read.info)
+    targets, formats, depth = _targets(source, options, fields, names, read.info)
+    kind = sample_type(depth)
     if targets and options.skip_existing and all(map(target_exists, targets)):
         return _skipped(item, targets, started)
     sheet = (
@@ -225,39 +244,58 @@ def run_job(
     )
     # Only image files to write: the last layer goes straight to pixels, band by band,
     # never held as floats (the same pixels, less memory and time).
-    as_pixels = sheet is None and not options.keep_volume and all(f.name != "npy" for f in formats)
+    missing = holds_nan(stored)  # missing pixels were marked: they are NaN in the outcome
+    # Integer TIFFs store missing outputs as their nodata value: from the float outcome.
+    tiff_nodata = (missing and kind.kind in "iu" and sheet is None and not options.keep_volume
+                   and bool(formats) and all(f.name == "tiff" for f in formats))  # fmt: skip
+    as_pixels = (sheet is None and not options.keep_volume and kind.kind in "iu"
+                 and all(f.name != "npy" for f in formats) and not tiff_nodata)  # fmt: skip
     rendered = as_pixels and options.scale != "minmax"  # minmax needs every value first
     check_memory(
         layers, label=item.label, input_bytes=stored.nbytes,
-        output_bytes=options.depth // 8 if rendered else 4,
-        writing=_writing_cost(formats, options.to_stdout, options.depth, as_pixels),
+        output_bytes=kind.itemsize if rendered else 4,
+        writing=_writing_cost(formats, options.to_stdout, kind.itemsize, as_pixels),
     )  # fmt: skip
     height, width, depth_out = layers[-1].out_shape
     shape = (height, width, 1 if options.split else depth_out)
-    files = [(target, fmt.largest_file(shape, options.depth))
+    files = [(target, fmt.largest_file(shape, 8 * kind.itemsize))
              for target, fmt in zip(targets, formats, strict=False)]  # fmt: skip
     if sheet is not None:
         files.append((sheet[0], SHEET_BYTES))
     _check_files(files, options.max_output, explain)
     transfer = linear_to_srgb if options.linear else None
     if as_pixels:
-        outcome = render_plans(stored, layers, scale=options.scale, depth=options.depth,
-                               divisor=divisor, threads=threads, transfer=transfer)  # fmt: skip
+        outcome = render_plans(stored, layers, scale=options.scale, depth=depth,
+                               divisor=divisor, threads=threads, transfer=transfer,
+                               values=options.values)  # fmt: skip
     else:
         outcome = run_plans(stored, layers, divisor=divisor, threads=threads)
         outcome = outcome if transfer is None else transfer(outcome)
     # With several layers, a channel's name alone does not say which bank made it.
     many = len(options.banks) > 1
     labels = tuple(f"{options.banks[-1].name}/{name}" if many else name for name in names)
+    carried = NO_INFO if options.strip else carried_info(read.info, layers)
+    nodata = _missing_nodata(options, carried, raw.divisor, kind, missing)
+    if tiff_nodata:  # pixels now, missing outputs the nodata value (0 without one)
+        outcome, as_pixels = _with_nodata(outcome, options, depth, nodata or 0.0), True
     with OutputSet() as outputs:
         if sheet is not None:  # first, so that a failure here leaves stdout untouched
             shown_input = pixels_to_volume(stored, divisor)
             if options.linear:
                 shown_input = linear_to_srgb(shown_input)
             _write_sheet(outputs, sheet, item, options, shown_input, outcome, labels)
-        info = output_info(read.info, options, 1 if options.split else depth_out)
-        _write(outputs, outcome, targets, formats, options, quantized=as_pixels, info=info)
+        info = output_info(carried, options, 1 if options.split else depth_out)
+        _write(outputs, outcome, targets, formats, options, quantized=as_pixels, info=info,
+               depth=depth, labels=labels, nodata=nodata)  # fmt: skip
     lines = []  # nothing for standard output: the data says it all
+    dropped = carried.geospatial
+    lost = [target for target, fmt in zip(targets or ["-"], formats, strict=False)
+            if fmt.name != "tiff"]  # fmt: skip
+    if dropped and lost:
+        where = "standard output" if lost[0] == "-" else shown(lost)
+        lines.append(f"warning: {where} ({formats[0].name.upper()}) cannot hold the input's "
+                     f"{', '.join(dropped)}: dropped (write .tif to keep it; --strip: "
+                     "no warning)")  # fmt: skip
     if targets:
         lines.append(f"wrote {shown(targets)}: {height}×{width}×{depth_out} from {source}")
     if sheet is not None:
@@ -277,14 +315,16 @@ def _targets(
     fields: dict[str, str],
     names: Sequence[str],
     info: ImageInfo = NO_INFO,
-) -> tuple[list[str], list[Format]]:
-    """The files an input's result goes to (none for standard output) and their formats,
-    checked before any work: clashes, the input, directories, what the format can hold."""
+) -> tuple[list[str], list[Format], int | str]:
+    """The files an input's result goes to (none for standard output), their formats and
+    sample type (``--depth``, or the input's own for ``auto``), checked before any work:
+    clashes, the input, directories, what the format can hold."""
     if options.to_stdout:
         stdout_format = format_named(options.format_name or "png")
-        check_encodable(stdout_format, len(names), options.depth, "standard output",
+        depth = resolve_depth(options.depth, info.sample_type, stdout_format)
+        check_encodable(stdout_format, len(names), depth, "standard output",
                         with_alpha=info.alpha_channel == len(names) - 1)  # fmt: skip
-        return [], [stdout_format]
+        return [], [stdout_format], depth
     targets = (
         [options.template.format(name=name, index=index, **fields)
          for index, name in enumerate(names)]
@@ -293,11 +333,61 @@ def _targets(
     )  # fmt: skip
     check_targets(targets, source)
     formats = [_format(options.format_name, target) for target in targets]
+    depth = resolve_depth(options.depth, info.sample_type, formats[0])
     for target, fmt in zip(targets, formats, strict=True):
         channels = 1 if options.split else len(names)
-        check_encodable(fmt, channels, options.depth, target,
+        check_encodable(fmt, channels, depth, target,
                         with_alpha=info.alpha_channel == channels - 1)  # fmt: skip
-    return targets, formats
+    return targets, formats, depth
+
+
+def carried_info(info: ImageInfo, layers: Sequence[LayerPlan]) -> ImageInfo:
+    """The input's description as the output's: its georeferencing moved to the output's
+    grid (stride, padding and dilation: see :mod:`convvol.io.georef`)."""
+    if info.georeference is None:
+        return info
+    stride, shift_y, shift_x = grid_of(layers)
+    return replace(info, georeference=info.georeference.regridded(stride, shift_y, shift_x))
+
+
+def _missing_nodata(
+    options: JobOptions, carried: ImageInfo, divisor: float, kind: np.dtype[Any], missing: bool
+) -> float | None:
+    """The nodata tag of a job's TIFF outputs: NaN for float samples when pixels were
+    missing (they are written as NaN), else the input's nodata (``--nodata``, else the
+    file's own) in the output's units; None without one."""
+    if kind.kind == "f" and missing:
+        return float("nan")
+    given = options.nodata if options.nodata is not None else carried.nodata
+    return output_nodata(given, divisor, kind, options.values)
+
+
+def _with_nodata(
+    outcome: np.ndarray, options: JobOptions, depth: int | str, nodata: float
+) -> np.ndarray:
+    """A float outcome as integer pixels, its missing (NaN) outputs the nodata value."""
+    pixels = to_pixels(outcome, options.scale, depth, values=options.values)
+    pixels[np.isnan(outcome)] = nodata
+    return pixels
+
+
+def output_nodata(
+    nodata: float | None, divisor: float, kind: np.dtype[Any], values: str
+) -> float | None:
+    """The input's nodata value (in its stored units) in the output's units: the volume's
+    value for float samples and ``native`` values, scaled to the integer type for
+    ``unit`` values; None where the output type cannot hold it."""
+    if nodata is None:
+        return None
+    value = nodata / divisor
+    if kind.kind == "f":
+        return value
+    if not np.isfinite(value):
+        return None
+    if values == "unit":
+        value *= float(np.iinfo(kind).max)
+    info = np.iinfo(kind)
+    return float(np.clip(np.rint(value), info.min, info.max))
 
 
 def _write(
@@ -309,27 +399,40 @@ def _write(
     *,
     quantized: bool,
     info: ImageInfo = NO_INFO,
+    depth: int | str = 8,
+    labels: Sequence[str] = (),
+    nodata: float | None = None,
 ) -> None:
     """The result to standard output, to fsspec URLs (each object whole), or to files
     (all or nothing, with the rest of ``outputs``); ``info`` is the input's description,
-    for the formats that can carry it."""
-    encoding = _encoding(options, quantized=quantized, info=info)
+    for the formats that can carry it, ``labels`` the channels' names, ``nodata`` the
+    TIFF tag of missing pixels (in the output's units)."""
+    encoding = _encoding(options, quantized=quantized, info=info, depth=depth, nodata=nodata)
     if options.to_stdout:
-        write_volume("-", outcome, format=formats[0].name, **encoding)
+        write_volume("-", outcome, format=formats[0].name, names=labels, **encoding)
         return
-    jobs = [(target, _channel(outcome, index, options.split), fmt)
+    jobs = [(target, _channel(outcome, index, options.split), fmt,
+             {"names": labels[index : index + 1] if options.split else tuple(labels)})
             for index, (target, fmt) in enumerate(zip(targets, formats, strict=True))]  # fmt: skip
     if is_url(targets[0]):
-        for target, volume, fmt in jobs:
-            write_url(target, volume, fmt, encoding)
+        for target, volume, fmt, own in jobs:
+            write_url(target, volume, fmt, encoding | own)
     else:
         outputs.write_all(jobs, **encoding)
 
 
-def _encoding(options: JobOptions, *, quantized: bool, info: ImageInfo) -> dict[str, Any]:
-    """The keywords every output of a run is encoded with."""
-    return {"scale": options.scale, "depth": options.depth,
+def _encoding(
+    options: JobOptions,
+    *,
+    quantized: bool,
+    info: ImageInfo,
+    depth: int | str | None = None,
+    nodata: float | None = None,
+) -> dict[str, Any]:
+    """The keywords every output of a run is encoded with (``depth``: the resolved one)."""
+    return {"scale": options.scale, "depth": options.depth if depth is None else depth,
             "compress_level": options.compress_level, "quantized": quantized, "info": info,
+            "values": options.values, "compress": options.compress, "nodata": nodata,
             "quality": options.quality, "lossless": options.lossless}  # fmt: skip
 
 
@@ -430,12 +533,12 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
     if is_zarr(source):  # a Zarr array to images: read whole
         return ReadImage(streams.read_whole(source, max_pixels=options.max_pixels), 1.0)
     if is_url(source):
-        volume = read_url(source, channels=options.channels, max_pixels=options.max_pixels)
-        return ReadImage(volume, 1.0)
+        return read_url_image(source, channels=options.channels,
+                              max_pixels=options.max_pixels, values=options.values)  # fmt: skip
     # A contact sheet or a preview shows one picture: an animation's first frame.
     frames = "first" if options.montage is not None or options.keep_volume else options.frames
     return read_image(source, channels=options.channels, max_pixels=options.max_pixels,
-                      frames=frames)  # fmt: skip
+                      frames=frames, values=options.values)  # fmt: skip
 
 
 def _alpha_settings(settings: Settings, info: ImageInfo) -> Settings:
@@ -519,7 +622,9 @@ def directory_error(target: str) -> ParameterError:
     )
 
 
-def _writing_cost(formats: Sequence[Format], to_stdout: bool, depth: int, as_pixels: bool) -> float:
+def _writing_cost(
+    formats: Sequence[Format], to_stdout: bool, sample_bytes: int, as_pixels: bool
+) -> float:
     """Memory for writing the result, as a multiple of its bytes in memory (an estimate).
 
     Pixels made from floats, PNG's filtered rows and the compressed bytes come beside the
@@ -531,7 +636,7 @@ def _writing_cost(formats: Sequence[Format], to_stdout: bool, depth: int, as_pix
     elif as_pixels:
         cost = 2.0
     else:
-        cost = 3 * (depth // 8) / 4
+        cost = 3 * sample_bytes / 4
     return cost + (1.0 if to_stdout else 0.0)
 
 
@@ -599,8 +704,9 @@ def _stream(
     explain: Explain | None,
     started: float,
 ) -> JobResult:
-    """A .npy or Zarr volume to a .npy or Zarr volume, strip by strip in bounded memory
-    (``target`` checked by the caller)."""
+    """A .npy or Zarr volume (or, under --max-memory, a TIFF image) to a .npy or Zarr
+    volume (or a TIFF), strip by strip in bounded memory (``target`` checked by the
+    caller)."""
 
     def described(layers: Sequence[LayerPlan]) -> None:
         check_reach(layers)
@@ -610,14 +716,23 @@ def _stream(
                 explain(f"free space at {target} cannot be known: not checked")
 
     with _named(item, target):
+        opened = streams.open_source(item.source, max_pixels=options.max_pixels,
+                                     values=options.values)  # fmt: skip
         layer = filter_volume(
-            item.source, options.banks, target, options.settings, budget=options.max_memory,
+            opened, options.banks, target, options.settings, budget=options.max_memory,
             threads=threads, labels=options.labels or None, format=options.format_name,
             max_pixels=options.max_pixels, max_output=options.max_output, on_plan=described,
             nodata=options.nodata, mask=options.mask,
+            depth=options.depth, scale=options.scale, values=options.values,
+            compress=options.compress, compress_level=options.compress_level,
+            strip=options.strip,
         )  # fmt: skip
     height, width, depth_out = layer.out_shape
     message = f"wrote {target}: {height}×{width}×{depth_out} from {item.source}"
+    dropped = () if options.strip else opened.info.geospatial
+    if dropped and not streams.tiff_output(target, options.format_name):
+        message = (f"warning: {target} cannot hold the input's {', '.join(dropped)}: dropped "
+                   f"(write .tif to keep it; --strip: no warning)\n{message}")  # fmt: skip
     return JobResult(item.source, "succeeded", (target,), message,
                      seconds=time.perf_counter() - started, labels=layer.names)  # fmt: skip
 
@@ -637,14 +752,24 @@ def filter_volume(
     on_plan: Callable[[Sequence[LayerPlan]], None] | None = None,
     nodata: float | None = None,
     mask: str | os.PathLike[str] | np.ndarray | None = None,
+    depth: int | str = "auto",
+    scale: str = "clip",
+    values: str = "unit",
+    compress: str = DEFAULT_COMPRESSION,
+    compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    strip: bool = False,
     **options: Any,
 ) -> LayerPlan:
     """Run ``banks`` over a volume too large for memory, writing ``target`` strip by strip.
 
-    ``source`` is a :class:`~convvol.io.streams.RowSource`, a ``.npy`` path or a Zarr
-    path/URL; ``target`` a ``.npy`` path (or any name with ``format="npy"``) or a Zarr
-    path/URL (``*.zarr``). ``budget`` bounds the process's resident memory in bytes
-    (default 1 GiB); a quarter of it (at most 256 MiB) is the engine's working set.
+    ``source`` is a :class:`~convvol.io.streams.RowSource`, a ``.npy`` path, a Zarr
+    path/URL or a TIFF (one plain image: its samples divided as ``values`` says); ``target``
+    a ``.npy`` path (or any name with ``format="npy"``), a Zarr path/URL (``*.zarr``) or
+    a TIFF (``*.tif``, or ``format="tiff"``), written as tiles of ``depth``'s sample type
+    (``"auto"``: the input's own) with ``scale``, ``compress`` at ``compress_level`` and
+    the input's georeferencing moved to the output's grid (none with ``strip``).
+    ``budget`` bounds the process's resident memory in bytes (default 1 GiB); a quarter
+    of it (at most 256 MiB) is the engine's working set.
     ``settings`` (or keywords, as :func:`~convvol.apply_bank` takes) beat the banks'
     defaults; ``max_pixels`` is the input limit of read_volume; ``max_output`` the most
     bytes the output may take (checked with the free space, intermediate layers' files
@@ -661,15 +786,18 @@ def filter_volume(
     budget = budget or DEFAULT_BUDGET
     opened = (
         source if isinstance(source, RowSource)
-        else streams.open_source(source, max_pixels=max_pixels)
+        else streams.open_source(source, max_pixels=max_pixels, values=values)
     )  # fmt: skip
     target = str(target)
     to_zarr = format is None and is_zarr(target)
     has_missing = settings.missing is not None or nodata is not None or mask is not None
+    to_tiff = not to_zarr and streams.tiff_output(target, format)
     try:
         opened = _with_missing(opened, nodata, mask)
-        if not to_zarr and (format or "npy").lower() != "npy":
-            raise ParameterError(f"{target}: out-of-core output is .npy or Zarr, not {format}")
+        if not (to_zarr or to_tiff) and (format or "npy").lower() != "npy":
+            raise ParameterError(
+                f"{target}: out-of-core output is .npy, Zarr or TIFF, not {format}"
+            )
         engine_share = engine_memory_limit(budget)
         if not has_missing and np.dtype(opened.array.dtype).kind == "f":
             has_missing = _holds_nan(opened, max(budget // 8, opened.row_bytes))
@@ -677,12 +805,17 @@ def filter_volume(
                             labels=labels, has_missing=has_missing)  # fmt: skip
         if on_plan is not None:
             on_plan(layers)
-        check_streamed(layers, target, max_output)
+        image = None
+        if to_tiff:
+            image = _tiff_target(opened, layers, banks, target, depth=depth, scale=scale,
+                                 values=values, compress=compress,
+                                 compress_level=compress_level, strip=strip)  # fmt: skip
+        check_streamed(layers, target, max_output, image)
         check_bands(layers)
         # What strips may hold: the budget less what the process holds already and the
         # engine's share, halved for the raw rows read before conversion and for slack.
         room = budget - resident_bytes() - (engine_share or 0)
-        _run_strips(opened, layers, target, to_zarr, max(room // 2, 0), threads)
+        _run_strips(opened, layers, target, to_zarr, max(room // 2, 0), threads, image)
     finally:
         opened.close()
     return layers[-1]
@@ -731,7 +864,82 @@ def _with_missing(
     return MissingRows(source, nodata=nodata, mask=mask)
 
 
-def check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | None) -> None:
+@dataclass(frozen=True)
+class _TiffTarget:
+    """What a streamed TIFF output takes: its samples, how values become them, its tags."""
+
+    kind: np.dtype[Any]
+    scale: str
+    values: str
+    compress: str
+    compress_level: int
+    names: tuple[str, ...]
+    info: ImageInfo
+    nodata: float | None
+
+    def sink(self, stream: Any, shape: tuple[int, int, int]) -> _SampleSink:
+        tiles = TiffSink(stream, shape, self.kind, compress=self.compress,
+                         compress_level=self.compress_level, names=self.names, info=self.info,
+                         nodata=self.nodata)  # fmt: skip
+        return _SampleSink(tiles, self)
+
+
+class _SampleSink:
+    """Strips of float responses to a TIFF's samples: raw float32, or pixels."""
+
+    def __init__(self, tiles: TiffSink, target: _TiffTarget) -> None:
+        self.tiles = tiles
+        self.target = target
+
+    def write(self, first: int, strip: np.ndarray) -> None:
+        if self.target.kind.kind == "f":
+            self.tiles.write(first, strip.astype(np.float32, copy=False))
+            return
+        samples = np.empty(strip.shape, self.target.kind)
+        pixels_into(strip, samples, self.target.scale, overwrite=True, values=self.target.values)
+        self.tiles.write(first, samples)
+
+
+def _tiff_target(
+    opened: RowSource,
+    layers: Sequence[LayerPlan],
+    banks: Sequence[Bank],
+    target: str,
+    *,
+    depth: int | str,
+    scale: str,
+    values: str,
+    compress: str,
+    compress_level: int,
+    strip: bool,
+) -> _TiffTarget:
+    """A streamed TIFF output's samples and tags, checked before any work."""
+    info = opened.info
+    resolved = resolve_depth(depth, info.sample_type, FORMATS["tiff"])
+    kind = sample_type(resolved)
+    check_compression(compress)
+    if kind.kind in "iu":
+        check_scale(scale, kind.name)
+        if scale == "minmax":
+            raise ParameterError(
+                f"{target}: --scale minmax needs the whole result, which a volume filtered "
+                "in strips never holds",
+                hint="use --depth float (raw samples), or another --scale",
+            )
+    carried = NO_INFO if strip else carried_info(info, layers)
+    many = len(banks) > 1
+    names = tuple(f"{banks[-1].name}/{name}" if many else name for name in layers[-1].names)
+    divisor = float(getattr(opened, "divisor", 1.0))
+    nodata = output_nodata(carried.nodata, divisor, kind, values)
+    return _TiffTarget(kind, scale, values, compress, compress_level, names, carried, nodata)
+
+
+def check_streamed(
+    layers: Sequence[LayerPlan],
+    target: str,
+    max_output: int | None,
+    image: _TiffTarget | None = None,
+) -> None:
     """The output and the intermediate layers' files (beside a local target, else in the
     system's temporary directory), checked against ``max_output`` and the free space before
     the first strip; a URL's free space cannot be known."""
@@ -742,6 +950,11 @@ def check_streamed(layers: Sequence[LayerPlan], target: str, max_output: int | N
     scratch = os.path.join(tempfile.gettempdir(), "layers") if is_url(target) else target
     files = [(scratch, npy_bytes(layer)) for layer in layers[:-1]]
     final = (target, npy_bytes(layers[-1]))
+    if image is not None:
+        final = (
+            target,
+            FORMATS["tiff"].largest_file(layers[-1].out_shape, 8 * image.kind.itemsize),
+        )
     check_output_sizes([final, *files], max_output)
     check_free_space(files + ([] if is_url(target) else [final]))
 
@@ -753,6 +966,7 @@ def _run_strips(
     to_zarr: bool,
     strip_budget: int,
     threads: int | None,
+    image: _TiffTarget | None = None,
 ) -> None:
     current = opened
     try:
@@ -768,6 +982,15 @@ def _run_strips(
                                    threads)  # fmt: skip
                     current.close()
                     current = NpySource(between, max_pixels=None)  # our own
+                elif image is not None:
+                    with OutputSet() as outputs, outputs.open(target) as stream:
+                        sink = image.sink(stream, layer.out_shape)
+                        try:
+                            _run_layer(current, layer, sink, rows, threads)
+                        except BaseException:
+                            sink.tiles.abort()
+                            raise
+                        sink.tiles.close()
                 elif to_zarr:
                     with zarr_output(target) as where:
                         _run_layer(current, layer, ZarrSink(where, layer.out_shape, rows), rows,
@@ -786,7 +1009,7 @@ def _run_strips(
 def _run_layer(
     source: RowSource,
     layer: LayerPlan,
-    sink: NpySink | ZarrSink,
+    sink: NpySink | ZarrSink | _SampleSink,
     strip_rows: int,
     threads: int | None,
 ) -> None:

@@ -21,7 +21,7 @@ from convvol.engine.cost import physical_memory
 from convvol.engine.integer import integer_plan
 from convvol.errors import BankError, ParameterError
 from convvol.limits import available_memory, gib
-from convvol.scaling import DEPTHS, check_scale, pixels_into, to_pixels
+from convvol.scaling import check_scale, pixels_into, sample_type, to_pixels
 from convvol.settings import Settings
 
 
@@ -244,39 +244,45 @@ def render_plans(
     layers: Sequence[LayerPlan],
     *,
     scale: str = "clip",
-    depth: int = 8,
+    depth: int | str = 8,
     divisor: float = 1.0,
     threads: int | None = None,
     transfer: Callable[[np.ndarray], np.ndarray] | None = None,
+    values: str = "unit",
 ) -> np.ndarray:
     """Run planned layers and turn the last output into pixels, band by band.
 
-    The same pixels as ``to_pixels(run_plans(...), scale, depth)``, but the last layer's
-    float output is never held whole (except for ``minmax``, which needs every value first).
+    The same pixels as ``to_pixels(run_plans(...), scale, depth, values=values)``, but the
+    last layer's float output is never held whole (except for ``minmax``, which needs
+    every value first). ``depth`` is 8, 16 or an integer sample type's name.
     ``transfer`` maps the last layer's values before they become pixels (``--linear``
     encodes them back to sRGB: ``scaling.linear_to_srgb``).
     """
     *earlier, last = layers
     integer = (
-        integer_plan(last, volume, divisor, scale) if not earlier and transfer is None else None
+        integer_plan(last, volume, divisor, scale)
+        if not earlier and transfer is None and values == "unit" and depth in (8, 16)
+        else None
     )
     if integer is not None:  # integer pixels through integer taps: exact sums, no floats
         check_scale(scale, depth)
-        pixels = np.empty(last.out_shape, DEPTHS[depth])
+        pixels = np.empty(last.out_shape, sample_type(depth))
         integer.render(volume, pixels, threads)
         return pixels
     source = run_plans(volume, earlier, divisor=divisor, threads=threads) if earlier else volume
     source_divisor = 1.0 if earlier else divisor
     if scale == "minmax":
         result = last.run(source, divisor=source_divisor, threads=threads)
-        return to_pixels(result if transfer is None else transfer(result), scale, depth)
+        return to_pixels(result if transfer is None else transfer(result), scale, depth,
+                         values=values)  # fmt: skip
     check_scale(scale, depth)
-    pixels = np.empty(last.out_shape, DEPTHS[depth])
+    pixels = np.empty(last.out_shape, sample_type(depth))
 
     def render(first: int, band: np.ndarray) -> None:
         if transfer is not None:
             band = transfer(band)
-        pixels_into(band, pixels[first : first + band.shape[0]], scale, overwrite=True)
+        pixels_into(band, pixels[first : first + band.shape[0]], scale, overwrite=True,
+                    values=values)  # fmt: skip
 
     last.run_bands(source, render, divisor=source_divisor, threads=threads)
     return pixels

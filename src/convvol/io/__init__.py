@@ -3,6 +3,8 @@ than memory, and fsspec URLs.
 
 - :mod:`~convvol.io.formats`: output formats as a table (:data:`FORMATS`);
 - :mod:`~convvol.io.readers`: images (Pillow) and ``.npy`` as volumes;
+- :mod:`~convvol.io.tiff`: TIFF through tifffile, read and written;
+- :mod:`~convvol.io.georef`: GeoTIFF tags, moved with the output's grid;
 - :mod:`~convvol.io.metadata`: what an input says about itself (:class:`ImageInfo`),
   carried from the reader to the writers;
 - :mod:`~convvol.io.encode`, :mod:`~convvol.io.png`: a volume into a file's bytes;

@@ -1,10 +1,10 @@
 """Encoding a volume into one file's bytes: Pillow for most formats, our own PNG encoder
-(parallel deflate) and 16-bit RGB TIFF writer where Pillow falls short.
+(parallel deflate), and tifffile for TIFF (any samples, types, codecs, georeferencing).
 """
 
 from __future__ import annotations
 
-import struct
+from collections.abc import Sequence
 from typing import IO
 
 import numpy as np
@@ -15,7 +15,8 @@ from convvol.io.formats import DEFAULT_COMPRESS_LEVEL, Format, check_encodable
 from convvol.io.metadata import NO_INFO, ImageInfo
 from convvol.io.photo import pillow_options, png_chunks
 from convvol.io.png import write_png
-from convvol.scaling import DEPTHS, as_volume, to_pixels
+from convvol.io.tiff import DEFAULT_COMPRESSION, write_tiff
+from convvol.scaling import as_volume, sample_type, to_pixels
 
 
 def encode_volume(
@@ -24,52 +25,64 @@ def encode_volume(
     fmt: Format,
     *,
     scale: str = "clip",
-    depth: int = 8,
+    depth: int | str = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     target: str = "output",
     quantized: bool = False,
     info: ImageInfo = NO_INFO,
+    values: str = "unit",
+    compress: str = DEFAULT_COMPRESSION,
+    names: Sequence[str] = (),
+    nodata: float | None = None,
     quality: int | None = None,
     lossless: bool = False,
 ) -> None:
-    """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy.
+    """Write ``volume`` to ``stream`` in ``fmt``: scaled to pixels, or raw float32 for npy
+    (and for TIFF with ``depth="float"``).
 
+    ``depth`` is 8, 16, ``"float"`` or (TIFF) an integer type of
+    :data:`~convvol.scaling.SAMPLE_TYPES`; ``values`` says what the volume's numbers are
+    (``unit``: [0, 1] is the type's range; ``native``: the samples' own numbers).
     ``target`` names the destination in error messages. ``quantized`` says ``volume``
-    holds pixels already (``to_pixels``'s uint8 or uint16 for ``depth``): they are
-    written as they are. ``info`` describes the input, for what the format can carry
-    (colour profile, EXIF, XMP, resolution, text: see :mod:`convvol.io.photo`).
+    holds pixels already (``to_pixels``'s, of ``depth``'s type): they are written as they
+    are. ``info`` describes the input, for what the format can carry (a TIFF takes its
+    georeferencing, ``nodata`` in the output's units, and ``names`` as band names; the
+    colour profile, EXIF, XMP, resolution and text go as :mod:`convvol.io.photo` says);
+    ``compress`` is TIFF's codec, at ``compress_level`` where it has levels.
     ``quality`` (1–100) is JPEG's and WebP's (default ``DEFAULT_QUALITY``); ``lossless``
     makes a WebP lossless.
     """
     volume = as_volume(volume)
-    if quantized and (fmt.name == "npy" or volume.dtype != DEPTHS.get(depth)):
-        raise ParameterError(
-            f"{target}: quantized pixels must be {np.dtype(DEPTHS.get(depth, np.uint8)).name} "
-            f"for an image format; got {volume.dtype} for {fmt.name}"
-        )
     if fmt.name == "npy":
+        if quantized:
+            raise ParameterError(f"{target}: quantized pixels cannot be written as .npy")
         np.save(stream, volume.astype(np.float32, copy=False), allow_pickle=False)
         return
     check_encodable(fmt, volume.shape[2], depth, target, with_alpha=carries_alpha(info, volume))
-    pixels = volume if quantized else to_pixels(volume, scale, depth)
+    kind = sample_type(depth)
+    if quantized and volume.dtype != kind:
+        raise ParameterError(
+            f"{target}: quantized pixels must be {kind.name} for an image format; "
+            f"got {volume.dtype} for {fmt.name}"
+        )
+    if kind.kind == "f":
+        pixels = volume.astype(np.float32, copy=False)
+    else:
+        pixels = volume if quantized else to_pixels(volume, scale, kind.name, values=values)
+    if fmt.name == "tiff":
+        write_tiff(stream, pixels, compress=compress, compress_level=compress_level,
+                   names=names, info=info, nodata=nodata)  # fmt: skip
+        return
     channels = pixels.shape[2]
     if fmt.name == "png":
         write_png(stream, pixels, compress_level, chunks=png_chunks(info, channels))
         return
-    if fmt.name == "tiff" and depth == 16 and channels == 3:
-        _write_tiff_16bit_rgb(stream, pixels)
-        return
     options = {**fmt.options, **quality_options(fmt, quality, lossless)}
-    if channels == 1 or (channels == 3 and depth == 8):
-        options.update(pillow_options(fmt.name, info, channels))
-        image = _pillow_image(pixels)
-        if fmt.name == "gif":
-            image = gif_frame(image)
-        image.save(stream, format=fmt.pillow_name, **options)
-        return
-    # TIFF with any other depth: one greyscale page per channel.
-    pages = [_pillow_image(pixels[:, :, [c]]) for c in range(channels)]
-    pages[0].save(stream, format="TIFF", save_all=True, append_images=pages[1:], **options)
+    options.update(pillow_options(fmt.name, info, channels))
+    image = _pillow_image(pixels)
+    if fmt.name == "gif":
+        image = gif_frame(image)
+    image.save(stream, format=fmt.pillow_name, **options)
 
 
 def quality_options(fmt: Format, quality: int | None, lossless: bool) -> dict[str, object]:
@@ -116,27 +129,3 @@ def _pillow_image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(
         np.ascontiguousarray(pixels if pixels.shape[2] == 3 else pixels[:, :, 0])
     )
-
-
-def _write_tiff_16bit_rgb(stream: IO[bytes], pixels: np.ndarray) -> None:
-    """A 48-bit RGB baseline TIFF, which Pillow cannot write: one uncompressed strip."""
-    height, width, _ = pixels.shape
-    strip = pixels.astype("<u2").tobytes()
-    bits_at, strip_at = 8, 16
-    ifd_at = strip_at + len(strip) + len(strip) % 2
-    short, long = 3, 4
-    fields = [  # (tag, type, count, value or offset), in ascending tag order
-        (256, long, 1, width), (257, long, 1, height), (258, short, 3, bits_at),
-        (259, short, 1, 1), (262, short, 1, 2), (273, long, 1, strip_at),
-        (277, short, 1, 3), (278, long, 1, height), (279, long, 1, len(strip)),
-        (284, short, 1, 1),
-    ]  # fmt: skip
-    stream.write(b"II*\x00" + struct.pack("<I", ifd_at) + struct.pack("<4H", 16, 16, 16, 0))
-    stream.write(strip + b"\x00" * (len(strip) % 2))
-    stream.write(struct.pack("<H", len(fields)))
-    for tag, kind, count, value in fields:
-        packed = (
-            struct.pack("<I", value) if kind == long or count > 1 else struct.pack("<HH", value, 0)
-        )
-        stream.write(struct.pack("<HHI", tag, kind, count) + packed)
-    stream.write(struct.pack("<I", 0))  # no further pages

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convvol.io.georef import GeoReference
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -21,8 +23,12 @@ class ImageInfo:
     ...; None for a stream of unknown kind); ``sample_type`` the numpy type its samples
     are stored in (None where the file has no sample type of its own, as ``.npy`` and
     Zarr volumes, whose values are the volume's); ``nodata`` the stored value that marks
-    a missing pixel (the default of ``--nodata``); ``alpha_channel`` the channel that
-    holds opacity (an LA or RGBA image read with ``channels="keep"``).
+    a missing pixel (the default of ``--nodata``: a GeoTIFF's GDAL_NODATA, in the file's
+    stored units); ``alpha_channel`` the channel that holds opacity (an LA or RGBA image
+    read with ``channels="keep"``).
+
+    ``georeference`` holds a GeoTIFF's tags (None: none); ``gdal_metadata`` its
+    GDAL_METADATA XML.
     """
 
     format: str | None = None
@@ -30,6 +36,9 @@ class ImageInfo:
     # Missing pixels and transparency (issue 15).
     nodata: float | None = None
     alpha_channel: int | None = None
+    # Scientific rasters (issue 14): a GeoTIFF's georeferencing, carried unless --strip.
+    georeference: GeoReference | None = None
+    gdal_metadata: str | None = None
     # Photographs (issue 16): what the writers carry to the outputs unless --strip.
     icc_profile: bytes | None = None  # the embedded ICC colour profile, as stored
     exif: bytes | None = None  # EXIF, orientation reset to 1, thumbnail dropped
@@ -39,6 +48,13 @@ class ImageInfo:
     jpeg_subsampling: int | None = None  # a JPEG's chroma subsampling (Pillow's 0, 1, 2)
     animation: Animation | None = None  # the frames' timing, for an animated input
     warnings: tuple[str, ...] = ()  # metadata dropped as unreadable, one line each
+
+    @property
+    def geospatial(self) -> tuple[str, ...]:
+        """What only a GeoTIFF can hold, named for a warning when it is dropped."""
+        held = [("georeference", self.georeference), ("nodata", self.nodata),
+                ("GDAL metadata", self.gdal_metadata)]  # fmt: skip
+        return tuple(name for name, value in held if value is not None)
 
 
 @dataclass(frozen=True)

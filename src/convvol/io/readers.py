@@ -16,15 +16,18 @@ import sys
 import threading
 import tokenize
 import warnings
+from dataclasses import replace
 from typing import IO, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from convvol.errors import ParameterError, VolumeError
+from convvol.io import tiff
 from convvol.io.codecs import decode_jpeg
 from convvol.io.metadata import Animation, ImageInfo, ReadImage
 from convvol.io.photo import read_photo_info
+from convvol.io.tiff import TIFF_SIGNATURES
 from convvol.limits import DEFAULT_MAX_PIXELS, VALUES_PER_PIXEL, gib
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -32,6 +35,7 @@ CHANNEL_MODES = ("rgb", "keep")
 FRAME_MODES = ("all", "first")
 # Formats whose files may hold an animation, read frame by frame with frames="all".
 ANIMATED_FORMATS = ("GIF", "WEBP", "PNG")
+VALUES = ("unit", "native")  # how integer samples become the volume's values
 # Most bytes of a .npy per value (float64), so how much of a stream to read at most.
 _MAX_BYTES_PER_VALUE = 8
 # Pillow modes read directly, with the divisor that maps them to [0, 1].
@@ -66,6 +70,7 @@ def read_volume(
     *,
     channels: str = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    values: str = "unit",
 ) -> np.ndarray:
     """Read an image or ``.npy`` file as a float32 H×W×C volume.
 
@@ -77,8 +82,14 @@ def read_volume(
     ``max_pixels`` refuses, before decoding, images of more pixels (width × height) and
     volumes of more than 4× as many values (H×W×C); 0 or None turns the check off.
     A .npy volume must hold finite values that float32 can represent.
+
+    ``values="unit"`` (default) divides integer samples by their type's maximum (an
+    8-bit 255 is 1.0); ``"native"`` keeps them as their own numbers (a uint16 3000 is
+    3000.0). Float samples and ``.npy`` volumes are their own numbers either way.
     """
-    return pixels_to_volume(*read_pixels(source, channels=channels, max_pixels=max_pixels))
+    return pixels_to_volume(
+        *read_pixels(source, channels=channels, max_pixels=max_pixels, values=values)
+    )
 
 
 def pixels_to_volume(pixels: np.ndarray, divisor: float) -> np.ndarray:
@@ -96,14 +107,16 @@ def read_pixels(
     *,
     channels: str = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    values: str = "unit",
 ) -> tuple[np.ndarray, float]:
     """The values an image stores, H×W×C, and the divisor that maps them to [0, 1].
 
     ``read_volume`` is these divided by the divisor in float32. The engine can take them
     as they are (``divisor=``), so a large image never needs a float copy in memory.
-    ``.npy`` volumes come as float32 with divisor 1. ``max_pixels`` as for read_volume.
+    ``.npy`` volumes come as float32 with divisor 1. ``max_pixels`` and ``values`` as for
+    read_volume.
     """
-    read = read_image(source, channels=channels, max_pixels=max_pixels)
+    read = read_image(source, channels=channels, max_pixels=max_pixels, values=values)
     return read.pixels, read.divisor
 
 
@@ -113,6 +126,7 @@ def read_image(
     channels: str = "rgb",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     frames: str = "first",
+    values: str = "unit",
 ) -> ReadImage:
     """:func:`read_pixels`, with what the file says about itself (:class:`ImageInfo`)
     for the writers to carry to the outputs.
@@ -126,6 +140,8 @@ def read_image(
         raise ParameterError(f"channels must be rgb or keep; got {channels!r}")
     if frames not in FRAME_MODES:
         raise ParameterError(f"frames must be all or first; got {frames!r}")
+    if values not in VALUES:
+        raise ParameterError(f"values must be unit or native; got {values!r}")
     if (
         isinstance(max_pixels, bool)
         or not isinstance(max_pixels, int | None)
@@ -141,7 +157,14 @@ def read_image(
             return ReadImage(_read_npy(stream, label, limit), 1.0, ImageInfo(format="npy"))
         if not magic:
             raise VolumeError(f"{label}: the file is empty")
-        return _read_image(stream, label, channels, limit, frames)
+        if magic.startswith(TIFF_SIGNATURES):
+            read = _read_tiff(stream, label, channels, limit, values)
+            if read is not None:
+                return read
+        read = _read_image(stream, label, channels, limit, frames)
+        if values == "native" and read.pixels.dtype.kind in "iu":
+            return replace(read, divisor=1.0)  # the samples' own numbers, every frame's too
+        return read
     finally:
         if stream is not source:
             stream.close()
@@ -351,9 +374,11 @@ def _read_image(
         raise VolumeError(
             f"{label}: damaged or truncated image ({type(error).__name__}: {error})"
         ) from None
+    # Pillow widens some 16-bit images to int32 ("I"): the divisor says what was stored.
+    stored = {255.0: "uint8", 65535.0: "uint16"}.get(divisor, pixels.dtype.name)
     info = ImageInfo(
-        format=image.format, sample_type=pixels.dtype.name, alpha_channel=alpha_channel,
-        animation=animation[1] if animation else None, **photo,
+        format=image.format, sample_type="float32" if divisor == 1.0 else stored,
+        alpha_channel=alpha_channel, animation=animation[1] if animation else None, **photo,
     )  # fmt: skip
     return ReadImage(pixels, divisor, info, animation[0] if animation else ())
 
@@ -407,6 +432,25 @@ def _as_rgba(volume: np.ndarray) -> np.ndarray:
     else:
         alpha = np.full((*volume.shape[:2], 1), np.iinfo(volume.dtype).max, volume.dtype)
     return np.concatenate([colour, alpha], axis=2)
+
+
+def _read_tiff(
+    stream: BinaryIO, label: str, channels: str, max_pixels: int | None, values: str
+) -> ReadImage | None:
+    """A TIFF through tifffile (any samples, types, layouts, codecs); None for the kinds
+    Pillow reads better (palettes, CMYK, YCbCr, 1-bit)."""
+    try:
+        read = tiff.read_tiff(stream, label, max_pixels=max_pixels, values=values)
+    except tiff.NotForTifffile:
+        stream.seek(0)
+        return None
+    pixels = read.pixels
+    if pixels.dtype.kind == "f":
+        pixels = _finite_float32(pixels, label)
+    pixels = _orient(pixels, read.orientation)
+    if channels == "rgb" and not read.stacked:
+        pixels = _as_rgb(pixels)
+    return ReadImage(pixels, read.divisor, read.info)
 
 
 def _page_stack(

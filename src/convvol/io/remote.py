@@ -12,7 +12,8 @@ import numpy as np
 from convvol.errors import OutputError, ParameterError, VolumeError
 from convvol.io.encode import encode_volume
 from convvol.io.formats import Format
-from convvol.io.readers import read_volume
+from convvol.io.metadata import ReadImage
+from convvol.io.readers import read_image
 
 
 def is_url(text: str) -> bool:
@@ -45,8 +46,11 @@ def url_exists(url: str) -> bool:
     return bool(files.exists(path))
 
 
-def read_url(url: str, *, channels: str, max_pixels: int | None) -> np.ndarray:
-    """An image or ``.npy`` at ``url`` as a float32 volume, as :func:`read_volume` reads."""
+def read_url_image(
+    url: str, *, channels: str, max_pixels: int | None, values: str = "unit"
+) -> ReadImage:
+    """An image or ``.npy`` at ``url`` as :func:`read_image` reads it (its stored values,
+    their divisor and what the file says about itself)."""
     files, path = filesystem(url)
     try:
         data = files.cat_file(path)
@@ -55,8 +59,8 @@ def read_url(url: str, *, channels: str, max_pixels: int | None) -> np.ndarray:
     except OSError as error:
         raise VolumeError(f"{url}: cannot read: {error}") from None
     stream = io.BytesIO(data)
-    stream.name = url  # read_volume names the file in its messages
-    return read_volume(stream, channels=channels, max_pixels=max_pixels)
+    stream.name = url  # read_image names the file in its messages
+    return read_image(stream, channels=channels, max_pixels=max_pixels, values=values)
 
 
 def write_url(url: str, volume: np.ndarray, fmt: Format, encoding: dict[str, Any]) -> None:

@@ -21,6 +21,8 @@ from typing import IO, Any, NoReturn
 import numpy as np
 
 from convvol.errors import OutputError, ParameterError, VolumeError
+from convvol.io import tiff
+from convvol.io.metadata import NO_INFO, ImageInfo
 from convvol.io.readers import NPY_MAGIC, read_volume
 from convvol.io.writers import temporary_name
 from convvol.limits import DEFAULT_MAX_PIXELS, MIB, VALUES_PER_PIXEL
@@ -59,6 +61,8 @@ class RowSource:
     ``max_pixels`` values is refused (None or 0: no limit), and so are values that are
     infinite or beyond float32's range (found as the strips are read); NaN are missing.
     """
+
+    info: ImageInfo = NO_INFO  # what the file says about itself (TIFFs: georeferencing)
 
     def __init__(
         self, array: Any, label: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -178,6 +182,39 @@ class NpySource(RowSource):
             self._map.close()
 
 
+class TiffSource(RowSource):
+    """A TIFF image read a band of rows at a time (only the strips or tiles those rows
+    lie in are decoded), its samples divided as ``read_volume`` divides them
+    (``values``). ``info`` is what the file says about itself (its georeferencing)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        values: str = "unit",
+    ) -> None:
+        self._rows = tiff.TiffRows(path, max_pixels=max_pixels)
+        try:
+            super().__init__(self._rows, str(path), max_pixels=max_pixels)
+        except BaseException:
+            self._rows.close()
+            raise
+        self.divisor = tiff.unit_divisor(self._rows.dtype, values)
+        self.info: ImageInfo = self._rows.info
+
+    def _copy_rows(self, first: int, last: int, out: np.ndarray) -> None:
+        raw = self._rows[first:last]
+        if self.divisor == 1.0:
+            self._checked(raw, first, out)
+        else:  # integers: the same float32 values as read_volume's division
+            np.divide(raw.reshape(out.shape), np.float32(self.divisor), out=out, casting="unsafe")
+
+    def close(self) -> None:
+        self.array = None
+        self._rows.close()
+
+
 def npy_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype[Any], int, bool]:
     """Shape, dtype, data offset and Fortran order of a ``.npy`` volume, checked as
     read_volume checks it (with its messages) but without reading the data."""
@@ -223,9 +260,15 @@ def _refuse(path: str | os.PathLike[str], fallback: str) -> NoReturn:
 
 
 def open_source(
-    path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    values: str = "unit",
 ) -> RowSource:
-    """A ``.npy`` file (memory-mapped) or a Zarr array (a path or an fsspec URL)."""
+    """A ``.npy`` file (memory-mapped), a Zarr array (a path or an fsspec URL) or a
+    TIFF image (decoded a band of rows at a time; ``values`` as for read_volume)."""
+    if is_tiff(path):
+        return TiffSource(path, max_pixels=max_pixels, values=values)
     if is_zarr(path):
         zarr = _zarr()
         try:
@@ -248,21 +291,52 @@ def read_whole(
         source.close()
 
 
-def can_stream(source: str, target: str, *, split: bool, format_name: str | None) -> bool:
+def is_tiff(path: str | os.PathLike[str]) -> bool:
+    """A local file that starts as a TIFF (or BigTIFF) does."""
+    if "://" in str(path):
+        return False
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(4).startswith(tiff.TIFF_SIGNATURES)
+    except OSError:
+        return False
+
+
+def tiff_output(target: str, format_name: str | None) -> bool:
+    """Whether ``target`` is written as a TIFF (by ``--format`` or its extension)."""
+    if format_name is not None:
+        return format_name.lower() in ("tif", "tiff")
+    return target.lower().endswith((".tif", ".tiff"))
+
+
+def can_stream(
+    source: str, target: str, *, split: bool, format_name: str | None, tiffs: bool = False
+) -> bool:
     """Whether ``source`` → ``target`` goes strip by strip: a C-ordered ``.npy`` file or a
-    Zarr array in, a ``.npy`` or Zarr volume out (not channels split into images)."""
+    Zarr array in, a ``.npy`` or Zarr volume out (not channels split into images); with
+    ``tiffs`` (under ``--max-memory``) also a plain TIFF image in and a TIFF out."""
     if split or source == "-" or target == "-":
         return False
     zarr_out = format_name is None and is_zarr(target)
     npy_out = (format_name or "").lower() == "npy" or (
         format_name is None and target.lower().endswith(".npy")
     )
-    if not (zarr_out or npy_out):
+    if not (zarr_out or npy_out or (tiffs and tiff_output(target, format_name))):
         return False
     if is_zarr(source):
         return True
     if "://" in source:
         return False
+    if is_tiff(source):
+        if not tiffs:
+            return False
+        try:
+            tiff.TiffRows(source, max_pixels=None).close()
+        except tiff.NotStreamable:
+            return False
+        except VolumeError:
+            return True  # the strip path reports it, as read_volume would
+        return True
     try:
         with open(source, "rb") as stream:
             if stream.read(len(NPY_MAGIC)) != NPY_MAGIC:

@@ -20,6 +20,7 @@ from convvol.errors import OutputError, ParameterError
 from convvol.io.encode import encode_volume
 from convvol.io.formats import DEFAULT_COMPRESS_LEVEL, Format, format_for_path, format_named
 from convvol.io.metadata import NO_INFO, ImageInfo
+from convvol.io.tiff import DEFAULT_COMPRESSION
 
 TEMPORARY_SUFFIX = ".convvol-part"  # the hidden files of outputs in the making
 
@@ -111,20 +112,28 @@ class OutputSet:
         with self.open(target) as stream:
             encode_volume(stream, volume, fmt, target=str(target), **options)
 
-    def write_all(self, jobs: Sequence[tuple[str, np.ndarray, Format]], **options: Any) -> None:
+    def write_all(
+        self,
+        jobs: Sequence[
+            tuple[str, np.ndarray, Format] | tuple[str, np.ndarray, Format, dict[str, Any]]
+        ],
+        **options: Any,
+    ) -> None:
         """Encode several files at once, on a thread per core (zlib and Pillow's encoders
-        release the GIL), e.g. the channels of ``--split``."""
-        for target, _, _ in jobs:  # directories first, from this thread, in order
-            self._make_parents(Path(target).parent)
+        release the GIL), e.g. the channels of ``--split``. A job's optional fourth item
+        holds options of its own (a channel's ``names``)."""
+        for job in jobs:  # directories first, from this thread, in order
+            self._make_parents(Path(job[0]).parent)
+        own = [dict(job[3]) if len(job) > 3 else {} for job in jobs]
         if len(jobs) == 1:
-            target, volume, fmt = jobs[0]
-            self.write(target, volume, fmt=fmt, **options)
+            target, volume, fmt = jobs[0][:3]
+            self.write(target, volume, fmt=fmt, **(options | own[0]))
             return
         workers = min(len(jobs), os.cpu_count() or 1)
         with ThreadPoolExecutor(workers, thread_name_prefix="convvol-write") as pool:
             futures = [
-                pool.submit(self.write, target, volume, fmt=fmt, **options)
-                for target, volume, fmt in jobs
+                pool.submit(self.write, job[0], job[1], fmt=job[2], **(options | extra))
+                for job, extra in zip(jobs, own, strict=True)
             ]
             try:
                 for future in futures:
@@ -230,26 +239,35 @@ def write_volume(
     *,
     format: str | None = None,
     scale: str = "clip",
-    depth: int = 8,
+    depth: int | str = 8,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     quantized: bool = False,
     info: ImageInfo = NO_INFO,
+    values: str = "unit",
+    compress: str = DEFAULT_COMPRESSION,
+    names: Sequence[str] = (),
+    nodata: float | None = None,
     quality: int | None = None,
     lossless: bool = False,
 ) -> None:
     """Write an H×W×C volume to a path (atomically), ``"-"`` (stdout) or a binary stream.
 
     The format comes from ``format`` or else the path's extension. Images store 1
-    (greyscale) or 3 (RGB) channels, TIFF any number (one page each); pixels follow
-    ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16 bits). ``.npy`` stores the
-    float32 volume unscaled. ``quantized=True`` writes pixels that ``to_pixels`` (or
-    ``render_layers``) made already, as they are. ``info`` (from :func:`read_image`)
-    describes the input, for what the format can carry. ``quality`` (1–100) is JPEG's
-    and WebP's; ``lossless`` makes a WebP lossless.
+    (greyscale) or 3 (RGB) channels, TIFF any number (as one image of that many samples
+    per pixel); pixels follow ``scale`` (clip, abs, minmax, signed) and ``depth`` (8 or 16
+    bits; for TIFF also ``"float"``, raw float32 samples, or an integer type's name such
+    as ``"int16"``). ``values="native"`` says the volume is in the samples' own numbers
+    rather than [0, 1]. ``.npy`` stores the float32 volume unscaled. ``quantized=True``
+    writes pixels that ``to_pixels`` (or ``render_layers``) made already, as they are.
+    ``info`` (from :func:`read_image`) describes the input, for what the format can carry
+    (a TIFF its georeferencing; ``nodata`` is in the output's units). TIFF takes
+    ``compress`` (none, deflate, zstd, lzw, packbits) and ``names`` as band names.
+    ``quality`` (1–100) is JPEG's and WebP's; ``lossless`` makes a WebP lossless.
     """
     options: dict[str, Any] = {
         "scale": scale, "depth": depth, "compress_level": compress_level, "quantized": quantized,
-        "info": info, "quality": quality, "lossless": lossless,
+        "info": info, "values": values, "compress": compress, "names": tuple(names),
+        "nodata": nodata, "quality": quality, "lossless": lossless,
     }  # fmt: skip
     to_stdout = isinstance(target, str | os.PathLike) and str(target) == "-"
     if isinstance(target, str | os.PathLike) and not to_stdout:
