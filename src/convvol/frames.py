@@ -197,7 +197,8 @@ def _write_animation(
     pixels = volumes if quantized else [to_pixels(v, options.scale, 8) for v in volumes]
     target = output.targets[0]
     encoding = _encoding(options, quantized=True, info=info)
-    for key in ("scale", "depth", "quantized"):  # an animation is 8-bit pixels already
+    # An animation is 8-bit pixels already; the rest is for TIFF outputs.
+    for key in ("scale", "depth", "quantized", "values", "compress", "nodata"):
         del encoding[key]
     if target == "-" or is_url(target):
         buffer = io.BytesIO()

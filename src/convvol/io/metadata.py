@@ -52,7 +52,7 @@ class ImageInfo:
     @property
     def geospatial(self) -> tuple[str, ...]:
         """What only a GeoTIFF can hold, named for a warning when it is dropped."""
-        held = [("georeference", self.georeference), ("nodata", self.nodata),
+        held = [("georeferencing", self.georeference), ("nodata", self.nodata),
                 ("GDAL metadata", self.gdal_metadata)]  # fmt: skip
         return tuple(name for name, value in held if value is not None)
 

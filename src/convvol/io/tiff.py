@@ -565,7 +565,15 @@ def _page_options(
         options["predictor"] = 2 if dtype.kind in "iu" else 3
     if channels > 1 and options["photometric"] == "minisblack":
         options["extrasamples"] = [0] * (channels - 1)  # unspecified: bands, not alpha
+    if info is not None and info.icc_profile:  # a photograph's colour profile, as stored
+        options["iccprofile"] = info.icc_profile
+    if info is not None and info.dpi:
+        options["resolution"] = info.dpi
+        options["resolutionunit"] = "INCH"
     return options
+
+
+XMP_TAG = 700  # XMLPacket: a photograph's XMP, as TIFF stores it
 
 
 def _extra_tags(
@@ -585,6 +593,8 @@ def _extra_tags(
                 tags.append((code, kind, len(found), tuple(found), True))
         if geo.ascii_params:
             tags.append((georef.GEO_ASCII_PARAMS, "s", 0, geo.ascii_params, True))
+    if info is not None and info.xmp:
+        tags.append((XMP_TAG, "B", len(info.xmp), info.xmp, True))
     metadata = gdal_metadata(names, info.gdal_metadata if info is not None else None)
     if metadata:
         tags.append((georef.GDAL_METADATA, "s", 0, metadata, True))
