@@ -54,7 +54,7 @@ from convvol.jobs import (
 )
 from convvol.kernels import MAX_KERNEL_SIDE
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
-from convvol.pipeline import resolve_stack
+from convvol.pipeline import check_stack
 from convvol.scaling import SCALES
 from convvol.settings import (
     ACTIVATIONS,
@@ -513,8 +513,9 @@ def apply(
     """
     banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
     banks = with_expressions(banks, expressions)
-    if channels == "rgb" and any(bank.expressions for bank in banks):
-        resolve_stack(banks, 3, labels=bank_names)  # the depth is known: check before reading
+    # Before reading: what no input depth can make right (a .npy or TIFF stack keeps its
+    # own depth whatever --channels says); run_job checks the rest before writing.
+    check_stack(banks, labels=bank_names)
     cval = given.get("cval")
     if cval is not None and not math.isfinite(cval):
         raise click.BadParameter(f"{cval} is not a finite number", param_hint="--cval")

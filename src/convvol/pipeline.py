@@ -79,8 +79,8 @@ def resolve_stack(
     input_hint: str = "",
 ) -> list[BankWeights]:
     """Each bank completed for the depth before it (the input's ``channels`` first), its
-    expressions checked: what :func:`plan_stack` plans, and all a caller needs to check a
-    stack before reading any pixel. Raises BankError naming the layer."""
+    expressions checked: what :func:`plan_stack` plans. Raises BankError naming the layer
+    (see :func:`check_stack` for what can be checked before the depth is known)."""
     stack: list[BankWeights] = []
     for number, bank in enumerate(banks, start=1):
         try:
@@ -89,6 +89,20 @@ def resolve_stack(
             raise _depth_error(error, number, channels, banks, labels, input_hint) from None
         channels = len(stack[-1].outputs)
     return stack
+
+
+def check_stack(banks: Sequence[Bank], *, labels: Sequence[str] | None = None) -> None:
+    """What can be checked of a stack before its input is read, when the input's depth
+    is not known yet (a ``.npy`` or TIFF stack keeps its own, whatever ``--channels``
+    says): expressions reading names that no depth gives. :func:`plan_stack` checks the
+    rest once the depth is known, still before anything is written. Raises BankError
+    naming the layer."""
+    for number, bank in enumerate(banks, start=1):
+        try:
+            bank.check_names()
+        except BankError as error:
+            prefix = _layer_prefix(number, banks, labels)
+            raise BankError(prefix + error.message, hint=error.hint) from None
 
 
 def holds_nan(volume: np.ndarray) -> bool:
@@ -104,7 +118,8 @@ def _depth_error(
     labels: Sequence[str] | None,
     input_hint: str,
 ) -> BankError:
-    """Name the layer and what came before it."""
+    """Name the layer and what came before it; the error's own hint (a "did you mean")
+    comes first."""
     names = list(labels) if labels else [bank.name for bank in banks]
     channels = f"{depth} channel{'' if depth == 1 else 's'}"
     hint = (
@@ -112,8 +127,17 @@ def _depth_error(
         if number == 1
         else f"layer {number - 1} (-f {names[number - 2]}) outputs {channels}"
     )
-    prefix = f"layer {number} (-f {names[number - 1]}): " if len(banks) > 1 else ""
-    return BankError(prefix + error.message, hint=hint)
+    if error.hint:
+        hint = f"{error.hint} ({hint})"
+    return BankError(_layer_prefix(number, banks, labels) + error.message, hint=hint)
+
+
+def _layer_prefix(number: int, banks: Sequence[Bank], labels: Sequence[str] | None) -> str:
+    """``layer 2 (-f edges): `` in a stack of several banks, else nothing."""
+    if len(banks) < 2:
+        return ""
+    names = list(labels) if labels else [bank.name for bank in banks]
+    return f"layer {number} (-f {names[number - 1]}): "
 
 
 def estimate_memory(
