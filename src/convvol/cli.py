@@ -239,10 +239,10 @@ def missing_options(command: F) -> F:
                      help="Outputs where less than FRACTION of the kernel's weight fell on "
                      "valid pixels are missing."),
         click.option("--alpha", type=HintedChoice(ALPHAS), default=None,
-                     help="With --channels keep, for images with alpha: premultiplied "
-                     "(default: colours weighted by opacity, no bleeding from transparent "
-                     "pixels), straight (alpha filtered as any channel), ignore (alpha "
-                     "dropped)."),
+                     help="For images with alpha: premultiplied (default: colours weighted "
+                     "by opacity, no bleeding from transparent pixels; with --channels rgb "
+                     "the alpha is not written), straight (alpha filtered as any channel "
+                     "with --channels keep, dropped with rgb), ignore (alpha dropped)."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)

@@ -33,6 +33,7 @@ def plan_stack(
     input_hint: str = "",
     has_missing: bool = False,
     alpha_channel: int | None = None,
+    alpha_weight: int | None = None,
 ) -> list[LayerPlan]:
     """Plan banks in order over a volume of ``shape``, each on the previous one's output.
 
@@ -41,7 +42,9 @@ def plan_stack(
     (the volume holds NaN) and ``alpha_channel`` (its alpha, for an image read with
     ``channels="keep"``) decide, with the settings, how missing pixels and transparency
     are filtered (:meth:`~convvol.settings.Settings.missing_rule`); a layer whose input
-    may hold NaN filters them as missing too.
+    may hold NaN filters them as missing too. ``alpha_weight`` is the alpha of an image
+    read as RGB (``info.alpha_weight``): the first bank sees the other channels only, and
+    the alpha weighs their colours (premultiplied, by default).
     """
     if not banks:
         raise ParameterError("no filter bank given")
@@ -49,14 +52,19 @@ def plan_stack(
     height, width, channels = (int(size) for size in shape)
     layers: list[LayerPlan] = []
     missing = has_missing
-    stack = resolve_stack(banks, channels, labels=labels, input_hint=input_hint)
+    seen = channels - (alpha_weight is not None)  # the channels the first bank sees
+    stack = resolve_stack(banks, seen, labels=labels, input_hint=input_hint)
     for number, (bank, resolved) in enumerate(zip(banks, stack, strict=True), start=1):
+        weights = resolved.weights
+        if number == 1 and alpha_weight is not None:  # no filter reads the alpha itself
+            weights = np.insert(weights, alpha_weight, np.float32(0), axis=1)
         try:
             rule = settings.missing_rule(
-                channels, has_missing=missing, alpha_channel=alpha_channel, first=number == 1
-            )
+                channels, has_missing=missing, alpha_channel=alpha_channel, first=number == 1,
+                alpha_weight=alpha_weight,
+            )  # fmt: skip
             layer = plan_layer(
-                (height, width, channels), resolved.weights, resolved.bias,
+                (height, width, channels), weights, resolved.bias,
                 settings.for_bank(bank.defaults), threads=settings.threads,
                 memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
                 combine=resolved.combine,
@@ -65,7 +73,9 @@ def plan_stack(
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
         # What this layer writes may be missing (NaN) where its rule says so.
-        missing = rule is not None and (rule.alpha_channel is None or rule.min_valid > 0)
+        missing = rule is not None and (
+            rule.alpha_channel is None or not rule.alpha_kept or rule.min_valid > 0
+        )
         layers.append(layer)
         height, width, channels = layer.out_shape
     return layers

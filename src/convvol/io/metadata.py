@@ -22,7 +22,10 @@ class ImageInfo:
     are stored in (None where the file has no sample type of its own, as ``.npy`` and
     Zarr volumes, whose values are the volume's); ``nodata`` the stored value that marks
     a missing pixel (the default of ``--nodata``); ``alpha_channel`` the channel that
-    holds opacity (an LA or RGBA image read with ``channels="keep"``).
+    holds opacity (an LA or RGBA image read with ``channels="keep"``); ``alpha_weight``
+    the channel that holds the opacity of an LA or RGBA image read as RGB with its alpha
+    kept to weigh the colours (``read_image(..., rgb_alpha=True)``): it is no channel of
+    the result.
     """
 
     format: str | None = None
@@ -30,6 +33,7 @@ class ImageInfo:
     # Missing pixels and transparency (issue 15).
     nodata: float | None = None
     alpha_channel: int | None = None
+    alpha_weight: int | None = None
     # Photographs (issue 16): what the writers carry to the outputs unless --strip.
     icc_profile: bytes | None = None  # the embedded ICC colour profile, as stored
     exif: bytes | None = None  # EXIF, orientation reset to 1, thumbnail dropped

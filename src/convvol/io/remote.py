@@ -12,7 +12,8 @@ import numpy as np
 from convvol.errors import OutputError, ParameterError, VolumeError
 from convvol.io.encode import encode_volume
 from convvol.io.formats import Format
-from convvol.io.readers import read_volume
+from convvol.io.metadata import ReadImage
+from convvol.io.readers import read_image
 
 
 def is_url(text: str) -> bool:
@@ -45,8 +46,10 @@ def url_exists(url: str) -> bool:
     return bool(files.exists(path))
 
 
-def read_url(url: str, *, channels: str, max_pixels: int | None) -> np.ndarray:
-    """An image or ``.npy`` at ``url`` as a float32 volume, as :func:`read_volume` reads."""
+def read_url(
+    url: str, *, channels: str, max_pixels: int | None, rgb_alpha: bool = False
+) -> ReadImage:
+    """An image or ``.npy`` at ``url`` as :func:`read_image` reads it (its first frame)."""
     files, path = filesystem(url)
     try:
         data = files.cat_file(path)
@@ -56,7 +59,7 @@ def read_url(url: str, *, channels: str, max_pixels: int | None) -> np.ndarray:
         raise VolumeError(f"{url}: cannot read: {error}") from None
     stream = io.BytesIO(data)
     stream.name = url  # read_volume names the file in its messages
-    return read_volume(stream, channels=channels, max_pixels=max_pixels)
+    return read_image(stream, channels=channels, max_pixels=max_pixels, rgb_alpha=rgb_alpha)
 
 
 def write_url(url: str, volume: np.ndarray, fmt: Format, encoding: dict[str, Any]) -> None:
