@@ -26,12 +26,13 @@ from convvol import __version__, batch, console
 from convvol.bank import (
     Bank,
     available_banks,
+    bank_from_document,
     channel_names,
     counted,
     load_bank,
     search_path,
 )
-from convvol.errors import ConvvolError, choice_hint
+from convvol.errors import BankError, ConvvolError, choice_hint, did_you_mean
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
     DEFAULT_QUALITY,
@@ -52,7 +53,7 @@ from convvol.jobs import (
     picture_target,
     run_job,
 )
-from convvol.kernels import MAX_KERNEL_SIDE
+from convvol.kernels import BUILTIN_KERNELS, MAX_KERNEL_SIDE, kernel_side_limit
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
 from convvol.pipeline import check_stack
 from convvol.scaling import SCALES
@@ -754,15 +755,18 @@ def _filters_cell(filters: int | None, outputs: int | None) -> str:
 )
 @max_kernel_option
 def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel: int) -> None:
-    """Print every filter of a bank, one table per channel layer.
+    """Print every filter of a bank, one table per channel layer. BANK may also name a
+    built-in kernel or kernel generator (kirsch, disk, ...): it is shown with its default
+    parameters, as a one-filter bank on one channel.
 
     \b
     Example:
         convvol show-filter edges
         convvol show-filter edges --image kernels.png
+        convvol show-filter kirsch
     """
-    bank = load_bank(bank_name, max_kernel=max_kernel)
-    depth = depth or bank.default_channels
+    bank, kernel = _bank_or_kernel(bank_name, max_kernel)
+    depth = depth or (1 if kernel else bank.default_channels)
     target = picture_target(image, _bank_file(bank), "--image") if image else None
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
@@ -803,6 +807,28 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
         for expression in bank.expressions:
             shown = "" if expression.output else "  (not an output)"
             click.echo(f"  {expression.name} = {expression.text}{shown}")
+
+
+def _bank_or_kernel(name: str, max_kernel: int) -> tuple[Bank, bool]:
+    """The bank ``name``, else the built-in kernel of that name as a one-filter bank (its
+    default parameters); and whether it is a kernel. A bank of the name wins."""
+    try:
+        return load_bank(name, max_kernel=max_kernel), False
+    except BankError as error:
+        spec = BUILTIN_KERNELS.get(name)
+        if spec is None:
+            close = did_you_mean(name, [*available_banks(), *BUILTIN_KERNELS])
+            if close is None or (error.hint or "").startswith("did you mean"):
+                raise
+            raise BankError(error.message + ", and no built-in kernel", hint=close) from None
+    defaults = ", ".join(f"{key}={value}" for key, value in spec.params.items()
+                         if value is not None)  # fmt: skip
+    description = f"the built-in kernel {name!r}: {spec.description}" + (
+        f" (defaults: {defaults})" if defaults else ""
+    )
+    document = {"description": description, "filters": [{"name": name, "kernel": name}]}
+    with kernel_side_limit(max_kernel):
+        return bank_from_document(document, name=name), True
 
 
 def _bank_file(bank: Bank) -> dict[str, str]:
