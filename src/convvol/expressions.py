@@ -475,8 +475,9 @@ def _kind(
         parts = [node.left, node.right]
         if isinstance(node.op, ast.Div) and _constant(node.right) == 0:
             raise BankError(
-                f"{where}: divides by {ast.get_source_segment(expression.text, node.right)}, "
-                "which is always 0: every pixel would be ±inf or NaN",
+                f"{where}: divides by the constant "
+                + _constant_zero(ast.get_source_segment(expression.text, node.right) or "0")
+                + ": every pixel would be ±inf or NaN",
                 hint="division by a channel that is 0 at some pixels is allowed: IEEE results "
                 "(±inf, NaN), then NaN becomes 0 when written as pixels",
             )
@@ -506,6 +507,15 @@ def _kind(
                 "name one member (e.g. blur_red) to combine it with a single channel",
             )
     return kind
+
+
+def _constant_zero(text: str) -> str:
+    """A divisor that is the constant 0, as said: ``0``, or ``'1 - 1', which is 0``."""
+    try:
+        literal = float(text) == 0
+    except ValueError:
+        literal = False
+    return text if literal else f"{text!r}, which is 0"
 
 
 def _constant(node: ast.expr) -> float | None:
