@@ -37,6 +37,8 @@ RECIPES = [
     "-o docs/gallery/recipe_unsharp_threshold.jpg",
     "convvol apply sample_images/astronaut.png -f dog --scale signed "
     "-o docs/gallery/recipe_dog.jpg",
+    "convvol apply sample_images/astronaut.png -f log --scale signed "
+    "-o docs/gallery/recipe_log.jpg",
     "convvol apply sample_images/astronaut.png -f gradient_magnitude "
     "-o docs/gallery/recipe_gradient_magnitude.jpg",
     "convvol apply sample_images/astronaut.png -f compass_edges "

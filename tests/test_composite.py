@@ -275,6 +275,32 @@ def test_bad_kernel_arithmetic_names_the_place(kernel: object, fragment: str) ->
     assert fragment in caught.value.message
 
 
+@pytest.mark.parametrize("name", ["kirsch", "disk", "motion", "sobel_x", "prewitt_compass"])
+def test_show_filter_shows_a_built_in_kernel(workdir: Path, name: str) -> None:
+    """A kernel generator or built-in kernel (no bank of that name): one filter, one
+    channel, its default parameters, the same weights as builtin_kernel."""
+    result = CliRunner().invoke(cli, ["show-filter", name], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    kernel = builtin_kernel(name)
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{name}: 1 filter, 1×1×{kernel.shape[0]}×{kernel.shape[1]}")
+    assert f"the built-in kernel {name!r}" in lines[0]
+    rows = [[float(v) for v in line.split()] for line in lines[3 : 3 + kernel.shape[0]]]
+    np.testing.assert_allclose(rows, kernel, atol=1e-4, rtol=1e-3)
+    three = CliRunner().invoke(cli, ["show-filter", name, "--channels", "3"])
+    assert three.exit_code == 0
+    assert f"1×3×{kernel.shape[0]}×{kernel.shape[1]}" in three.output
+
+
+def test_show_filter_prefers_a_bank_and_suggests_kernels(workdir: Path) -> None:
+    result = CliRunner().invoke(cli, ["show-filter", "log"], catch_exceptions=False)
+    assert "the built-in kernel" not in result.output  # the bundled bank
+    result = CliRunner().invoke(cli, ["show-filter", "kirch"])
+    assert result.exit_code == 2
+    assert "no built-in kernel" in result.stderr
+    assert "did you mean 'kirsch'?" in result.stderr
+
+
 def test_show_filter_shows_a_composite_kernel(workdir: Path) -> None:
     result = CliRunner().invoke(cli, ["show-filter", "unsharp"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

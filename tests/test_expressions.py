@@ -3,6 +3,7 @@ references, the same results in memory, out of core and on Dask, and the CLI's e
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from PIL import Image
 
 import convvol
 from convvol import BankError, builtin_kernel
@@ -339,7 +341,9 @@ expressions:
         ("'hypot(sx, blur)'", ["'sx' (one channel)", "'blur' (a group of 3: red, green, blue)"]),
         ("'sx + input'", ["cannot be combined"]),
         ("'hypot(sxx, blur_red)'", ["at column 7 of 'hypot(sxx, blur_red)'", "unknown name 'sxx'"]),
-        ("'sx / 0'", ["divides by 0"]),
+        ("'sx / 0'", ["divides by the constant 0: every pixel would be ±inf or NaN"]),
+        ("'sx / (2 - 2.0)'", ["divides by the constant '2 - 2.0', which is 0"]),
+        ("'sx / 0.0'", ["divides by the constant 0.0:"]),
         ("'sx.real'", ["'sx.real' is not allowed"]),
         ("'__import__(\"os\").system(\"true\")'", ["may be called"]),
         ("'sx % 2'", ["operator"]),
@@ -399,6 +403,83 @@ def test_apply_checks_expressions_before_reading_any_pixel(workdir: Path) -> Non
     result = run("apply", "missing.png", "-f", "gradients", "--expr", "m = hypot(dx, dz)")
     one_line_error(result, "unknown name 'dz'")
     assert not (workdir / "missing_gradients.png").exists()
+
+
+GAUSSIAN_BANK = "name: g\nfilters:\n  - name: g\n    kernel: {gaussian: {sigma: 1}}\n"
+
+
+@pytest.mark.parametrize(
+    ("depth", "option", "bank_expressions", "channel"),
+    [
+        (1, "d = input - g", "", 0),
+        (1, "d = input_0 - g", "", 0),
+        (1, "d = input_gray - g", "", 0),
+        (1, "", "expressions:\n  - {name: d, expr: input - g}\n", 0),
+        (5, "d = input_4 - g", "", 4),
+        (2, "", "expressions:\n  - {name: d, expr: input_1 - g}\n", 1),
+    ],
+)  # fmt: skip
+def test_apply_expressions_on_a_npy_of_its_own_depth(
+    workdir: Path, depth: int, option: str, bank_expressions: str, channel: int
+) -> None:
+    """A .npy keeps its depth under the default --channels rgb: expressions are checked
+    against that depth, not against 3 channels."""
+    volume = RNG.random((32, 32, depth), dtype=np.float32)
+    np.save(workdir / "in.npy", volume)
+    (workdir / "g.yaml").write_text(GAUSSIAN_BANK + bank_expressions)
+    args = ["apply", "in.npy", "-f", "g.yaml", "-o", "out.npy"]
+    result = run(*args, *(["--expr", option] if option else []))
+    assert result.exit_code == 0, result.output
+    kernel = builtin_kernel("gaussian", sigma=1)
+    weights = np.broadcast_to(kernel / kernel.sum(), (1, depth, *kernel.shape))
+    blurred = reference_convolve(volume, weights)[..., 0]
+    expected = volume[..., channel] - blurred
+    np.testing.assert_allclose(np.load(workdir / "out.npy")[..., 0], expected, atol=2e-6)
+
+
+def test_apply_expressions_from_standard_input_keep_its_depth(workdir: Path) -> None:
+    volume = RNG.random((16, 16, 1), dtype=np.float32)
+    (workdir / "g.yaml").write_text(GAUSSIAN_BANK)
+    buffer = io.BytesIO()
+    np.save(buffer, volume)
+    result = CliRunner().invoke(
+        cli, ["apply", "-", "-f", "g.yaml", "--expr", "d = input - g", "-o", "out.npy"],
+        input=buffer.getvalue(), catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert np.load(workdir / "out.npy").shape == (16, 16, 1)
+
+
+def test_a_name_the_input_depth_lacks_is_refused_once_read(workdir: Path) -> None:
+    """input_red on a grey .npy: refused as it is planned (its own hint, then the depth),
+    nothing written."""
+    np.save(workdir / "in.npy", RNG.random((16, 16, 1), dtype=np.float32))
+    (workdir / "g.yaml").write_text(GAUSSIAN_BANK)
+    result = run("apply", "in.npy", "-f", "g.yaml", "--expr", "d = input_red - g", "-o", "o.npy")
+    one_line_error(result, "unknown name 'input_red'")
+    assert "hint: did you mean" in result.stderr
+    assert "'input_gray'" in result.stderr
+    assert "the input has 1 channel" in result.stderr
+    assert not (workdir / "o.npy").exists()
+
+
+def test_an_unknown_name_keeps_its_did_you_mean(workdir: Path) -> None:
+    image = (RNG.random((24, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(workdir / "photo.png")
+    result = run("apply", "photo.png", "-f", "gradients", "--expr", "m = hypot(dxx, dy)",
+                 "-o", "x.png")  # fmt: skip
+    one_line_error(result, "unknown name 'dxx'")
+    assert "hint: did you mean 'dx'?" in result.stderr
+    assert not (workdir / "x.png").exists()
+    # Found once the depth is known (plan_stack), the error's own hint comes first.
+    sobel = bank({"filters": [{"name": "sx", "kernel": "sobel_x"}]}).with_expressions(
+        ["m = sx + input_gren"]
+    )
+    with pytest.raises(BankError) as caught:
+        convvol.plan_stack((8, 8, 3), [sobel])
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith("did you mean 'input_green'")
+    assert "the input has 3 channels" in caught.value.hint
 
 
 @pytest.mark.parametrize(

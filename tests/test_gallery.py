@@ -71,7 +71,7 @@ def test_the_manual_shows_the_same_commands_and_pictures() -> None:
 
 def test_the_recipes_page_runs_the_scripts_recipes_and_shows_their_pictures() -> None:
     recipes = script_commands("RECIPES")
-    assert len(recipes) == 5
+    assert len(recipes) == 6
     blocks = re.findall(r"```sh\n(.*?)```", RECIPES_PAGE, flags=re.DOTALL)
     lines = {line.strip() for block in blocks for line in block.splitlines()}
     for command in recipes:

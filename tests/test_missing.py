@@ -20,7 +20,7 @@ from convvol.errors import ParameterError
 from convvol.jobs import Item, JobOptions, filter_volume, process_file
 from convvol.masks import mark_missing
 from convvol.settings import BORDERS, LayerSettings, MissingRule, methods
-from reference import reference_missing
+from reference import reference_convolve, reference_missing
 
 RNG = np.random.default_rng(15)
 
@@ -331,6 +331,151 @@ def test_an_rgba_logo_blurred_by_default_shows_no_colour_bleeding(workdir: Path)
                "-o", "rgb.png").exit_code == 0  # fmt: skip
     with Image.open("rgb.png") as image:
         assert image.mode == "RGB"
+
+
+def premultiplied_rgb(pixels: np.ndarray, weights: np.ndarray, **settings) -> np.ndarray:
+    """float64 out_c = S·Σ w·α·c / Σ w·α per colour channel (S = Σ w: the level a
+    normalised convolution keeps), NaN where no opacity falls under the kernel: the
+    premultiplied reference for an LA/RGBA image read as RGB."""
+    unit = pixels.astype(np.float64) / np.iinfo(pixels.dtype).max
+    colour = np.repeat(unit[..., :1], 3, axis=2) if unit.shape[2] == 2 else unit[..., :3]
+    alpha = unit[..., -1:]
+    layer = weights[None, None].astype(np.float64)
+    den = reference_convolve(alpha, layer, **settings)[..., 0]
+    out = np.empty((*den.shape, 3))
+    for c in range(3):
+        num = reference_convolve(colour[..., c : c + 1] * alpha, layer, **settings)[..., 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[..., c] = np.where(den > 1e-9, weights.sum() * num / den, np.nan)
+    return out
+
+
+def blur_kernel() -> np.ndarray:
+    return convvol.load_bank("blur").resolve(1).weights[0, 0].astype(np.float64)
+
+
+@pytest.mark.parametrize("extra", [[], ["--max-memory", "1"], ["--border", "constant"],
+                                   ["--stride", "2"], ["--linear"]])  # fmt: skip
+def test_an_rgba_logo_read_as_rgb_is_premultiplied_by_default(
+    workdir: Path, extra: list[str]
+) -> None:
+    """The default --channels rgb: colours weighted by alpha, alpha not written; outputs
+    with no opacity under the kernel are missing (NaN in .npy, 0 in images)."""
+    Image.fromarray(logo(), "RGBA").save("logo.png")
+    result = run("apply", "logo.png", "-f", "blur", "-o", "soft.npy", *extra)
+    assert result.exit_code == 0, result.output
+    soft = np.load("soft.npy")
+    assert soft.shape[2] == 3
+    settings = {"border": "constant"} if "constant" in extra else {}
+    settings.update({"stride": 2} if "2" in extra else {})
+    source = logo()
+    if "--linear" in extra:  # colours decoded to linear light before, encoded after
+        unit = source.astype(np.float64) / 255
+        linear = np.where(unit <= 0.04045, unit / 12.92, ((unit + 0.055) / 1.055) ** 2.4)
+        source = np.round(linear * 65535).astype(np.uint16)
+        source[..., 3] = logo()[..., 3].astype(np.uint16) * 257
+    expected = premultiplied_rgb(source, blur_kernel(), **settings)
+    if "--linear" in extra:
+        expected = np.where(
+            expected <= 0.0031308, expected * 12.92, 1.055 * np.abs(expected) ** (1 / 2.4) - 0.055
+        )
+    np.testing.assert_array_equal(np.isnan(soft), np.isnan(expected))
+    assert np.isnan(soft).any()
+    shown = ~np.isnan(expected[..., 0])
+    np.testing.assert_allclose(soft[shown], expected[shown], atol=1e-4 if extra else 2e-6)
+    assert soft[shown][:, 1].max() < 31 / 255  # the disc's own green (30): none bleeds in
+
+
+def test_an_rgba_logo_read_as_rgb_shows_no_colour_bleeding_in_a_png(workdir: Path) -> None:
+    Image.fromarray(logo(), "RGBA").save("logo.png")
+    assert run("apply", "logo.png", "-f", "blur", "-o", "soft.png").exit_code == 0
+    with Image.open("soft.png") as image:
+        assert image.mode == "RGB"
+        soft = np.asarray(image).astype(np.float64)
+    expected = premultiplied_rgb(logo(), blur_kernel())
+    shown = ~np.isnan(expected[..., 0])
+    np.testing.assert_allclose(soft[shown], expected[shown] * 255, atol=0.51)
+    assert (soft[~shown] == 0).all()  # missing outputs: 0 in 8-bit images
+    assert soft[shown][:, 1].max() <= 30  # the disc's own; straight gave the edge 161
+    # --alpha straight (and ignore) filter the colours as stored: the green bleeds in
+    for alpha in ("straight", "ignore"):
+        assert run("apply", "logo.png", "-f", "blur", "--alpha", alpha, "-o",
+                   f"{alpha}.png").exit_code == 0  # fmt: skip
+        with Image.open(f"{alpha}.png") as image:
+            assert image.mode == "RGB"
+            assert np.asarray(image)[shown][:, 1].max() > 100
+    assert Path("straight.png").read_bytes() == Path("ignore.png").read_bytes()
+
+
+def test_grey_alpha_and_animations_read_as_rgb_are_premultiplied(workdir: Path) -> None:
+    grey = np.stack([logo()[..., 0], logo()[..., 3]], axis=2)  # LA
+    Image.fromarray(grey, "LA").save("la.png")
+    assert run("apply", "la.png", "-f", "blur", "-o", "la.npy").exit_code == 0
+    expected = premultiplied_rgb(grey, blur_kernel())
+    shown = ~np.isnan(expected[..., 0])
+    np.testing.assert_allclose(np.load("la.npy")[shown], expected[shown], atol=2e-6)
+    # every frame of an animation, each as if alone
+    frames = [logo(), np.roll(logo(), 5, axis=1)]
+    images = [Image.fromarray(frame, "RGBA") for frame in frames]
+    images[0].save("anim.png", save_all=True, append_images=images[1:], duration=100)
+    assert run("apply", "anim.png", "-f", "blur", "-o", "frame{frame}.npy").exit_code == 0
+    for number, frame in enumerate(frames):
+        expected = premultiplied_rgb(frame, blur_kernel())
+        shown = ~np.isnan(expected[..., 0])
+        np.testing.assert_allclose(np.load(f"frame{number}.npy")[shown], expected[shown],
+                                   atol=2e-6)  # fmt: skip
+
+
+def test_an_opaque_rgba_image_is_filtered_as_rgb(workdir: Path) -> None:
+    opaque = logo()
+    opaque[..., 3] = 255
+    Image.fromarray(opaque, "RGBA").save("opaque.png")
+    Image.fromarray(opaque[..., :3], "RGB").save("rgb.png")
+    for name in ("opaque", "rgb"):
+        assert run("apply", f"{name}.png", "-f", "edges", "-o", f"{name}.npy").exit_code == 0
+    np.testing.assert_array_equal(np.load("opaque.npy"), np.load("rgb.npy"))
+
+
+def test_rgba_read_as_rgb_is_the_same_in_a_batch_and_with_expressions(workdir: Path) -> None:
+    os.mkdir("in")
+    for number in range(2):
+        Image.fromarray(np.roll(logo(), 3 * number, axis=0), "RGBA").save(f"in/{number}.png")
+    assert run("apply", "in/*.png", "-f", "blur", "-j", "2", "-o", "out/{stem}.npy").exit_code == 0
+    for number in range(2):
+        assert run("apply", f"in/{number}.png", "-f", "blur", "-o", "one.npy").exit_code == 0
+        np.testing.assert_array_equal(np.load(f"out/{number}.npy"), np.load("one.npy"))
+    # expressions see the 3 colour channels; --montage shows the colours
+    result = run("apply", "in/0.png", "-f", "blur", "--expr", "d = input - blur", "-o", "d.npy",
+                 "--montage", "sheet.png")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    difference = np.load("d.npy")
+    assert difference.shape == (48, 48, 3)
+    colour = logo()[..., :3].astype(np.float32) / 255
+    blurred = np.load("out/0.npy")
+    np.testing.assert_allclose(difference, colour - blurred, atol=1e-6)
+    assert Path("sheet.png").exists()
+
+
+@pytest.mark.parametrize("channels", ["keep", "rgb"])
+def test_missing_fill_or_propagate_with_alpha_is_refused_only_with_missing_pixels(
+    workdir: Path, channels: str
+) -> None:
+    """Without missing pixels every treatment is the same: accepted; with some, a missing
+    pixel is transparent under premultiplied alpha, which fill and propagate contradict."""
+    Image.fromarray(logo(), "RGBA").save("logo.png")
+    keep = ["--channels", channels]
+    assert run("apply", "logo.png", "-f", "blur", *keep, "-o", "plain.npy").exit_code == 0
+    for treatment in ("fill", "propagate"):
+        result = run("apply", "logo.png", "-f", "blur", *keep, "--missing", treatment,
+                     "-o", f"{treatment}.npy")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        np.testing.assert_array_equal(np.load(f"{treatment}.npy"), np.load("plain.npy"))
+    result = run("apply", "logo.png", "-f", "blur", *keep, "--missing", "fill", "--nodata",
+                 "40", "-o", "refused.npy")  # fmt: skip
+    assert result.exit_code == 2
+    assert "does not apply with premultiplied alpha" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2  # the line and its hint
+    assert not Path("refused.npy").exists()
 
 
 def test_missing_outputs_are_nan_in_npy_and_zero_in_images(workdir: Path) -> None:

@@ -30,6 +30,7 @@ from convvol.errors import BankError, KernelError, choice_hint, did_you_mean
 from convvol.expressions import (
     Combine,
     Expression,
+    check_names,
     compile_expressions,
     parse_assignment,
     parse_expression,
@@ -220,6 +221,16 @@ class Bank:
         added = tuple(parse_assignment(e) if isinstance(e, str) else e for e in extra)
         own = tuple(replace(expression, output=False) for expression in self.expressions)
         return replace(self, expressions=(*own, *added))
+
+    def check_names(self) -> None:
+        """Refuse expressions reading a name that no input depth gives (BankError): what
+        can be checked before the input's depth is known (:meth:`resolve` checks the rest)."""
+        if self.expressions:
+            check_names(
+                self.expressions,
+                [filt.name for filt in self.filters],
+                [filt.name for filt in self.filters if filt.depthwise],
+            )
 
     @property
     def kernel_shape(self) -> tuple[int, int]:

@@ -26,12 +26,13 @@ from convvol import __version__, batch, console
 from convvol.bank import (
     Bank,
     available_banks,
+    bank_from_document,
     channel_names,
     counted,
     load_bank,
     search_path,
 )
-from convvol.errors import ConvvolError, choice_hint
+from convvol.errors import BankError, ConvvolError, choice_hint, did_you_mean
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
     DEFAULT_QUALITY,
@@ -53,9 +54,9 @@ from convvol.jobs import (
     picture_target,
     run_job,
 )
-from convvol.kernels import MAX_KERNEL_SIDE
+from convvol.kernels import BUILTIN_KERNELS, MAX_KERNEL_SIDE, kernel_side_limit
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
-from convvol.pipeline import resolve_stack
+from convvol.pipeline import check_stack
 from convvol.scaling import DEPTH_CHOICES, SCALES, VALUES
 from convvol.settings import (
     ACTIVATIONS,
@@ -240,10 +241,10 @@ def missing_options(command: F) -> F:
                      help="Outputs where less than FRACTION of the kernel's weight fell on "
                      "valid pixels are missing."),
         click.option("--alpha", type=HintedChoice(ALPHAS), default=None,
-                     help="With --channels keep, for images with alpha: premultiplied "
-                     "(default: colours weighted by opacity, no bleeding from transparent "
-                     "pixels), straight (alpha filtered as any channel), ignore (alpha "
-                     "dropped)."),
+                     help="For images with alpha: premultiplied (default: colours weighted "
+                     "by opacity, no bleeding from transparent pixels; with --channels rgb "
+                     "the alpha is not written), straight (alpha filtered as any channel "
+                     "with --channels keep, dropped with rgb), ignore (alpha dropped)."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -535,8 +536,9 @@ def apply(
     """
     banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
     banks = with_expressions(banks, expressions)
-    if channels == "rgb" and any(bank.expressions for bank in banks):
-        resolve_stack(banks, 3, labels=bank_names)  # the depth is known: check before reading
+    # Before reading: what no input depth can make right (a .npy or TIFF stack keeps its
+    # own depth whatever --channels says); run_job checks the rest before writing.
+    check_stack(banks, labels=bank_names)
     cval = given.get("cval")
     if cval is not None and not math.isfinite(cval):
         raise click.BadParameter(f"{cval} is not a finite number", param_hint="--cval")
@@ -776,15 +778,18 @@ def _filters_cell(filters: int | None, outputs: int | None) -> str:
 )
 @max_kernel_option
 def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel: int) -> None:
-    """Print every filter of a bank, one table per channel layer.
+    """Print every filter of a bank, one table per channel layer. BANK may also name a
+    built-in kernel or kernel generator (kirsch, disk, ...): it is shown with its default
+    parameters, as a one-filter bank on one channel.
 
     \b
     Example:
         convvol show-filter edges
         convvol show-filter edges --image kernels.png
+        convvol show-filter kirsch
     """
-    bank = load_bank(bank_name, max_kernel=max_kernel)
-    depth = depth or bank.default_channels
+    bank, kernel = _bank_or_kernel(bank_name, max_kernel)
+    depth = depth or (1 if kernel else bank.default_channels)
     target = picture_target(image, _bank_file(bank), "--image") if image else None
     resolved = bank.resolve(depth)
     layer_names = channel_names(depth)
@@ -825,6 +830,28 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
         for expression in bank.expressions:
             shown = "" if expression.output else "  (not an output)"
             click.echo(f"  {expression.name} = {expression.text}{shown}")
+
+
+def _bank_or_kernel(name: str, max_kernel: int) -> tuple[Bank, bool]:
+    """The bank ``name``, else the built-in kernel of that name as a one-filter bank (its
+    default parameters); and whether it is a kernel. A bank of the name wins."""
+    try:
+        return load_bank(name, max_kernel=max_kernel), False
+    except BankError as error:
+        spec = BUILTIN_KERNELS.get(name)
+        if spec is None:
+            close = did_you_mean(name, [*available_banks(), *BUILTIN_KERNELS])
+            if close is None or (error.hint or "").startswith("did you mean"):
+                raise
+            raise BankError(error.message + ", and no built-in kernel", hint=close) from None
+    defaults = ", ".join(f"{key}={value}" for key, value in spec.params.items()
+                         if value is not None)  # fmt: skip
+    description = f"the built-in kernel {name!r}: {spec.description}" + (
+        f" (defaults: {defaults})" if defaults else ""
+    )
+    document = {"description": description, "filters": [{"name": name, "kernel": name}]}
+    with kernel_side_limit(max_kernel):
+        return bank_from_document(document, name=name), True
 
 
 def _bank_file(bank: Bank) -> dict[str, str]:

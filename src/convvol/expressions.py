@@ -335,8 +335,12 @@ def _float32(value: object) -> np.ndarray:
 
 
 def input_names(channels: Sequence[str]) -> dict[str, int]:
-    """``input_red``, ``input_green``, ... (or ``input_0``, ...): the input's channels."""
-    return {f"{INPUT}_{name}": index for index, name in enumerate(channels)}
+    """``input_red``, ``input_green``, ... (or ``input_0``, ...): the input's channels,
+    each also ``input_<index>`` at any depth (``input_0`` is ``input_red`` or ``input_gray``)."""
+    names = {f"{INPUT}_{name}": index for index, name in enumerate(channels)}
+    for index in range(len(channels)):
+        names.setdefault(f"{INPUT}_{index}", index)
+    return names
 
 
 def compile_expressions(
@@ -407,6 +411,46 @@ def compile_expressions(
     return Combine(tuple(names), tuple(expressions), sources, tuple(outputs))
 
 
+# The names a channel may have at some depth (convvol.bank.channel_names): colours, indices.
+_ANY_CHANNEL = re.compile(r"^(gray|alpha|red|green|blue|[0-9]+)$")
+
+
+def check_names(
+    expressions: Sequence[Expression],
+    filter_names: Sequence[str],
+    groups: Sequence[str],
+) -> None:
+    """Refuse a name that no input depth can give (raises BankError with "did you mean").
+
+    What :func:`compile_expressions` checks needs the layer's input depth; this needs
+    none, so a caller can check before reading an input whose depth it cannot know yet
+    (a ``.npy``, standard input, a TIFF stack). ``filter_names`` are the filters' names
+    and ``groups`` the depthwise ones, whose outputs are ``NAME_<channel>``. A name is
+    possible if it is a filter, ``input``, an earlier expression, or a group's or the
+    input's ``_<channel>`` (``gray``, ``alpha``, ``red``, ``green``, ``blue`` or a number).
+    """
+    known = {*filter_names, INPUT}
+    prefixes = {*groups, INPUT}
+    for expression in expressions:
+        calls = {id(node.func) for node in ast.walk(expression.tree) if isinstance(node, ast.Call)}
+        names = [node for node in ast.walk(expression.tree)
+                 if isinstance(node, ast.Name) and id(node) not in calls]  # fmt: skip
+        for node in sorted(names, key=_column):
+            if node.id in known:
+                continue
+            prefix, _, channel = node.id.rpartition("_")
+            if prefix in prefixes and _ANY_CHANNEL.match(channel):
+                continue
+            close = [f"{p}_{c}" for p in prefixes for c in ("gray", "red", "green", "blue", "0")]
+            listed = sorted(known) + [f"{p}_<channel>" for p in sorted(prefixes)]
+            raise BankError(
+                f"{_at(expression.origin, node, expression.text)}: unknown name {node.id!r}",
+                hint=did_you_mean(node.id, [*known, *close])
+                or "names: " + ", ".join(listed[:20]) + (" ..." if len(listed) > 20 else ""),
+            )
+        known.add(expression.name)
+
+
 def _kind(
     node: ast.expr, expression: Expression, kinds: Mapping[str, tuple[str, ...] | None]
 ) -> tuple[str, ...] | None:
@@ -416,10 +460,13 @@ def _kind(
         return CONSTANT
     if isinstance(node, ast.Name):
         if node.id not in kinds:
+            # input_0, input_1, ... stand for the named channels: suggested for numbers only.
+            by_index = re.compile(rf"^{INPUT}_[0-9]+$")
+            names = [name for name in kinds if by_index.match(node.id) or not by_index.match(name)]
             raise BankError(
                 f"{where}: unknown name {node.id!r}",
-                hint=did_you_mean(node.id, kinds)
-                or "names: " + ", ".join(sorted(kinds)[:20]) + (" ..." if len(kinds) > 20 else ""),
+                hint=did_you_mean(node.id, names)
+                or "names: " + ", ".join(sorted(names)[:20]) + (" ..." if len(names) > 20 else ""),
             )
         return kinds[node.id]
     if isinstance(node, ast.UnaryOp):
@@ -428,8 +475,9 @@ def _kind(
         parts = [node.left, node.right]
         if isinstance(node.op, ast.Div) and _constant(node.right) == 0:
             raise BankError(
-                f"{where}: divides by {ast.get_source_segment(expression.text, node.right)}, "
-                "which is always 0: every pixel would be ±inf or NaN",
+                f"{where}: divides by the constant "
+                + _constant_zero(ast.get_source_segment(expression.text, node.right) or "0")
+                + ": every pixel would be ±inf or NaN",
                 hint="division by a channel that is 0 at some pixels is allowed: IEEE results "
                 "(±inf, NaN), then NaN becomes 0 when written as pixels",
             )
@@ -459,6 +507,15 @@ def _kind(
                 "name one member (e.g. blur_red) to combine it with a single channel",
             )
     return kind
+
+
+def _constant_zero(text: str) -> str:
+    """A divisor that is the constant 0, as said: ``0``, or ``'1 - 1', which is 0``."""
+    try:
+        literal = float(text) == 0
+    except ValueError:
+        literal = False
+    return text if literal else f"{text!r}, which is 0"
 
 
 def _constant(node: ast.expr) -> float | None:

@@ -223,6 +223,7 @@ def run_job(
             labels=options.labels or None,
             input_hint=keep_hint if options.channels == "keep" else "",
             has_missing=holds_nan(stored), alpha_channel=read.info.alpha_channel,
+            alpha_weight=read.info.alpha_weight,
         )  # fmt: skip
         check_reach(layers)
     if explain is not None:
@@ -281,6 +282,8 @@ def run_job(
     with OutputSet() as outputs:
         if sheet is not None:  # first, so that a failure here leaves stdout untouched
             shown_input = pixels_to_volume(stored, divisor)
+            if read.info.alpha_weight is not None:  # an image read as RGB: its colours
+                shown_input = np.delete(shown_input, read.info.alpha_weight, axis=2)
             if options.linear:
                 shown_input = linear_to_srgb(shown_input)
             _write_sheet(outputs, sheet, item, options, shown_input, outcome, labels)
@@ -532,20 +535,32 @@ def _read(item: Item, options: JobOptions) -> ReadImage:
     source = item.source
     if is_zarr(source):  # a Zarr array to images: read whole
         return ReadImage(streams.read_whole(source, max_pixels=options.max_pixels), 1.0)
+    # Premultiplied alpha (the default) keeps an image's alpha to weigh its colours, also
+    # when it is read as RGB; the alpha is then no channel of the result.
+    rgb_alpha = options.settings.alpha in (None, "premultiplied")
     if is_url(source):
         return read_url_image(source, channels=options.channels,
-                              max_pixels=options.max_pixels, values=options.values)  # fmt: skip
+                              max_pixels=options.max_pixels, values=options.values,
+                              rgb_alpha=rgb_alpha)  # fmt: skip
     # A contact sheet or a preview shows one picture: an animation's first frame.
     frames = "first" if options.montage is not None or options.keep_volume else options.frames
     return read_image(source, channels=options.channels, max_pixels=options.max_pixels,
-                      frames=frames, values=options.values)  # fmt: skip
+                      frames=frames, values=options.values, rgb_alpha=rgb_alpha)  # fmt: skip
 
 
 def _alpha_settings(settings: Settings, info: ImageInfo) -> Settings:
     """``--alpha`` weighs colours by an image's own alpha: an image without one (RGB, or
     read as RGB) is filtered as it is; a volume (``.npy``, Zarr) has its last channel
     taken as the alpha when ``--alpha premultiplied`` says so."""
-    if info.alpha_channel is None and info.format not in (None, "npy"):
+    if (
+        info.alpha_channel is None
+        and info.alpha_weight is None
+        and info.format
+        not in (
+            None,
+            "npy",
+        )
+    ):
         return replace(settings, alpha=None)
     return settings
 
@@ -563,7 +578,13 @@ def _missing_pixels(item: Item, options: JobOptions, read: ReadImage) -> ReadIma
     nodata = options.nodata if options.nodata is not None else info.nodata
     if nodata is not None:
         check_nodata(nodata, info.sample_type or stored.dtype, item.label)
-    mask = read_mask(options.mask, stored.shape, item.label) if options.mask else None
+    mask = None
+    if options.mask:
+        weight = info.alpha_weight  # an image read as RGB: a mask for its colours
+        height, width, depth = stored.shape
+        mask = read_mask(options.mask, (height, width, depth - (weight is not None)), item.label)
+        if weight is not None and mask.shape[2] > 1:
+            mask = np.insert(mask, weight, True, axis=2)  # its alpha is all valid
     if (nodata is not None and not np.isnan(nodata)) or mask is not None:
         stored = mark_missing(stored, nodata=nodata, mask=mask, divisor=divisor)
         frames = tuple(

@@ -34,6 +34,7 @@ def plan_stack(
     input_hint: str = "",
     has_missing: bool = False,
     alpha_channel: int | None = None,
+    alpha_weight: int | None = None,
 ) -> list[LayerPlan]:
     """Plan banks in order over a volume of ``shape``, each on the previous one's output.
 
@@ -42,7 +43,9 @@ def plan_stack(
     (the volume holds NaN) and ``alpha_channel`` (its alpha, for an image read with
     ``channels="keep"``) decide, with the settings, how missing pixels and transparency
     are filtered (:meth:`~convvol.settings.Settings.missing_rule`); a layer whose input
-    may hold NaN filters them as missing too.
+    may hold NaN filters them as missing too. ``alpha_weight`` is the alpha of an image
+    read as RGB (``info.alpha_weight``): the first bank sees the other channels only, and
+    the alpha weighs their colours (premultiplied, by default).
     """
     if not banks:
         raise ParameterError("no filter bank given")
@@ -50,14 +53,19 @@ def plan_stack(
     height, width, channels = (int(size) for size in shape)
     layers: list[LayerPlan] = []
     missing = has_missing
-    stack = resolve_stack(banks, channels, labels=labels, input_hint=input_hint)
+    seen = channels - (alpha_weight is not None)  # the channels the first bank sees
+    stack = resolve_stack(banks, seen, labels=labels, input_hint=input_hint)
     for number, (bank, resolved) in enumerate(zip(banks, stack, strict=True), start=1):
+        weights = resolved.weights
+        if number == 1 and alpha_weight is not None:  # no filter reads the alpha itself
+            weights = np.insert(weights, alpha_weight, np.float32(0), axis=1)
         try:
             rule = settings.missing_rule(
-                channels, has_missing=missing, alpha_channel=alpha_channel, first=number == 1
-            )
+                channels, has_missing=missing, alpha_channel=alpha_channel, first=number == 1,
+                alpha_weight=alpha_weight,
+            )  # fmt: skip
             layer = plan_layer(
-                (height, width, channels), resolved.weights, resolved.bias,
+                (height, width, channels), weights, resolved.bias,
                 settings.for_bank(bank.defaults), threads=settings.threads,
                 memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
                 combine=resolved.combine,
@@ -66,7 +74,9 @@ def plan_stack(
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None
         # What this layer writes may be missing (NaN) where its rule says so.
-        missing = rule is not None and (rule.alpha_channel is None or rule.min_valid > 0)
+        missing = rule is not None and (
+            rule.alpha_channel is None or not rule.alpha_kept or rule.min_valid > 0
+        )
         layers.append(layer)
         height, width, channels = layer.out_shape
     return layers
@@ -80,8 +90,8 @@ def resolve_stack(
     input_hint: str = "",
 ) -> list[BankWeights]:
     """Each bank completed for the depth before it (the input's ``channels`` first), its
-    expressions checked: what :func:`plan_stack` plans, and all a caller needs to check a
-    stack before reading any pixel. Raises BankError naming the layer."""
+    expressions checked: what :func:`plan_stack` plans. Raises BankError naming the layer
+    (see :func:`check_stack` for what can be checked before the depth is known)."""
     stack: list[BankWeights] = []
     for number, bank in enumerate(banks, start=1):
         try:
@@ -90,6 +100,20 @@ def resolve_stack(
             raise _depth_error(error, number, channels, banks, labels, input_hint) from None
         channels = len(stack[-1].outputs)
     return stack
+
+
+def check_stack(banks: Sequence[Bank], *, labels: Sequence[str] | None = None) -> None:
+    """What can be checked of a stack before its input is read, when the input's depth
+    is not known yet (a ``.npy`` or TIFF stack keeps its own, whatever ``--channels``
+    says): expressions reading names that no depth gives. :func:`plan_stack` checks the
+    rest once the depth is known, still before anything is written. Raises BankError
+    naming the layer."""
+    for number, bank in enumerate(banks, start=1):
+        try:
+            bank.check_names()
+        except BankError as error:
+            prefix = _layer_prefix(number, banks, labels)
+            raise BankError(prefix + error.message, hint=error.hint) from None
 
 
 def holds_nan(volume: np.ndarray) -> bool:
@@ -105,7 +129,8 @@ def _depth_error(
     labels: Sequence[str] | None,
     input_hint: str,
 ) -> BankError:
-    """Name the layer and what came before it."""
+    """Name the layer and what came before it; the error's own hint (a "did you mean")
+    comes first."""
     names = list(labels) if labels else [bank.name for bank in banks]
     channels = f"{depth} channel{'' if depth == 1 else 's'}"
     hint = (
@@ -113,8 +138,17 @@ def _depth_error(
         if number == 1
         else f"layer {number - 1} (-f {names[number - 2]}) outputs {channels}"
     )
-    prefix = f"layer {number} (-f {names[number - 1]}): " if len(banks) > 1 else ""
-    return BankError(prefix + error.message, hint=hint)
+    if error.hint:
+        hint = f"{error.hint} ({hint})"
+    return BankError(_layer_prefix(number, banks, labels) + error.message, hint=hint)
+
+
+def _layer_prefix(number: int, banks: Sequence[Bank], labels: Sequence[str] | None) -> str:
+    """``layer 2 (-f edges): `` in a stack of several banks, else nothing."""
+    if len(banks) < 2:
+        return ""
+    names = list(labels) if labels else [bank.name for bank in banks]
+    return f"layer {number} (-f {names[number - 1]}): "
 
 
 def estimate_memory(

@@ -145,13 +145,18 @@ class MissingRule:
     pixels read as the layer's ``cval``); ``min_valid`` marks outputs missing where less
     than that share of the kernel's weight (Σ|w|) fell on valid pixels; ``preserve``
     keeps missing input pixels missing in the output; ``alpha_channel`` (premultiplied
-    alpha) is the channel whose opacity weighs the other channels' values.
+    alpha) is the channel whose opacity weighs the other channels' values. With
+    ``alpha_kept`` (an image read with its alpha) the alpha is filtered as it is and an
+    output with no opacity under the kernel is colour 0 (transparent anyway); without it
+    (an image read as RGB, whose alpha only weighs the colours and is no channel of the
+    result) such an output is missing.
     """
 
     treatment: str = "propagate"
     min_valid: float = 0.0
     preserve: bool = False
     alpha_channel: int | None = None
+    alpha_kept: bool = True
 
     def __post_init__(self) -> None:
         check_choice(self.treatment, MISSING, "missing")
@@ -161,6 +166,7 @@ class MissingRule:
         """A few words for --explain."""
         if self.alpha_channel is not None:
             words = f"colours weighted by alpha (channel {self.alpha_channel}), premultiplied"
+            words += "" if self.alpha_kept else ", alpha not written"
         else:
             words = f"missing pixels: {self.treatment}"
         if self.min_valid:
@@ -264,6 +270,7 @@ class Settings:
         has_missing: bool,
         alpha_channel: int | None = None,
         first: bool = True,
+        alpha_weight: int | None = None,
     ) -> MissingRule | None:
         """The one decision about missing pixels and alpha for a layer with ``channels``
         input channels: None when it filters plainly (no missing pixels, nothing asked).
@@ -272,10 +279,18 @@ class Settings:
         (an image read with ``channels="keep"``), premultiplied by default (colours
         weighted by opacity, so transparent pixels' colours never bleed in); with
         ``alpha="premultiplied"`` and no ``alpha_channel`` the last channel is the alpha.
+        ``alpha_weight``: the alpha of an image read as RGB, which only weighs the colours
+        (premultiplied, the default; ``straight`` and ``ignore`` leave it unread).
         ``first`` is False for the layers after the first (alpha belongs to the input).
+        A ``missing`` other than ``interpolate`` is refused with premultiplied alpha only
+        when the input has missing pixels: without any, every treatment is the same.
         """
         alpha = None
-        if first and self.alpha == "premultiplied":
+        kept = True
+        if first and alpha_weight is not None:
+            if self.alpha in (None, "premultiplied"):
+                alpha, kept = alpha_weight, False
+        elif first and self.alpha == "premultiplied":
             alpha = channels - 1 if alpha_channel is None else alpha_channel
             if channels < 2:
                 raise ParameterError(
@@ -285,16 +300,17 @@ class Settings:
                 )
         elif first and self.alpha is None and alpha_channel is not None:
             alpha = alpha_channel
-        if alpha is not None and self.missing not in (None, "interpolate"):
+        if alpha is not None and has_missing and self.missing not in (None, "interpolate"):
             raise ParameterError(
                 f"missing {self.missing!r} does not apply with premultiplied alpha: a missing "
                 "pixel is transparent there, and colours are weighted by opacity",
-                hint="use --alpha straight to filter alpha as a channel like the others",
+                hint="use --missing interpolate, or --alpha straight to filter alpha as a "
+                "channel like the others",
             )
         asked = self.missing is not None or self.min_valid is not None or self.preserve_missing
         if alpha is None and not asked and not has_missing:
             return None
         return MissingRule(
             "interpolate" if alpha is not None else self.missing or "propagate",
-            self.min_valid or 0.0, bool(self.preserve_missing), alpha,
+            self.min_valid or 0.0, bool(self.preserve_missing), alpha, kept,
         )  # fmt: skip

@@ -27,7 +27,9 @@ The rules:
 - ``fill``: missing pixels read as ``cval``; one convolution.
 - premultiplied alpha: ``interpolate`` with the alpha as each colour channel's weight
   (0 to 1) instead of a 0/1 mask; the alpha channel is filtered as it is; a missing pixel
-  is transparent.
+  is transparent. An output with no opacity under the kernel is colour 0 when the alpha
+  is kept (it is transparent), and missing when the alpha only weighs the colours (an
+  image read as RGB: no filter reads the alpha, which is no channel of the result).
 
 ``min_valid`` compares the share of the kernel's weight (Σ|w| over the filter's layers)
 that fell on valid pixels (the mask's sums when the weights are ≥ 0, else one more
@@ -186,8 +188,8 @@ class Masking:
             empty = np.abs(den) <= NO_WEIGHT * self.magnitudes[k]
             with np.errstate(divide="ignore", invalid="ignore"):
                 np.multiply(num, self.sums[k] / den, out=levels[..., k])
-            if self.rule.alpha_channel is not None:  # fully transparent: no colour
-                levels[..., k][empty] = 0.0
+            if self.rule.alpha_channel is not None and self.rule.alpha_kept:
+                levels[..., k][empty] = 0.0  # fully transparent: no colour
             else:
                 missing[..., int(self.filters[k])] |= empty
         return levels

@@ -25,7 +25,9 @@ class ImageInfo:
     Zarr volumes, whose values are the volume's); ``nodata`` the stored value that marks
     a missing pixel (the default of ``--nodata``: a GeoTIFF's GDAL_NODATA, in the file's
     stored units); ``alpha_channel`` the channel that holds opacity (an LA or RGBA image
-    read with ``channels="keep"``).
+    read with ``channels="keep"``); ``alpha_weight`` the channel that holds the opacity of
+    an LA or RGBA image read as RGB with its alpha kept to weigh the colours
+    (``read_image(..., rgb_alpha=True)``): it is no channel of the result.
 
     ``georeference`` holds a GeoTIFF's tags (None: none); ``gdal_metadata`` its
     GDAL_METADATA XML.
@@ -36,6 +38,7 @@ class ImageInfo:
     # Missing pixels and transparency (issue 15).
     nodata: float | None = None
     alpha_channel: int | None = None
+    alpha_weight: int | None = None
     # Scientific rasters (issue 14): a GeoTIFF's georeferencing, carried unless --strip.
     georeference: GeoReference | None = None
     gdal_metadata: str | None = None

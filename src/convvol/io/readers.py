@@ -16,6 +16,7 @@ import sys
 import threading
 import tokenize
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import IO, Any, BinaryIO
 
@@ -127,9 +128,15 @@ def read_image(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     frames: str = "first",
     values: str = "unit",
+    rgb_alpha: bool = False,
 ) -> ReadImage:
     """:func:`read_pixels`, with what the file says about itself (:class:`ImageInfo`)
     for the writers to carry to the outputs.
+
+    ``rgb_alpha`` with ``channels="rgb"``: an LA or RGBA image whose alpha is not opaque
+    everywhere comes as RGB plus its alpha (4 channels, ``info.alpha_weight`` = 3), for
+    premultiplied filtering (the alpha weighs the colours and is no channel of the
+    result); an opaque one comes as RGB.
 
     ``frames="all"`` reads every frame of an animated GIF, WebP or PNG (APNG), each as
     the viewer shows it (composed on the canvas), into ``frames``, with their timing in
@@ -161,7 +168,7 @@ def read_image(
             read = _read_tiff(stream, label, channels, limit, values)
             if read is not None:
                 return read
-        read = _read_image(stream, label, channels, limit, frames)
+        read = _read_image(stream, label, channels, limit, frames, rgb_alpha=rgb_alpha)
         if values == "native" and read.pixels.dtype.kind in "iu":
             return replace(read, divisor=1.0)  # the samples' own numbers, every frame's too
         return read
@@ -323,7 +330,13 @@ def _open_image(stream: BinaryIO) -> Image.Image:
 
 
 def _read_image(
-    stream: BinaryIO, label: str, channels: str, max_pixels: int | None, frames: str = "first"
+    stream: BinaryIO,
+    label: str,
+    channels: str,
+    max_pixels: int | None,
+    frames: str = "first",
+    *,
+    rgb_alpha: bool = False,
 ) -> ReadImage:
     animation: tuple[tuple[np.ndarray, ...], Animation] | None = None
     try:
@@ -336,19 +349,26 @@ def _read_image(
             if max_pixels is not None and width * height > max_pixels:
                 raise _too_large(label, f"{width}×{height}", width * height, max_pixels, "pixels")
             stack = _page_stack(image, stream, label, max_pixels)
-            alpha_channel = None
+            alpha_channel = alpha_weight = None
             if stack is None:
                 pixels, divisor = _image_pixels(image, stream, label)
                 # Loaded (PNG text after the image data is known), not yet seeked: the
                 # first frame's metadata.
                 photo = read_photo_info(image, label)
+                weighed = channels == "rgb" and rgb_alpha
                 if channels == "rgb":
-                    pixels = _as_rgb(pixels)
+                    pixels = _as_rgb_alpha([pixels], divisor)[0][0] if weighed else _as_rgb(pixels)
                 if frames == "all" and _is_animated(image):
-                    animation = _animation(image, stream, label, channels, max_pixels)
+                    mode = "keep" if weighed else channels
+                    animation = _animation(image, stream, label, mode, max_pixels)
+                    if weighed:
+                        animation = (_as_rgb_alpha(animation[0], divisor)[0], animation[1])
                     pixels = animation[0][0]
-                if channels != "rgb" and pixels.shape[2] in (2, 4):  # LA, RGBA: opacity last
-                    alpha_channel = pixels.shape[2] - 1
+                if pixels.shape[2] in (2, 4):  # LA, RGBA: opacity last
+                    if channels == "rgb":
+                        alpha_weight = pixels.shape[2] - 1
+                    else:
+                        alpha_channel = pixels.shape[2] - 1
             else:
                 pixels, divisor = stack
                 photo = read_photo_info(image, label)
@@ -379,6 +399,7 @@ def _read_image(
     info = ImageInfo(
         format=image.format, sample_type="float32" if divisor == 1.0 else stored,
         alpha_channel=alpha_channel, animation=animation[1] if animation else None, **photo,
+        alpha_weight=alpha_weight,
     )  # fmt: skip
     return ReadImage(pixels, divisor, info, animation[0] if animation else ())
 
@@ -572,6 +593,19 @@ def _sixteen_bit_colour(image: Image.Image, stream: BinaryIO, tiles: list[Any]) 
     if low.shape != high.shape:  # a layout the trick does not cover: keep 8-bit precision
         return high * 257
     return (high << 8) | low
+
+
+def _as_rgb_alpha(
+    frames: Sequence[np.ndarray], divisor: float
+) -> tuple[tuple[np.ndarray, ...], bool]:
+    """Frames as RGB plus alpha (RGBA) when any has an alpha that is not opaque
+    everywhere, else as RGB; and whether they kept an alpha."""
+    transparent = any(
+        frame.shape[2] in (2, 4) and bool((frame[:, :, -1] < divisor).any()) for frame in frames
+    )
+    if transparent:
+        return tuple(_as_rgba(frame) for frame in frames), True
+    return tuple(_as_rgb(frame) for frame in frames), False
 
 
 def _as_rgb(volume: np.ndarray) -> np.ndarray:

@@ -47,10 +47,15 @@ def url_exists(url: str) -> bool:
 
 
 def read_url_image(
-    url: str, *, channels: str, max_pixels: int | None, values: str = "unit"
+    url: str,
+    *,
+    channels: str,
+    max_pixels: int | None,
+    values: str = "unit",
+    rgb_alpha: bool = False,
 ) -> ReadImage:
     """An image or ``.npy`` at ``url`` as :func:`read_image` reads it (its stored values,
-    their divisor and what the file says about itself)."""
+    their divisor and what the file says about itself; an animation's first frame)."""
     files, path = filesystem(url)
     try:
         data = files.cat_file(path)
@@ -60,7 +65,8 @@ def read_url_image(
         raise VolumeError(f"{url}: cannot read: {error}") from None
     stream = io.BytesIO(data)
     stream.name = url  # read_image names the file in its messages
-    return read_image(stream, channels=channels, max_pixels=max_pixels, values=values)
+    return read_image(stream, channels=channels, max_pixels=max_pixels, values=values,
+                      rgb_alpha=rgb_alpha)  # fmt: skip
 
 
 def write_url(url: str, volume: np.ndarray, fmt: Format, encoding: dict[str, Any]) -> None:
