@@ -13,6 +13,7 @@ import pytest
 import tifffile
 from click.testing import CliRunner, Result
 from PIL import Image
+from scipy import ndimage
 
 import convvol
 from convvol.bank import load_bank
@@ -627,3 +628,48 @@ def test_a_huge_tag_count_is_refused_cleanly(workdir: Path) -> None:
     assert "Traceback" not in result.output
     assert "tags.tif" in result.stderr
     assert not (workdir / "out.png").exists()
+
+
+# --- nodata: the file's own tag is --nodata's default (issue 15 meets issue 14) -----------
+
+
+def blur_size() -> tuple[int, int]:
+    """The blur bank's kernel: how far a missing pixel reaches."""
+    kh, kw = load_bank("blur").resolve(1).weights.shape[-2:]
+    return kh, kw
+
+
+def test_a_geotiffs_nodata_marks_missing_pixels_and_integer_outputs_store_it(
+    workdir: Path,
+) -> None:
+    """A uint16 GeoTIFF whose GDAL_NODATA is 65535: those pixels are missing without any
+    option, missing outputs are stored as 65535 and tagged so; the rest is the blur."""
+    rasterio = pytest.importorskip("rasterio")
+    data = np.full((1, 30, 40), 1000, np.uint16)
+    data[0, 10:15, 10:20] = 65535
+    geotiff(workdir / "dem.tif", data, nodata=65535)
+    ok(run("apply", "dem.tif", "-f", "blur", "--channels", "keep", "-o", "out.tif"))
+    with rasterio.open(workdir / "out.tif") as result:
+        assert result.nodata == 65535
+        band = result.read(1)
+    hole = np.zeros((30, 40), bool)
+    hole[10:15, 10:20] = True
+    reach = ndimage.binary_dilation(hole, np.ones(blur_size(), bool))
+    assert (band[reach] == 65535).all()
+    assert (band[~reach] == 1000).all()
+
+
+def test_a_float_geotiffs_missing_outputs_are_nan_tagged_nan(workdir: Path) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    data = scene()[:1]
+    data[0, 5:9, 5:9] = -9999.0  # geotiff()'s nodata
+    geotiff(workdir / "scene.tif", data)
+    ok(run("apply", "scene.tif", "-f", "blur", "--channels", "keep", "-o", "out.tif"))
+    with rasterio.open(workdir / "out.tif") as result:
+        assert np.isnan(result.nodata)
+        band = result.read(1)
+    hole = np.zeros(band.shape, bool)
+    hole[5:9, 5:9] = True
+    reach = ndimage.binary_dilation(hole, np.ones(blur_size(), bool))
+    assert np.isnan(band[reach]).all()
+    assert np.isfinite(band[~reach]).all()
