@@ -26,17 +26,18 @@ import numpy as np
 import yaml
 
 from convvol import kernels
-from convvol.errors import BankError, KernelError, choice_hint, did_you_mean
+from convvol.errors import BankError, KernelError, ParameterError, choice_hint, did_you_mean
+from convvol.normalize import InputNorm, parse_input
 from convvol.settings import ACTIVATIONS, BORDERS, PADDINGS
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
-BANK_KEYS = ("name", "description", "filters", "defaults")
+BANK_KEYS = ("name", "description", "filters", "defaults", "input", "provenance")
 FILTER_KEYS = (
     "name", "description", "channels", "kernel", "weights",
-    "scale", "bias", "normalize", "depthwise",
+    "scale", "bias", "normalize", "depthwise", "slope",
 )  # fmt: skip
 SOURCE_KEYS = ("channels", "kernel", "weights")
-DEFAULT_KEYS = ("padding", "border", "cval", "stride", "dilation", "activation")
+DEFAULT_KEYS = ("padding", "border", "cval", "stride", "dilation", "activation", "slope")
 CHANNEL_KEYS = {"red": 0, "r": 0, "green": 1, "g": 1, "blue": 2, "b": 2, "alpha": 3, "a": 3}
 # Names end up in file names ({name} in --split templates): keep them path-safe.
 NAME_PATTERN = re.compile(r"^[\w.+-]+$")
@@ -80,6 +81,7 @@ class Filter:
     normalize: bool = False
     depthwise: bool = False
     line: int | None = None  # where it starts in its YAML file, for messages
+    slope: float | None = None  # prelu's negative slope for this filter (else the layer's)
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -171,6 +173,12 @@ class BankWeights:
     weights: np.ndarray  # N×C×kh×kw float32
     bias: np.ndarray  # N float32
     sources: tuple[int, ...] = ()  # for each output, the index of the filter it comes from
+    slopes: tuple[float | None, ...] = ()  # for each output, its filter's prelu slope
+
+    def prelu_slopes(self, default: float) -> np.ndarray:
+        """Each output's prelu slope: its filter's ``slope:``, else ``default``."""
+        given = self.slopes or (None,) * len(self.names)
+        return np.array([default if s is None else s for s in given], np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +190,8 @@ class Bank:
     description: str = ""
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source: Path | None = None
+    input: InputNorm | None = None  # how the network normalised its input (``input:``)
+    provenance: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -237,7 +247,9 @@ class Bank:
                 "range",
                 hint="use a smaller scale",
             )
-        return BankWeights(tuple(names), weights32, np.array(biases, np.float32), tuple(sources))
+        slopes = tuple(self.filters[index].slope for index in sources)
+        return BankWeights(tuple(names), weights32, np.array(biases, np.float32), tuple(sources),
+                           slopes)  # fmt: skip
 
     def _label(self, filt: Filter | None = None) -> str:
         label = str(self.source) if self.source else f"bank {self.name!r}"
@@ -683,6 +695,7 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
         normalize=flags["normalize"],
         depthwise=flags["depthwise"],
         line=where.line,
+        slope=_number(document["slope"], "slope", where) if "slope" in document else None,
     )
 
 
@@ -717,7 +730,7 @@ def _parse_defaults(document: object, where: _Where) -> dict[str, Any]:
                 raise where.error(f"{key} must be an integer ≥ 1, got {_show(value)}")
             defaults[key] = value
             continue
-        elif key == "cval":
+        elif key in ("cval", "slope"):
             defaults[key] = _number(value, key, where)
             continue
         else:
@@ -779,13 +792,33 @@ def bank_from_document(document: object, *, name: str, source: Path | None = Non
                 hint="pad the smaller kernel with zeros yourself, or put it in another bank",
             )
     defaults = _parse_defaults(document.get("defaults", {}), where)
+    norm = None
+    if "input" in document:
+        try:
+            norm = parse_input(document["input"])
+        except ParameterError as error:
+            raise where.at("input", document["input"]).error(error.message, error.hint) from None
     return Bank(
         name=name,
         filters=filters,
         description=description.strip(),
         defaults=MappingProxyType(defaults),
         source=source,
+        input=norm,
+        provenance=MappingProxyType(_parse_provenance(document.get("provenance", {}), where)),
     )
+
+
+def _parse_provenance(document: object, where: _Where) -> dict[str, str]:
+    """``provenance:``: where imported weights came from, texts kept as written."""
+    if not isinstance(document, Mapping):
+        raise where.error(f"provenance must be a mapping of texts, got {_show(document)}")
+    provenance = {}
+    for key, value in document.items():
+        if not isinstance(key, str) or isinstance(value, bool | list | dict | type(None)):
+            raise where.error(f"provenance.{key} must be text or a number, got {_show(value)}")
+        provenance[key] = _text(str(value), f"provenance.{key}", where)
+    return provenance
 
 
 def read_bank_file(path: Path) -> Bank:

@@ -20,6 +20,7 @@ from convvol.engine import DEFAULT_MEMORY_LIMIT, LayerPlan, as_volume, plan_laye
 from convvol.engine.cost import physical_memory
 from convvol.errors import BankError, ParameterError
 from convvol.limits import available_memory, gib
+from convvol.normalize import fold
 from convvol.scaling import DEPTHS, check_scale, pixels_into, to_pixels
 from convvol.settings import Settings
 
@@ -48,10 +49,20 @@ def plan_stack(
         except BankError as error:
             raise _depth_error(error, number, channels, banks, labels, input_hint) from None
         try:
+            layer_settings = settings.for_bank(bank.defaults)
+            weights, bias, pad_values = resolved.weights, resolved.bias, None
+            if bank.input is not None:  # the network's normalisation, folded into the layer
+                weights, bias, pad_values = fold(weights, bias, bank.input, layer_settings.cval,
+                                                 layer_settings.border == "constant")  # fmt: skip
+            slopes = (
+                resolved.prelu_slopes(layer_settings.slope)
+                if layer_settings.activation == "prelu"
+                else None
+            )
             layer = plan_layer(
-                (height, width, channels), resolved.weights, resolved.bias,
-                settings.for_bank(bank.defaults), threads=settings.threads,
-                memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
+                (height, width, channels), weights, bias, layer_settings,
+                threads=settings.threads, memory_limit=settings.memory_limit,
+                names=resolved.names, bank_name=bank.name, slopes=slopes, pad_values=pad_values,
             )  # fmt: skip
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None

@@ -23,7 +23,7 @@ def run_bands(
     bias: np.ndarray | None,
     geometry: Geometry,
     border: str,
-    cval: float,
+    cval: float | np.ndarray,
     sink: BandSink,
     *,
     divisor: float = 1.0,

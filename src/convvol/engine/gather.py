@@ -13,12 +13,13 @@ def gather_band(
     volume: np.ndarray,
     rows: np.ndarray,
     cols: np.ndarray,
-    cval: float,
+    cval: float | np.ndarray,
     scratch: bool = False,
     planar: bool = False,
     divisor: float = 1.0,
 ) -> np.ndarray:
-    """volume[rows][:, cols] / divisor as float32, with index −1 meaning the constant ``cval``.
+    """volume[rows][:, cols] / divisor as float32, with index −1 meaning the constant ``cval``
+    (one number, or one per channel).
 
     The image's own columns are copied as one slice; only the padded edges go through
     index maps, so a band costs about a memcpy. ``planar`` returns it as C × rows × cols

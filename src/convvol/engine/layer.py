@@ -25,12 +25,29 @@ from convvol.errors import ParameterError
 from convvol.settings import LayerSettings, Padding
 
 
-def apply_activation(volume: np.ndarray, activation: str) -> np.ndarray:
-    """Apply ``none``, ``relu`` or ``abs`` in place and return the volume."""
+def apply_activation(
+    volume: np.ndarray, activation: str, slopes: np.ndarray | float | None = None
+) -> np.ndarray:
+    """Apply an activation of :data:`~convvol.settings.ACTIVATIONS` in place to an
+    H×W×N volume (or band) and return it.
+
+    ``slopes`` is the negative slope of ``leaky_relu`` and ``prelu``: one number, or one
+    per output channel (the last axis); PyTorch's 0.01 when not given.
+    """
     if activation == "relu":
         np.maximum(volume, 0, out=volume)
     elif activation == "abs":
         np.abs(volume, out=volume)
+    elif activation in ("leaky_relu", "prelu"):
+        slope = np.float32(0.01) if slopes is None else np.asarray(slopes, np.float32)
+        np.multiply(volume, slope, out=volume, where=volume < 0)
+    elif activation == "tanh":
+        np.tanh(volume, out=volume)
+    elif activation == "sigmoid":  # 1/(1+e^−x) as ½·tanh(x/2) + ½: no overflow for any x
+        volume *= np.float32(0.5)
+        np.tanh(volume, out=volume)
+        volume *= np.float32(0.5)
+        volume += np.float32(0.5)
     return volume
 
 
@@ -49,6 +66,11 @@ class LayerPlan:
     settings: LayerSettings
     plan: Plan = field(repr=False)
     bank_name: str | None = None
+    # leaky_relu's and prelu's negative slope per output channel (None: the settings' slope)
+    slopes: np.ndarray | None = None
+    # The constant border's value per input channel, when an input normalisation was
+    # folded into the weights (the raw value that normalises to cval); None: cval.
+    pad_values: np.ndarray | None = None
 
     @property
     def weights(self) -> np.ndarray:
@@ -64,9 +86,9 @@ class LayerPlan:
         return self.settings.stride
 
     @property
-    def cval(self) -> float:
-        """The value of the padded area's constant rows."""
-        return self.settings.cval
+    def cval(self) -> float | np.ndarray:
+        """The value of the padded area's constant rows: a number, or one per channel."""
+        return self.settings.cval if self.pad_values is None else self.pad_values
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -216,9 +238,10 @@ class LayerPlan:
     ) -> None:
         self.plan.check_band()
         activation = self.settings.activation
+        slopes = self.settings.slope if self.slopes is None else self.slopes
 
         def activate(first: int, band: np.ndarray) -> None:
-            apply_activation(band, activation)
+            apply_activation(band, activation, slopes)
             sink(first, band)
 
         run_bands(self.plan, volume, self.bias, geometry, self.settings.border, self.cval,
@@ -236,13 +259,17 @@ def plan_layer(
     memory_limit: int | None = None,
     names: Sequence[str] | None = None,
     bank_name: str | None = None,
+    slopes: np.ndarray | None = None,
+    pad_values: np.ndarray | None = None,
 ) -> LayerPlan:
     """Plan N×C×kh×kw ``weights`` (PyTorch's layout) over a volume of ``shape``.
 
     ``settings`` (default: the engine's) say how: padding, border, stride, ..., and the
     activation applied after the bias. ``threads`` and ``memory_limit`` are the engine's
     knobs; results never depend on them. The output's size is not checked against this
-    machine's memory here: a plan may be run a strip at a time.
+    machine's memory here: a plan may be run a strip at a time. ``slopes`` (N values) are
+    ``prelu``'s per output channel; ``pad_values`` (C values) fill the constant border per
+    input channel instead of ``settings.cval``.
     """
     settings = settings or LayerSettings()
     if len(shape) != 3:
@@ -281,6 +308,10 @@ def plan_layer(
         settings=settings,
         plan=plan,
         bank_name=bank_name,
+        slopes=None if slopes is None else np.asarray(slopes, np.float32).reshape(n_filters),
+        pad_values=(
+            None if pad_values is None else np.asarray(pad_values, np.float32).reshape(channels)
+        ),
     )
 
 
