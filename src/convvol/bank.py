@@ -927,8 +927,15 @@ def find_bank(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
-def load_bank(name_or_path: str | os.PathLike[str], *, max_kernel: int | None = None) -> Bank:
-    """Load a bank by file path or by name on the search path (``edges`` → ``edges.yaml``).
+def load_bank(
+    name_or_path: str | os.PathLike[str],
+    *,
+    max_kernel: int | None = None,
+    layout: str | None = None,
+) -> Bank:
+    """Load a bank by file path or by name on the search path (``edges`` → ``edges.yaml``),
+    or one conv layer of a weight file (``conv1.npy``, ``model.pt#conv1.weight``; see
+    :func:`convvol.io.weights.weight_bank`, whose ``layout`` may be forced).
 
     ``max_kernel`` raises (or lowers) the limit on a kernel's side, by default
     :data:`convvol.kernels.MAX_KERNEL_SIDE` (1025) pixels.
@@ -936,7 +943,18 @@ def load_bank(name_or_path: str | os.PathLike[str], *, max_kernel: int | None = 
     >>> load_bank("edges").filters[0].name
     'red_vertical'
     """
+    from convvol.io import weights  # costly imports (zip, json) only where used
+
+    def read() -> Bank:
+        text = os.fspath(name_or_path)
+        if weights.is_weight_file(text):
+            bank: Bank = weights.weight_bank(text, layout=layout)
+            return bank
+        if layout is not None:
+            raise BankError(f"{text}: --layout applies to weight files, not to bank files")
+        return read_bank_file(find_bank(name_or_path))
+
     if max_kernel is None:
-        return read_bank_file(find_bank(name_or_path))
+        return read()
     with kernels.kernel_side_limit(max_kernel):
-        return read_bank_file(find_bank(name_or_path))
+        return read()
