@@ -149,9 +149,7 @@ def fold(
     )
 
 
-def parse_cli(
-    mean: str | None, std: str | None, preset: str | None
-) -> InputNorm | None:
+def parse_cli(mean: str | None, std: str | None, preset: str | None) -> InputNorm | None:
     """``--input-mean M,M,M --input-std S,S,S`` or ``--input-norm NAME`` (not both)."""
     if preset is not None:
         if mean is not None or std is not None:

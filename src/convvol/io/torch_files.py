@@ -78,8 +78,10 @@ class TensorRef:
 
     @property
     def dtype(self) -> str:
-        return "bfloat16" if self.storage.kind.name == "BFloat16Storage" else str(
-            self.storage.kind.dtype.newbyteorder("=")
+        return (
+            "bfloat16"
+            if self.storage.kind.name == "BFloat16Storage"
+            else str(self.storage.kind.dtype.newbyteorder("="))
         )
 
 
@@ -130,7 +132,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only :data:`ALLOWED_GLOBALS`; storages become :class:`StorageRef`."""
 
-    def __init__(self, stream: IO[bytes], legacy: bool) -> None:
+    def __init__(self, stream: IO[bytes] | io.RawIOBase, legacy: bool) -> None:
         super().__init__(stream, encoding="utf-8")
         self.legacy = legacy
         self.storages: dict[str, StorageRef] = {}
@@ -161,7 +163,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if root.kind != kind or root.numel != numel:
             raise _Refused(f"storage {key!r} described two ways")
         if view and view[0] is not None:  # legacy (view_key, offset, view_size)
-            view_key, offset, view_size = _view(view[0])
+            _, offset, view_size = _view(view[0])
             if offset + view_size > numel:
                 raise _Refused(f"a view of storage {key!r} beyond its {numel} elements")
             return StorageRef(kind, key, view_size, offset)
@@ -247,11 +249,6 @@ _PICKLE_HINT = (
 )
 
 
-def _unpickle(data: bytes, legacy: bool) -> tuple[object, RestrictedUnpickler]:
-    unpickler = RestrictedUnpickler(io.BytesIO(data), legacy)
-    return unpickler.load(), unpickler
-
-
 def _read_zip(path: Path) -> TorchFile:
     archive = zipfile.ZipFile(path)
     names = archive.namelist()
@@ -262,7 +259,8 @@ def _read_zip(path: Path) -> TorchFile:
     byteorder = f"{folder}/byteorder"
     if byteorder in names and _bounded(archive, byteorder, 16).strip() != b"little":
         raise _Refused("a big-endian state dict")
-    obj, unpickler = _unpickle(_bounded(archive, pickles[0], MAX_PICKLE_BYTES), legacy=False)
+    obj = RestrictedUnpickler(io.BytesIO(_bounded(archive, pickles[0], MAX_PICKLE_BYTES)),
+                              legacy=False).load()  # fmt: skip
     tensors = dict(_flatten(obj))
     cache: dict[str, bytes] = {}
 

@@ -158,8 +158,10 @@ def _checked_dtype(descr: object, where: str) -> np.dtype[Any]:
 
 
 def _checked_shape(shape: object, where: str) -> tuple[int, ...]:
-    if not isinstance(shape, tuple | list) or len(shape) > 8 or not all(
-        isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**40 for n in shape
+    if (
+        not isinstance(shape, tuple | list)
+        or len(shape) > 8
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**40 for n in shape)
     ):
         raise BankError(f"{where}: an unusable shape {str(shape)[:60]}")
     return tuple(shape)
@@ -290,7 +292,9 @@ class SafetensorsFile(WeightFile):
                 raise BankError(f"{path}: too short for a safetensors file")
             length = int.from_bytes(head, "little")
             if length > min(MAX_HEADER_BYTES, size - 8):
-                raise BankError(f"{path}: declares a header of {length:,} bytes, more than it holds")
+                raise BankError(
+                    f"{path}: declares a header of {length:,} bytes, more than it holds"
+                )
             try:
                 header = json.loads(stream.read(length))
             except (ValueError, RecursionError) as error:
@@ -321,8 +325,8 @@ class SafetensorsFile(WeightFile):
             self.spans[name] = (begin, end, entry["dtype"])
             entries.append((begin, name, shape, entry["dtype"]))
         for _, name, shape, kind in sorted(entries):  # the file's order: by their offsets
-            dtype = "bfloat16" if kind == "BF16" else str(np.dtype(SAFETENSORS_DTYPES[kind]))
-            self.infos[name] = TensorInfo(name, shape, dtype.replace("<", ""))
+            text = "bfloat16" if kind == "BF16" else str(np.dtype(SAFETENSORS_DTYPES[kind]))
+            self.infos[name] = TensorInfo(name, shape, text)
 
     def read(self, name: str) -> np.ndarray:
         begin, end, kind = self.spans[name]
@@ -577,7 +581,7 @@ def weight_bank(spec: str, *, layout: str | None = None) -> Any:
 
     ``layout`` forces how the tensor's axes are read (:data:`LAYOUTS`), else the format's.
     """
-    from convvol.bank import NAME_PATTERN, Bank, Filter, MAX_BANK_WEIGHTS, MAX_FILTERS
+    from convvol.bank import MAX_BANK_WEIGHTS, MAX_FILTERS, NAME_PATTERN, Bank, Filter
 
     path, tensor = split_spec(spec)
     weights_file = open_weights(path)
@@ -696,3 +700,73 @@ def list_tensors(path: Path) -> tuple[str, str, list[tuple[TensorInfo, bool]]]:
         for info in source.infos.values()
     ]
     return source.format, source.layout, rows
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _number_text(value: float) -> str:
+    """The shortest text that reads back as the same float32 (YAML 1.1 needs the dot)."""
+    number = np.float32(value)
+    if number == 0:
+        return "0.0"
+    if 1e-4 <= abs(number) < 1e6:
+        return np.format_float_positional(number, unique=True, trim="0")
+    return np.format_float_scientific(number, unique=True, trim="0")
+
+
+def _matrix_text(layer: np.ndarray) -> str:
+    return "[" + ", ".join(
+        "[" + ", ".join(_number_text(v) for v in row) + "]" for row in layer
+    ) + "]"  # fmt: skip
+
+
+def bank_yaml(bank: Any, provenance: Mapping[str, str]) -> str:
+    """An imported bank as an ordinary, editable bank file (YAML), ``provenance`` in it."""
+    import yaml
+
+    from convvol.bank import channel_names
+
+    header: dict[str, Any] = {"name": bank.name, "description": bank.description,
+                              "provenance": dict(provenance)}  # fmt: skip
+    if bank.defaults:
+        header["defaults"] = dict(bank.defaults)
+    if bank.input is not None:
+        header["input"] = bank.input.as_document()
+    where = f"{provenance.get('file', '')}#{provenance.get('tensor', '')}"
+    facts = [f"{key} {provenance[key]}" for key in ("format", "layout", "sha256")
+             if key in provenance]  # fmt: skip
+    lines = [
+        f"# Imported by convvol import-bank from {where}",
+        "# (" + ", ".join(facts) + ").",
+        "# An ordinary bank: edit it freely; `convvol validate` checks it.",
+        yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=100).rstrip(),
+        "filters:",
+    ]
+    for filt in bank.filters:
+        lines.append(f"  - name: {filt.name}")
+        if filt.bias:
+            lines.append(f"    bias: {_number_text(filt.bias)}")
+        if filt.slope is not None:
+            lines.append(f"    slope: {_number_text(filt.slope)}")
+        if filt.kernel is not None:
+            lines.append(f"    kernel: {_matrix_text(filt.kernel)}")
+        elif filt.layers is not None:
+            lines.append("    channels:")
+            lines += [f"      {c}: {_matrix_text(layer)}" for c, layer in filt.layers.items()]
+        else:
+            lines.append("    weights:")
+            names = channel_names(len(filt.weights))
+            lines += [
+                f"      - {_matrix_text(layer)}  # {names[c]}"
+                for c, layer in enumerate(filt.weights)
+            ]
+    return "\n".join(lines) + "\n"
