@@ -103,8 +103,8 @@ class WeightFile:
             info = self.infos[later]
             if info.looks_like_conv(layout):
                 break
-            last = later.lower().replace("/", ".").split(".")
-            if any("prelu" in part for part in last) or "alpha" in last[-1]:
+            parts = later.lower().replace("_", "").replace("/", ".").split(".")  # p_re_lu
+            if any("prelu" in part for part in parts) or "alpha" in parts[-1]:
                 if info.size in (1, filters):
                     slope = later
                 break
