@@ -212,7 +212,7 @@ def test_a_pickle_naming_os_system_runs_nothing(tmp_path: Path, legacy: bool) ->
     assert not (tmp_path / "o.png").exists()
 
 
-def VOLUME_FILE(directory: Path) -> Path:  # noqa: N802
+def VOLUME_FILE(directory: Path) -> Path:
     path = directory / "volume.npy"
     np.save(path, VOLUME)
     return path
@@ -326,7 +326,8 @@ def test_input_normalisation_is_the_same_on_every_path(tmp_path: Path) -> None:
     lazy = apply_banks_dask(da.from_array(VOLUME, chunks=(3, 11, 3)), [bank], **options)
     assert np.array_equal(lazy.compute(), whole)
     result = run("apply", tmp_path / "v.npy", "-f", FIXTURES / "conv.onnx", "--input-norm",
-                 "mtcnn", "--border", "constant", "--padding", "1", "-o", tmp_path / "c.npy")  # fmt: skip
+                 "mtcnn", "--border", "constant", "--padding", "1",
+                 "-o", tmp_path / "c.npy")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.load(tmp_path / "c.npy"), whole)
     mean, std = "0.5,0.5,0.5", ",".join([str(128 / 255)] * 3)
@@ -353,8 +354,8 @@ def test_activations(activation: str) -> None:
     bank = load_bank(FIXTURES / "conv.safetensors")
     if activation == "prelu":
         slopes = np.linspace(-0.5, 0.5, 10)
-        bank = replace(bank, filters=tuple(replace(f, slope=float(s))
-                                           for f, s in zip(bank.filters, slopes, strict=True)))  # fmt: skip
+        filters = [replace(f, slope=float(s)) for f, s in zip(bank.filters, slopes, strict=True)]
+        bank = replace(bank, filters=tuple(filters))
     out = convvol.apply_bank(VOLUME, bank, activation=activation, slope=0.2)
     weights, bias = expected_layer()
     linear = reference_convolve(VOLUME, weights, bias)
