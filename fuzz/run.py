@@ -1,9 +1,10 @@
-"""Run both fuzz targets for a bounded time, one after the other (opt-in; not part of CI).
+"""Run the fuzz targets for a bounded time, one after the other (opt-in; not part of CI).
 
     pip install -e '.[fuzz]'
     python fuzz/run.py --seconds 600          # 10 minutes on each entry point
 
-Each target starts from its corpus (fuzz/corpus/bank, fuzz/corpus/volume) and libFuzzer
+Each target starts from its corpus (fuzz/corpus/bank, fuzz/corpus/volume,
+fuzz/corpus/weights) and libFuzzer
 adds the new inputs it finds there. A crash (any exception but ConvvolError) stops that
 target and leaves the input as crash-*; fix it, copy the input to fuzz/crashes/<target>/
 (tests/test_fuzz_corpus.py replays it from then on), and run again. ``--merge`` shrinks a
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("bank", "volume")
+TARGETS = ("bank", "volume", "weights")
 # libFuzzer runs a target again as a program of its own (for -merge=1), so the targets are
 # executable scripts (#!/usr/bin/env python3): this Python comes first on the PATH.
 ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),

@@ -47,6 +47,9 @@ _EXPORTS = {
     "Settings": "convvol.settings",
     "contact_sheet": "convvol.pictures",
     "kernel_heatmaps": "convvol.pictures",
+    "filter_patches": "convvol.pictures",
+    "InputNorm": "convvol.normalize",
+    "list_tensors": "convvol.io.weights",
 }
 
 if TYPE_CHECKING:
@@ -61,8 +64,10 @@ if TYPE_CHECKING:
         VolumeError,
     )
     from convvol.io import pixels_to_volume, read_pixels, read_volume, write_volume
+    from convvol.io.weights import list_tensors
     from convvol.kernels import builtin_kernel
-    from convvol.pictures import contact_sheet, kernel_heatmaps
+    from convvol.normalize import InputNorm
+    from convvol.pictures import contact_sheet, filter_patches, kernel_heatmaps
     from convvol.pipeline import (
         LayerResult,
         RenderedResult,
@@ -92,6 +97,7 @@ __all__ = [
     "BankError",
     "ConvvolError",
     "Filter",
+    "InputNorm",
     "KernelError",
     "LayerPlan",
     "LayerResult",
@@ -108,7 +114,9 @@ __all__ = [
     "contact_sheet",
     "convolve",
     "convolve_bands",
+    "filter_patches",
     "kernel_heatmaps",
+    "list_tensors",
     "load_bank",
     "pixels_to_volume",
     "plan_layer",

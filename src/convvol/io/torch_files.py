@@ -88,15 +88,15 @@ class TensorRef:
 def _rebuild_tensor(storage: object, offset: object, size: object, stride: object,
                     *rest: object) -> TensorRef:  # fmt: skip
     if not isinstance(storage, StorageRef):
-        raise _Refused("a tensor whose storage is not a storage")
+        raise Refused("a tensor whose storage is not a storage")
     if not (_ints(size) and _ints(stride) and isinstance(offset, int)):
-        raise _Refused("a tensor whose size, stride or offset is not integers")
+        raise Refused("a tensor whose size, stride or offset is not integers")
     assert isinstance(size, tuple)
     assert isinstance(stride, tuple)
     if len(size) != len(stride) or len(size) > 8 or offset < 0:
-        raise _Refused(f"a tensor of size {size} and stride {stride} at offset {offset}")
+        raise Refused(f"a tensor of size {size} and stride {stride} at offset {offset}")
     if any(n < 0 for n in size) or any(s < 0 for s in stride):
-        raise _Refused(f"a tensor of size {size} and stride {stride}")
+        raise Refused(f"a tensor of size {size} and stride {stride}")
     return TensorRef(storage, offset, size, stride)
 
 
@@ -110,13 +110,13 @@ def _ints(value: object) -> bool:
     )
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """What the restricted unpickler will not do (becomes a BankError naming the file)."""
 
 
 def _ordered_dict(*args: object) -> collections.OrderedDict[Any, Any]:
     if args:  # OrderedDict() is all a state dict pickles; items come by SETITEMS
-        raise _Refused("an OrderedDict built from arguments")
+        raise Refused("an OrderedDict built from arguments")
     return collections.OrderedDict()
 
 
@@ -141,31 +141,31 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
-            raise _Refused(
+            raise Refused(
                 f"the pickle names the global {module}.{name}, which a state dict does not "
                 "hold; refused without running it"
             ) from None
 
     def persistent_load(self, pid: Any) -> StorageRef:
         if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            raise _Refused(f"an unknown persistent id {str(pid)[:60]!r}")
+            raise Refused(f"an unknown persistent id {str(pid)[:60]!r}")
         size = 6 if self.legacy else 5
         if len(pid) != size:
-            raise _Refused(f"a storage id of {len(pid)} items (expected {size})")
+            raise Refused(f"a storage id of {len(pid)} items (expected {size})")
         _, kind, key, _location, numel, *view = pid
         if not isinstance(kind, StorageType) or not isinstance(key, str):
-            raise _Refused("a storage id without a storage type and key")
+            raise Refused("a storage id without a storage type and key")
         if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
-            raise _Refused(f"a storage of {numel!r} elements")
+            raise Refused(f"a storage of {numel!r} elements")
         if numel * kind.dtype.itemsize > MAX_STORAGE_BYTES:
-            raise _Refused(f"a storage of {numel:,} elements")
+            raise Refused(f"a storage of {numel:,} elements")
         root = self.storages.setdefault(key, StorageRef(kind, key, numel))
         if root.kind != kind or root.numel != numel:
-            raise _Refused(f"storage {key!r} described two ways")
+            raise Refused(f"storage {key!r} described two ways")
         if view and view[0] is not None:  # legacy (view_key, offset, view_size)
             _, offset, view_size = _view(view[0])
             if offset + view_size > numel:
-                raise _Refused(f"a view of storage {key!r} beyond its {numel} elements")
+                raise Refused(f"a view of storage {key!r} beyond its {numel} elements")
             return StorageRef(kind, key, view_size, offset)
         return root
 
@@ -176,7 +176,7 @@ def _view(view: object) -> tuple[str, int, int]:
         and all(isinstance(n, int) and n >= 0 for n in view[1:])
     ):  # fmt: skip
         return view[0], view[1], view[2]
-    raise _Refused("a storage view that is not (key, offset, size)")
+    raise Refused("a storage view that is not (key, offset, size)")
 
 
 def _flatten(obj: object, prefix: str = "") -> Iterator[tuple[str, TensorRef]]:
@@ -205,7 +205,7 @@ class TorchFile:
         if 0 in tensor.shape:
             return np.zeros(tensor.shape, dtype.newbyteorder("="))
         if extent >= storage.numel:
-            raise _Refused(
+            raise Refused(
                 f"a tensor of shape {tensor.shape} reaching element {extent} of a storage of "
                 f"{storage.numel}"
             )
@@ -229,7 +229,7 @@ def read_torch_file(path: Path) -> TorchFile:
         if head[:2] == b"PK":
             return _read_zip(path)
         return _read_legacy(path)
-    except _Refused as error:
+    except Refused as error:
         raise BankError(f"{path}: {error}", hint=_PICKLE_HINT) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, OverflowError, MemoryError, RecursionError, struct.error,
@@ -258,7 +258,7 @@ def _read_zip(path: Path) -> TorchFile:
     folder = pickles[0].rsplit("/", 1)[0]
     byteorder = f"{folder}/byteorder"
     if byteorder in names and _bounded(archive, byteorder, 16).strip() != b"little":
-        raise _Refused("a big-endian state dict")
+        raise Refused("a big-endian state dict")
     obj = RestrictedUnpickler(io.BytesIO(_bounded(archive, pickles[0], MAX_PICKLE_BYTES)),
                               legacy=False).load()  # fmt: skip
     tensors = dict(_flatten(obj))
@@ -269,10 +269,10 @@ def _read_zip(path: Path) -> TorchFile:
             size = storage.numel * storage.kind.dtype.itemsize
             entry = f"{folder}/data/{storage.key}"
             if entry not in names:
-                raise _Refused(f"storage {storage.key!r} is missing from the zip")
+                raise Refused(f"storage {storage.key!r} is missing from the zip")
             data = _bounded(archive, entry, size)
             if len(data) < size:
-                raise _Refused(
+                raise Refused(
                     f"storage {storage.key!r} declares {size:,} bytes but holds {len(data):,}"
                 )
             cache[storage.key] = data
@@ -285,14 +285,14 @@ def _bounded(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """An entry's bytes, refusing one that declares or inflates to more than ``limit``."""
     info = archive.getinfo(name)
     if info.file_size > limit:
-        raise _Refused(
+        raise Refused(
             f"zip entry {name!r} inflates to {info.file_size:,} bytes, more than the "
             f"{limit:,} it should hold (a zip bomb?)"
         )
     with archive.open(info) as entry:
         data = entry.read(limit + 1)
     if len(data) > limit:
-        raise _Refused(f"zip entry {name!r} inflates beyond the {limit:,} bytes it declares")
+        raise Refused(f"zip entry {name!r} inflates beyond the {limit:,} bytes it declares")
     return data
 
 
@@ -302,7 +302,7 @@ def _refusing(path: Path, read: Callable[[StorageRef], bytes]) -> Callable[[Stor
     def guarded(storage: StorageRef) -> bytes:
         try:
             return read(storage)
-        except _Refused as error:
+        except Refused as error:
             raise BankError(f"{path}: {error}") from None
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
             raise BankError(f"{path}: cannot read storage {storage.key!r}: {error}") from None
@@ -318,33 +318,33 @@ def _read_legacy(path: Path) -> TorchFile:
             raise ValueError("neither a zip nor a legacy torch.save file (no magic number)")
         protocol = _small_pickle(stream)
         if protocol != 1001:
-            raise _Refused(f"legacy protocol {protocol!r} (convvol reads 1001)")
+            raise Refused(f"legacy protocol {protocol!r} (convvol reads 1001)")
         info = _small_pickle(stream)
         if isinstance(info, dict) and not info.get("little_endian", True):
-            raise _Refused("a big-endian state dict")
+            raise Refused("a big-endian state dict")
         unpickler = RestrictedUnpickler(_LimitedReader(stream, MAX_PICKLE_BYTES), legacy=True)
         obj = unpickler.load()
         keys = _small_pickle(stream)
         if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
-            raise _Refused("the storage keys are not a list of texts")
+            raise Refused("the storage keys are not a list of texts")
         positions: dict[str, int] = {}
         for key in keys:  # int64 element count, then the bytes
             if key not in unpickler.storages:
-                raise _Refused(f"storage {key!r} is listed but used by no tensor")
+                raise Refused(f"storage {key!r} is listed but used by no tensor")
             storage = unpickler.storages[key]
             (count,) = struct.unpack("<q", stream.read(8))
             if count != storage.numel:
-                raise _Refused(f"storage {key!r} declares {storage.numel} elements, holds {count}")
+                raise Refused(f"storage {key!r} declares {storage.numel} elements, holds {count}")
             positions[key] = stream.tell()
             end = stream.tell() + count * storage.kind.dtype.itemsize
             if end > size:
-                raise _Refused(
+                raise Refused(
                     f"storage {key!r} of {count:,} elements runs past the end of the file"
                 )
             stream.seek(end)
     missing = set(unpickler.storages) - set(positions)
     if missing:
-        raise _Refused(f"storage {sorted(missing)[0]!r} has no data in the file")
+        raise Refused(f"storage {sorted(missing)[0]!r} has no data in the file")
 
     def read_storage(storage: StorageRef) -> bytes:
         root = unpickler.storages[storage.key]
@@ -364,7 +364,7 @@ class _HeaderUnpickler(RestrictedUnpickler):
     """The legacy header's pickles name no globals at all."""
 
     def find_class(self, module: str, name: str) -> Any:
-        raise _Refused(f"the header names the global {module}.{name}; refused without running it")
+        raise Refused(f"the header names the global {module}.{name}; refused without running it")
 
 
 class _LimitedReader(io.RawIOBase):
@@ -381,7 +381,7 @@ class _LimitedReader(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size < 0 or size > self.left:
             if self.left == 0 and size != 0:
-                raise _Refused("a pickle larger than the limit")
+                raise Refused("a pickle larger than the limit")
             size = self.left
         data = self.stream.read(size)
         self.left -= len(data)

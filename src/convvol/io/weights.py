@@ -19,7 +19,9 @@ import io
 import json
 import math
 import re
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +86,7 @@ class WeightFile:
         """The conv layer ``name`` names (a tensor, or a prefix of one), else the first."""
         weight = self._find_weight(name, layout)
         shape = self.infos[weight].shape
-        filters = shape[0] if layout == "oihw" or layout == "ohwi" else shape[-1]
+        filters = _oihw_shape(shape, layout, f"{self.path}, tensor {weight!r}")[0]
         groups = 1
         if layout == "hwio" and weight.rsplit("/", 1)[-1].startswith("depthwise_kernel"):
             groups = shape[2]  # Keras' depthwise: kh×kw×C×multiplier
@@ -207,7 +209,8 @@ def _npy_header(stream: Any, where: str) -> tuple[tuple[int, ...], np.dtype[Any]
         version = fmt.read_magic(stream)
         reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, fortran, dtype = reader(stream, max_header_size=10_000)
-    except (ValueError, SyntaxError, EOFError, OSError) as error:
+    except (ValueError, SyntaxError, EOFError, OSError, tokenize.TokenError, RecursionError,
+            MemoryError, zipfile.BadZipFile, zlib.error) as error:  # fmt: skip
         raise BankError(f"{where}: not a readable .npy array ({error})") from None
     del fortran
     return _checked_shape(shape, where), _checked_dtype(dtype, where), stream.tell()
@@ -359,7 +362,12 @@ class TorchStateDict(WeightFile):
         tensor = self.file.tensors[name]
         if math.prod(tensor.shape) * tensor.storage.kind.dtype.itemsize > MAX_TENSOR_BYTES:
             raise BankError(f"{self.path}, tensor {name!r}: larger than {MAX_TENSOR_BYTES:,} bytes")
-        return self.file.array(tensor)
+        from convvol.io.torch_files import Refused
+
+        try:
+            return self.file.array(tensor)
+        except Refused as error:
+            raise BankError(f"{self.path}, tensor {name!r}: {error}") from None
 
 
 # --- ONNX -------------------------------------------------------------------------------
@@ -507,7 +515,9 @@ class KerasFile(WeightFile):
             self.h5 = h5py.File(source, "r")
             self.datasets: dict[str, Any] = {}
 
-            def visit(name: str, item: Any) -> None:
+            def visit(name: str | bytes, item: Any) -> None:
+                if isinstance(name, bytes):  # h5py gives names that are not UTF-8 as bytes
+                    name = name.decode("utf-8", "backslashreplace")
                 if isinstance(item, h5py.Dataset):
                     self.datasets[name] = item
 
@@ -574,6 +584,11 @@ def open_weights(path: Path) -> WeightFile:
         return reader(path)
     except OSError as error:
         raise BankError(f"{path}: cannot read: {error.strerror or error}") from None
+    except READ_ERRORS as error:
+        raise BankError(
+            f"{path}: not a readable {reader.format} file ({type(error).__name__}: "
+            f"{str(error)[:100]})"
+        ) from None
 
 
 def weight_bank(spec: str, *, layout: str | None = None) -> Any:
@@ -604,7 +619,9 @@ def weight_bank(spec: str, *, layout: str | None = None) -> Any:
         )
     if groups < 1 or filters % groups:
         raise BankError(f"{where}: {filters} filters cannot form {groups} groups")
-    values = _finite(weights_file.read(layer.weight), where).reshape(info.shape)
+    values = _finite(_read(weights_file, layer.weight), where)
+    if values.shape != info.shape:
+        raise BankError(f"{where}: holds {values.shape}, not the {info.shape} it declares")
     if layout == "hw":
         oihw = values[None, None]
     elif layout == "hwio" and groups > 1:
@@ -650,8 +667,11 @@ def weight_bank(spec: str, *, layout: str | None = None) -> Any:
 
 def _oihw_shape(shape: tuple[int, ...], layout: str, where: str) -> tuple[int, int, int, int]:
     if layout == "hw":
-        if len(shape) != 2:
-            raise BankError(f"{where}: is {len(shape)}-D, but the hw layout is one 2-D kernel")
+        if len(shape) != 2 or 0 in shape:
+            raise BankError(
+                f"{where}: is {'×'.join(map(str, shape)) or 'a scalar'}, but the hw layout is "
+                "one non-empty 2-D kernel"
+            )
         return (1, 1, shape[0], shape[1])
     if len(shape) != 4:
         raise BankError(
@@ -659,14 +679,33 @@ def _oihw_shape(shape: tuple[int, ...], layout: str, where: str) -> tuple[int, i
             hint="a single 2-D kernel is read with --layout hw",
         )
     axes = LAYOUT_AXES[layout]
-    return (shape[axes[0]], shape[axes[1]], shape[axes[2]], shape[axes[3]])
+    oihw = (shape[axes[0]], shape[axes[1]], shape[axes[2]], shape[axes[3]])
+    if 0 in oihw:
+        raise BankError(f"{where}: is empty ({'×'.join(map(str, shape))})")
+    return oihw
+
+
+# What reading a damaged file's values may raise, beyond convvol's own errors.
+READ_ERRORS = (OSError, EOFError, ValueError, TypeError, RuntimeError, NotImplementedError,
+               MemoryError, zipfile.BadZipFile, zlib.error, tokenize.TokenError)  # fmt: skip
+
+
+def _read(source: WeightFile, name: str) -> np.ndarray:
+    try:
+        return source.read(name)
+    except READ_ERRORS as error:
+        raise BankError(
+            f"{source.path}, tensor {name!r}: cannot read its values ({type(error).__name__}: "
+            f"{str(error)[:100]})"
+        ) from None
 
 
 def _finite(values: np.ndarray, where: str) -> np.ndarray:
-    values = np.asarray(values, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # checked just below
+        values = np.asarray(values, np.float64)
     if not np.isfinite(values).all():
         bad = int(np.size(values) - np.isfinite(values).sum())
-        raise BankError(f"{where}: {bad} of its values are NaN or infinite")
+        raise BankError(f"{where}: holds NaN or infinite values ({bad} of {values.size})")
     if np.abs(values).max(initial=0) > float(np.finfo(np.float32).max):
         raise BankError(f"{where}: values beyond float32's range")
     return values
@@ -675,7 +714,7 @@ def _finite(values: np.ndarray, where: str) -> np.ndarray:
 def _vector(source: WeightFile, name: str | None, count: int, path: Path) -> np.ndarray | None:
     if name is None:
         return None
-    values = _finite(source.read(name), f"{path}, tensor {name!r}").reshape(-1)
+    values = _finite(_read(source, name), f"{path}, tensor {name!r}").reshape(-1)
     return np.broadcast_to(values, (count,)) if values.size == 1 else values
 
 
