@@ -2,8 +2,9 @@
 
 Each check takes arbitrary bytes (for weight files, the first byte picks the format). The
 one thing it may raise is ConvvolError (the input's clear message); anything else, a
-warning included (it would reach the user's terminal), is a crash. What is read must also make sense: a bank resolves to finite float32
-weights, a volume is a finite float32 H×W×C array.
+warning included (it would reach the user's terminal), is a crash. What is read must also
+make sense: a bank resolves to finite float32 weights, a volume is a finite float32 H×W×C
+array.
 """
 
 from __future__ import annotations
