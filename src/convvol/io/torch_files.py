@@ -132,7 +132,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only :data:`ALLOWED_GLOBALS`; storages become :class:`StorageRef`."""
 
-    def __init__(self, stream: IO[bytes] | io.RawIOBase, legacy: bool) -> None:
+    def __init__(self, stream: IO[bytes], legacy: bool) -> None:
         super().__init__(stream, encoding="utf-8")
         self.legacy = legacy
         self.storages: dict[str, StorageRef] = {}
@@ -313,18 +313,22 @@ def _refusing(path: Path, read: Callable[[StorageRef], bytes]) -> Callable[[Stor
 def _read_legacy(path: Path) -> TorchFile:
     size = path.stat().st_size
     with path.open("rb") as stream:
-        magic = _small_pickle(stream)
+        # The pickles come first: they are read from memory, at most MAX_PICKLE_BYTES of
+        # them (the unpickler never sees the file), then the storages from the file.
+        window = io.BytesIO(stream.read(MAX_PICKLE_BYTES))
+        magic = _small_pickle(window)
         if magic != LEGACY_MAGIC:
             raise ValueError("neither a zip nor a legacy torch.save file (no magic number)")
-        protocol = _small_pickle(stream)
+        protocol = _small_pickle(window)
         if protocol != 1001:
             raise Refused(f"legacy protocol {protocol!r} (convvol reads 1001)")
-        info = _small_pickle(stream)
+        info = _small_pickle(window)
         if isinstance(info, dict) and not info.get("little_endian", True):
             raise Refused("a big-endian state dict")
-        unpickler = RestrictedUnpickler(_LimitedReader(stream, MAX_PICKLE_BYTES), legacy=True)
+        unpickler = RestrictedUnpickler(window, legacy=True)
         obj = unpickler.load()
-        keys = _small_pickle(stream)
+        keys = _small_pickle(window)
+        stream.seek(window.tell())
         if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
             raise Refused("the storage keys are not a list of texts")
         positions: dict[str, int] = {}
@@ -357,7 +361,7 @@ def _read_legacy(path: Path) -> TorchFile:
 
 def _small_pickle(stream: IO[bytes]) -> object:
     """One of the legacy header's pickles: plain values only (no globals at all)."""
-    return _HeaderUnpickler(_LimitedReader(stream, 2**20), legacy=True).load()
+    return _HeaderUnpickler(stream, legacy=True).load()
 
 
 class _HeaderUnpickler(RestrictedUnpickler):
@@ -365,34 +369,3 @@ class _HeaderUnpickler(RestrictedUnpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         raise Refused(f"the header names the global {module}.{name}; refused without running it")
-
-
-class _LimitedReader(io.RawIOBase):
-    """A file read through at most ``limit`` bytes (a pickle cannot make us read more)."""
-
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
-        super().__init__()
-        self.stream = stream
-        self.left = limit
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0 or size > self.left:
-            if self.left == 0 and size != 0:
-                raise Refused("a pickle larger than the limit")
-            size = self.left
-        data = self.stream.read(size)
-        self.left -= len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        line = self.stream.readline(min(self.left, size if size and size > 0 else self.left))
-        self.left -= len(line)
-        return line
