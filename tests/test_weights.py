@@ -103,6 +103,16 @@ def test_the_bundled_pnet_bank_is_the_wheels_conv1() -> None:
     assert bundled.input == PRESETS["mtcnn"]
 
 
+def test_an_onnx_conv_brings_its_padding_stride_and_dilation() -> None:
+    bank = load_bank(FIXTURES / "conv.onnx")  # pads=[1, 1, 1, 1]
+    assert dict(bank.defaults) == {"padding": 1, "border": "constant", "stride": 1,
+                                   "dilation": 1}  # fmt: skip
+    weights, bias = expected_layer()
+    expected = reference_convolve(VOLUME, weights, bias, padding=1, border="constant")
+    np.testing.assert_allclose(convvol.apply_bank(VOLUME, bank), expected, atol=1e-5)
+    assert load_bank(FIXTURES / "conv.npz").defaults == {}  # a state dict does not say
+
+
 def test_a_prefix_names_the_layer_and_a_typo_gets_a_hint() -> None:
     assert load_bank(f"{FIXTURES / 'conv.npz'}#conv1").name == "conv1"
     with pytest.raises(BankError, match="no tensor named 'conv7'") as caught:

@@ -88,7 +88,7 @@ class WeightFile:
         shape = self.infos[weight].shape
         filters = _oihw_shape(shape, layout, f"{self.path}, tensor {weight!r}")[0]
         groups = 1
-        if layout == "hwio" and weight.rsplit("/", 1)[-1].startswith("depthwise_kernel"):
+        if layout == "hwio" and "depthwise" in weight.lower():  # depthwise_kernel:0, Keras 3
             groups = shape[2]  # Keras' depthwise: kh×kw×C×multiplier
             filters = shape[2] * shape[3]
         names = list(self.infos)
@@ -135,6 +135,28 @@ class WeightFile:
             hint=did_you_mean(name, self.infos)
             or f"convvol list-tensors {self.path} lists the tensors",
         )
+
+
+def _conv_settings(node: Any) -> dict[str, Any]:
+    """What an ONNX Conv node says about running it, as bank defaults: its zero padding,
+    stride and dilation where they are the same on both axes (else left to the caller)."""
+    attributes = {a.name: a for a in node.attribute}
+    settings: dict[str, Any] = {}
+    auto_pad = attributes["auto_pad"].s.decode() if "auto_pad" in attributes else "NOTSET"
+    pads = list(attributes["pads"].ints) if "pads" in attributes else [0, 0, 0, 0]
+    if auto_pad == "SAME_UPPER":  # convvol's same: an odd extra row at the bottom, too
+        settings["padding"] = "same"
+    elif auto_pad == "VALID":
+        settings["padding"] = "valid"
+    elif auto_pad == "NOTSET" and len(set(pads)) == 1 and len(pads) == 4 and 0 <= pads[0] < 2**31:
+        settings["padding"] = "valid" if pads[0] == 0 else pads[0]
+    if "padding" in settings and settings["padding"] != "valid":
+        settings["border"] = "constant"  # ONNX pads with zeros
+    for key, name in (("stride", "strides"), ("dilation", "dilations")):
+        values = list(attributes[name].ints) if name in attributes else [1, 1]
+        if len(values) == 2 and values[0] == values[1] and 1 <= values[0] <= 2**31 - 1:
+            settings[key] = values[0]
+    return settings
 
 
 def _bias_names(weight: str) -> list[str]:
@@ -423,7 +445,7 @@ class OnnxModel(WeightFile):
             raise BankError(f"{self.path}: Conv {chosen.name!r} has weights that are not stored")
         groups = next((int(a.i) for a in chosen.attribute if a.name == "group"), 1)
         bias = chosen.input[2] if len(chosen.input) > 2 and chosen.input[2] in self.infos else None
-        defaults: dict[str, Any] = {}
+        defaults = _conv_settings(chosen)
         slope = None
         following = [n for n in self.nodes if chosen.output and chosen.output[0] in n.input[:1]]
         if len(following) == 1:  # the activation the network applies next
