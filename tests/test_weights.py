@@ -222,6 +222,12 @@ def test_a_pickle_naming_os_system_runs_nothing(tmp_path: Path, legacy: bool) ->
     assert not (tmp_path / "o.png").exists()
 
 
+def test_protocol_5_buffers_are_refused(tmp_path: Path) -> None:
+    data = pickle.dumps(collections.OrderedDict(a=bytearray(b"xy")), protocol=5)
+    write_zip(tmp_path / "p5.pt", data)
+    refused(run("list-tensors", tmp_path / "p5.pt"), "p5.pt", "BYTEARRAY8")
+
+
 def VOLUME_FILE(directory: Path) -> Path:
     path = directory / "volume.npy"
     np.save(path, VOLUME)

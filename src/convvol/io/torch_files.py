@@ -28,7 +28,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -129,10 +129,33 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only :data:`ALLOWED_GLOBALS`; storages become :class:`StorageRef`."""
+# Protocol 5's out-of-band buffers: never in a state dict, and their bytearray views can
+# outlive a failed load.
+REFUSED_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
 
-    def __init__(self, stream: IO[bytes], legacy: bool) -> None:
+
+def check_opcodes(stream: io.BytesIO) -> None:
+    """Walk the pickle at ``stream``'s position without running it (pickletools parses,
+    never calls), refusing the opcodes a state dict never has; the position is kept."""
+    import pickletools
+
+    start = stream.tell()
+    try:
+        for opcode, _, _ in pickletools.genops(stream):
+            if opcode.name in REFUSED_OPCODES:
+                raise Refused(f"the pickle uses {opcode.name}, which a state dict never does")
+    finally:
+        stream.seek(start)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only :data:`ALLOWED_GLOBALS`; storages become :class:`StorageRef`.
+
+    ``stream`` is in memory: its pickle's opcodes are checked before it is loaded.
+    """
+
+    def __init__(self, stream: io.BytesIO, legacy: bool) -> None:
+        check_opcodes(stream)
         super().__init__(stream, encoding="utf-8")
         self.legacy = legacy
         self.storages: dict[str, StorageRef] = {}
@@ -359,7 +382,7 @@ def _read_legacy(path: Path) -> TorchFile:
     return TorchFile(dict(_flatten(obj)), _refusing(path, read_storage))
 
 
-def _small_pickle(stream: IO[bytes]) -> object:
+def _small_pickle(stream: io.BytesIO) -> object:
     """One of the legacy header's pickles: plain values only (no globals at all)."""
     return _HeaderUnpickler(stream, legacy=True).load()
 
