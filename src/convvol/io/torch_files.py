@@ -24,6 +24,7 @@ import collections
 import io
 import pickle
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -247,15 +248,17 @@ class TorchFile:
 def read_torch_file(path: Path) -> TorchFile:
     """Parse a .pt/.pth file (zip or legacy); raise BankError naming the file."""
     try:
-        with path.open("rb") as stream:
-            head = stream.read(4)
-        if head[:2] == b"PK":
-            return _read_zip(path)
-        return _read_legacy(path)
+        with warnings.catch_warnings():  # a malformed string's escapes warn: refuse it
+            warnings.simplefilter("error")
+            with path.open("rb") as stream:
+                head = stream.read(4)
+            if head[:2] == b"PK":
+                return _read_zip(path)
+            return _read_legacy(path)
     except Refused as error:
         raise BankError(f"{path}: {error}", hint=_PICKLE_HINT) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, OverflowError, MemoryError, RecursionError, struct.error,
+            AttributeError, OverflowError, MemoryError, RecursionError, struct.error, Warning,
             zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
             UnicodeDecodeError) as error:  # fmt: skip
         raise BankError(

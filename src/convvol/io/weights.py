@@ -395,6 +395,27 @@ class TorchStateDict(WeightFile):
 # --- ONNX -------------------------------------------------------------------------------
 
 
+def _text(value: str | bytes) -> str:
+    """protobuf gives strings that are not UTF-8 as bytes: shown escaped."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class _OnnxNode:
+    """What convvol reads of an ONNX node, its names as text."""
+
+    op_type: str
+    name: str
+    input: tuple[str, ...]
+    output: tuple[str, ...]
+    attribute: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, node: Any) -> _OnnxNode:
+        return cls(_text(node.op_type), _text(node.name), tuple(map(_text, node.input)),
+                   tuple(map(_text, node.output)), tuple(node.attribute))  # fmt: skip
+
+
 class OnnxModel(WeightFile):
     """An ONNX model's initializers; Conv nodes say which are weights, bias, groups."""
 
@@ -413,7 +434,7 @@ class OnnxModel(WeightFile):
             self.model = onnx.load(str(path), load_external_data=False)
         except Exception as error:  # protobuf's DecodeError and kin: not a model
             raise BankError(f"{path}: not a readable ONNX model ({type(error).__name__})") from None
-        self.tensors = {init.name: init for init in self.model.graph.initializer}
+        self.tensors = {_text(init.name): init for init in self.model.graph.initializer}
         for name, tensor in self.tensors.items():
             try:
                 dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
@@ -421,7 +442,7 @@ class OnnxModel(WeightFile):
                 raise BankError(f"{path}, initializer {name!r}: an unknown data type") from None
             shape = _checked_shape(list(tensor.dims), f"{path}, initializer {name!r}")
             self.infos[name] = TensorInfo(name, shape, str(dtype))
-        self.nodes = list(self.model.graph.node)
+        self.nodes = [_OnnxNode.of(node) for node in self.model.graph.node]
 
     def layer(self, name: str | None, layout: str) -> ConvLayer:
         convs = [node for node in self.nodes if node.op_type == "Conv" and len(node.input) >= 2]
@@ -471,7 +492,8 @@ class OnnxModel(WeightFile):
                 return numpy_helper.to_array(tensor)
             except (ValueError, TypeError) as error:
                 raise BankError(f"{self.path}, initializer {name!r}: {error}") from None
-        return self._external(name, info, {e.key: e.value for e in tensor.external_data})
+        entries = {_text(entry.key): _text(entry.value) for entry in tensor.external_data}
+        return self._external(name, info, entries)
 
     def _external(self, name: str, info: TensorInfo, entries: dict[str, str]) -> np.ndarray:
         where = f"{self.path}, initializer {name!r}"
