@@ -228,6 +228,13 @@ def test_protocol_5_buffers_are_refused(tmp_path: Path) -> None:
     refused(run("list-tensors", tmp_path / "p5.pt"), "p5.pt", "BYTEARRAY8")
 
 
+def test_a_memo_bomb_is_refused_before_unpickling(tmp_path: Path) -> None:
+    """LONG_BINPUT at index 1.5e9 would make the unpickler allocate a 12 GB memo."""
+    data = b"\x80\x02]" + b"r" + (1_500_000_000).to_bytes(4, "little") + b"."
+    write_zip(tmp_path / "memo.pt", data)
+    refused(run("list-tensors", tmp_path / "memo.pt"), "memo.pt", "memo index 1,500,000,000")
+
+
 def VOLUME_FILE(directory: Path) -> Path:
     path = directory / "volume.npy"
     np.save(path, VOLUME)

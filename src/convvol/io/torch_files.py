@@ -133,6 +133,10 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 # Protocol 5's out-of-band buffers: never in a state dict, and their bytearray views can
 # outlive a failed load.
 REFUSED_OPCODES = {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER"}
+# The unpickler's memo is an array as long as the largest index put into it: a state dict
+# numbers its objects in order, so an index beyond this is an allocation bomb.
+MAX_MEMO_INDEX = 2**22
+MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 
 
 def check_opcodes(stream: io.BytesIO) -> None:
@@ -142,9 +146,15 @@ def check_opcodes(stream: io.BytesIO) -> None:
 
     start = stream.tell()
     try:
-        for opcode, _, _ in pickletools.genops(stream):
+        for opcode, argument, _ in pickletools.genops(stream):
             if opcode.name in REFUSED_OPCODES:
                 raise Refused(f"the pickle uses {opcode.name}, which a state dict never does")
+            index = argument if isinstance(argument, int) else 0
+            if opcode.name in MEMO_PUTS and index > MAX_MEMO_INDEX:
+                raise Refused(
+                    f"the pickle puts an object at memo index {argument:,}, which would "
+                    "allocate gigabytes (a memo bomb?)"
+                )
     finally:
         stream.seek(start)
 
