@@ -306,6 +306,17 @@ def test_onnx_external_data_outside_its_folder_is_refused(tmp_path: Path) -> Non
     assert np.array_equal(load_bank(path).resolve(3).weights, weights)
 
 
+def test_a_damaged_hdf5_file_that_makes_libhdf5_loop_is_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hang.h5 (from the mutation fuzzing) makes libhdf5 iterate a group for ever."""
+    pytest.importorskip("h5py")
+    from convvol.io import weights
+
+    monkeypatch.setattr(weights, "HDF5_SECONDS", 10.0)
+    refused(run("list-tensors", FIXTURES / "hang.h5"), "hang.h5", "did not finish")
+
+
 def test_garbage_is_one_line_for_every_format(tmp_path: Path) -> None:
     for suffix in (".npy", ".npz", ".safetensors", ".pt", ".onnx", ".h5", ".keras"):
         path = tmp_path / f"junk{suffix}"

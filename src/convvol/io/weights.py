@@ -528,9 +528,19 @@ class OnnxModel(WeightFile):
 # --- Keras ------------------------------------------------------------------------------
 
 
+# libhdf5 can loop for ever on a damaged file, inside one C call: Keras files are read in
+# a child process that is killed after this many seconds.
+HDF5_SECONDS = 60.0
+HDF5_PRELOAD_BYTES = 64 * 2**20  # values of files this small come back with the listing
+
+
 class KerasFile(WeightFile):
     """Keras weights: an HDF5 file (.h5: Keras 2's ``layer/layer/kernel:0``), or a .keras zip
-    holding ``model.weights.h5`` (Keras 3's ``layers/NAME/vars/0``). Kernels are HWIO."""
+    holding ``model.weights.h5`` (Keras 3's ``layers/NAME/vars/0``). Kernels are HWIO.
+
+    libhdf5 runs in a child process (:func:`_hdf5_in_child`), so a file that makes it loop
+    costs HDF5_SECONDS and a BankError, never a hung convvol.
+    """
 
     format = "keras"
     layout = "hwio"
@@ -538,13 +548,13 @@ class KerasFile(WeightFile):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         try:
-            import h5py
+            import h5py  # noqa: F401  (here only to say what is missing; the child reads)
         except ImportError:
             raise BankError(
                 f"{path}: reading Keras files needs the h5py package",
                 hint="pip install 'convvol[keras]'",
             ) from None
-        source: Any = path
+        self.source: str | bytes = str(path)
         if zipfile.is_zipfile(path):
             archive = _open_zip(path)
             try:
@@ -554,35 +564,89 @@ class KerasFile(WeightFile):
             if info.file_size > MAX_TENSOR_BYTES:
                 raise BankError(f"{path}: model.weights.h5 inflates to {info.file_size:,} bytes")
             with archive.open(info) as member:
-                source = io.BytesIO(member.read(info.file_size + 1))
-        try:
-            self.h5 = h5py.File(source, "r")
-            self.datasets: dict[str, Any] = {}
-
-            def visit(name: str | bytes, item: Any) -> None:
-                if isinstance(name, bytes):  # h5py gives names that are not UTF-8 as bytes
-                    name = name.decode("utf-8", "backslashreplace")
-                if isinstance(item, h5py.Dataset):
-                    self.datasets[name] = item
-
-            self.h5.visititems(visit)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-            raise BankError(f"{path}: not a readable HDF5 file ({error})") from None
-        for name, dataset in self.datasets.items():
+                self.source = member.read(info.file_size + 1)
+        self.values: dict[str, np.ndarray] = {}
+        for name, (shape, dtype, values) in _hdf5_in_child(path, self.source, None).items():
+            if values is not None:
+                self.values[name] = values
             where = f"{path}, dataset {name!r}"
             self.infos[name] = TensorInfo(
-                name, _checked_shape(list(dataset.shape), where),
-                str(_checked_dtype(dataset.dtype, where).newbyteorder("=")),
+                name, _checked_shape(list(shape), where),
+                str(_checked_dtype(dtype, where).newbyteorder("=")),
             )  # fmt: skip
 
     def read(self, name: str) -> np.ndarray:
-        dataset = self.datasets[name]
-        if dataset.size * dataset.dtype.itemsize > MAX_TENSOR_BYTES:
+        info = self.infos[name]
+        if info.size * np.dtype(info.dtype).itemsize > MAX_TENSOR_BYTES:
             raise BankError(f"{self.path}, dataset {name!r}: larger than the limit")
-        try:
-            return np.asarray(dataset[()])
-        except (OSError, ValueError, TypeError, RuntimeError) as error:
-            raise BankError(f"{self.path}, dataset {name!r}: cannot read ({error})") from None
+        if name in self.values:
+            return self.values[name]
+        values = _hdf5_in_child(self.path, self.source, name)
+        assert isinstance(values, np.ndarray)
+        return values
+
+
+def _hdf5_in_child(path: Path, source: str | bytes, name: str | None) -> Any:
+    """Run :func:`_hdf5_read` in a child process (spawned: no fork of a threaded process),
+    killed after HDF5_SECONDS; its errors become BankErrors naming ``path``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import TimeoutError as Timeout
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        outcome = pool.submit(_hdf5_read, source, name).result(timeout=HDF5_SECONDS)
+    except Timeout:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        raise BankError(
+            f"{path}: libhdf5 did not finish reading it in {HDF5_SECONDS:g} s (a damaged "
+            "HDF5 file?); stopped"
+        ) from None
+    except BrokenProcessPool:
+        raise BankError(f"{path}: libhdf5 crashed reading it (a damaged HDF5 file?)") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if isinstance(outcome, str):
+        raise BankError(f"{path}: {outcome}")
+    return outcome
+
+
+def _hdf5_read(source: str | bytes, name: str | None) -> Any:
+    """In the child: {dataset: (shape, dtype, values or None)} of the file (the values
+    while they add up to HDF5_PRELOAD_BYTES), or dataset ``name``'s values; a problem as a
+    message (text), never an exception h5py made."""
+    try:
+        import h5py
+
+        handle = h5py.File(source if isinstance(source, str) else io.BytesIO(source), "r")
+        if name is not None:
+            try:
+                return np.asarray(handle[name][()])
+            except (OSError, ValueError, TypeError, RuntimeError, KeyError) as error:
+                return f"dataset {name!r}: cannot read ({error})"
+        found: dict[str, tuple[tuple[int, ...], Any, np.ndarray | None]] = {}
+        budget = [HDF5_PRELOAD_BYTES]
+
+        def visit(key: str | bytes, item: Any) -> None:
+            if isinstance(key, bytes):  # h5py gives names that are not UTF-8 as bytes
+                key = key.decode("utf-8", "backslashreplace")
+            if isinstance(item, h5py.Dataset):
+                values = None
+                nbytes = item.size * item.dtype.itemsize if item.dtype.kind in "biuf" else -1
+                if 0 <= nbytes <= budget[0]:
+                    try:
+                        values = np.asarray(item[()])
+                        budget[0] -= nbytes
+                    except (OSError, ValueError, TypeError, RuntimeError):
+                        values = None  # read again when asked for, to say why it fails
+                found[key] = (tuple(item.shape), item.dtype, values)
+
+        handle.visititems(visit)
+        return found
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        return f"not a readable HDF5 file ({error})"
 
 
 # suffix → (format, reader). The layout each reader's 4-D tensors use is its class's.
