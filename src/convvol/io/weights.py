@@ -590,27 +590,36 @@ def _hdf5_in_child(path: Path, source: str | bytes, name: str | None) -> Any:
     """Run :func:`_hdf5_read` in a child process (spawned: no fork of a threaded process),
     killed after HDF5_SECONDS; its errors become BankErrors naming ``path``."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import TimeoutError as Timeout
-    from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_hdf5_child, args=(sender, source, name), daemon=True)
+    child.start()
+    sender.close()
     try:
-        outcome = pool.submit(_hdf5_read, source, name).result(timeout=HDF5_SECONDS)
-    except Timeout:
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        raise BankError(
-            f"{path}: libhdf5 did not finish reading it in {HDF5_SECONDS:g} s (a damaged "
-            "HDF5 file?); stopped"
-        ) from None
-    except BrokenProcessPool:
-        raise BankError(f"{path}: libhdf5 crashed reading it (a damaged HDF5 file?)") from None
+        if not receiver.poll(HDF5_SECONDS):
+            raise BankError(
+                f"{path}: libhdf5 did not finish reading it in {HDF5_SECONDS:g} s (a damaged "
+                "HDF5 file?); stopped"
+            )
+        try:
+            outcome = receiver.recv()
+        except (EOFError, OSError):
+            raise BankError(f"{path}: libhdf5 crashed reading it (a damaged HDF5 file?)") from None
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receiver.close()
     if isinstance(outcome, str):
         raise BankError(f"{path}: {outcome}")
     return outcome
+
+
+def _hdf5_child(connection: Any, source: str | bytes, name: str | None) -> None:
+    """The child's whole life: read, send the outcome, end."""
+    connection.send(_hdf5_read(source, name))
+    connection.close()
 
 
 def _hdf5_read(source: str | bytes, name: str | None) -> Any:
