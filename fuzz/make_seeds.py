@@ -1,6 +1,6 @@
 """Write the seed corpora: small banks and small images/volumes of every kind convvol reads.
 
-    python fuzz/make_seeds.py    # (re)writes fuzz/corpus/{bank,volume,tiff}/seed-*
+    python fuzz/make_seeds.py    # (re)writes fuzz/corpus/{bank,volume,tiff,weights}/seed-*
 
 Seeds are where the fuzzer starts; what it finds is merged into the same directories
 (see fuzz/run.py). Every file is tiny, so the corpus in the repository stays small.
@@ -163,13 +163,70 @@ def tiff_seeds() -> dict[str, bytes]:
     seeds["bomb-zstd.tif"] = with_size(bomb, 100_000, 100_000)
     whole = tiff_bytes(five, **contig)
     seeds["truncated.tif"] = whole[: len(whole) // 2]
+
+
+class _Payload:
+    """The classic pickle payload: unpickling it would call os.system."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, ("echo fuzz-seed-must-not-run",)
+
+
+def weight_seeds() -> dict[str, bytes]:
+    """The weight-file fixtures of every format, and hostile ones; each input is the
+    format's byte (fuzz/targets.py's WEIGHT_SUFFIXES), then the file."""
+    import collections
+    import json
+    import pickle
+    import struct
+    import sys
+    import zipfile
+
+    sys.path.insert(0, str(HERE))
+    from targets import weight_input
+
+    fixtures = REPO / "tests" / "fixtures" / "weights"
+    seeds = {
+        name: weight_input("." + name.rsplit(".", 1)[1], (fixtures / name).read_bytes())
+        for name in ("conv1.weight.npy", "conv.npz", "conv.safetensors", "conv_zip.pt",
+                     "conv_legacy.pt", "conv.onnx", "conv.h5", "facenet_pnet.pt")
+    }  # fmt: skip
+    evil = pickle.dumps(collections.OrderedDict(w=_Payload()), protocol=2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("m/data.pkl", evil)
+    seeds["evil_zip.pt"] = weight_input(".pt", buffer.getvalue())
+    buffer = io.BytesIO()
+    for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+        pickle.dump(header, buffer, protocol=2)
+    seeds["evil_legacy.pt"] = weight_input(".pt", buffer.getvalue() + evil)
+    seeds["cut_legacy.pt"] = weight_input(".pt", (fixtures / "conv_legacy.pt").read_bytes()[:-50])
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(9.0).reshape(3, 3))
+    seeds["kernel2d.npy"] = weight_input(".npy", buffer.getvalue())
+    buffer = io.BytesIO()
+    nan = np.zeros((2, 3, 3, 3), np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    np.savez(buffer, **{"c.weight": nan})
+    seeds["nan.npz"] = weight_input(".npz", buffer.getvalue())
+    header = json.dumps({"w": {"dtype": "F32", "shape": [10, 3, 300, 300],
+                               "data_offsets": [0, 10800000]}}).encode()  # fmt: skip
+    big = struct.pack("<Q", len(header)) + header + bytes(100)
+    seeds["big.safetensors"] = weight_input(".safetensors", big)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("model.weights.h5", (fixtures / "conv.h5").read_bytes())
+    seeds["model.keras"] = weight_input(".keras", buffer.getvalue())
     return seeds
 
 
 def main() -> None:
     bank_dir, volume_dir = HERE / "corpus" / "bank", HERE / "corpus" / "volume"
     tiff_dir = HERE / "corpus" / "tiff"
-    for directory in (bank_dir, volume_dir, tiff_dir):
+    weights_dir = HERE / "corpus" / "weights"
+    for directory in (bank_dir, volume_dir, tiff_dir, weights_dir):
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("seed-*"):
             old.unlink()
@@ -181,6 +238,8 @@ def main() -> None:
         (volume_dir / f"seed-{name}").write_bytes(data)
     for name, data in tiff_seeds().items():
         (tiff_dir / f"seed-{name}").write_bytes(data)
+    for name, data in weight_seeds().items():
+        (weights_dir / f"seed-{name}").write_bytes(data)
 
 
 if __name__ == "__main__":

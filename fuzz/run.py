@@ -3,7 +3,7 @@
     pip install -e '.[fuzz]'
     python fuzz/run.py --seconds 600          # 10 minutes on each entry point
 
-Each target starts from its corpus (fuzz/corpus/bank, volume, tiff) and libFuzzer
+Each target starts from its corpus (fuzz/corpus/bank, volume, tiff, weights) and libFuzzer
 adds the new inputs it finds there. A crash (any exception but ConvvolError) stops that
 target and leaves the input as crash-*; fix it, copy the input to fuzz/crashes/<target>/
 (tests/test_fuzz_corpus.py replays it from then on), and run again. ``--merge`` shrinks a
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("bank", "volume", "tiff")
+TARGETS = ("bank", "volume", "tiff", "weights")
 # libFuzzer runs a target again as a program of its own (for -merge=1), so the targets are
 # executable scripts (#!/usr/bin/env python3): this Python comes first on the PATH.
 ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),

@@ -1,9 +1,10 @@
 """What the fuzz targets check, without atheris: the regression tests replay the corpus here.
 
-Each check takes arbitrary bytes. The one thing it may raise is ConvvolError (the input's
-clear message); anything else, a warning included (it would reach the user's terminal),
-is a crash. What is read must also make sense: a bank resolves to finite float32
-weights, a volume is a finite float32 H×W×C array.
+Each check takes arbitrary bytes (for weight files, the first byte picks the format). The
+one thing it may raise is ConvvolError (the input's clear message); anything else, a
+warning included (it would reach the user's terminal), is a crash. What is read must also
+make sense: a bank resolves to finite float32 weights, a volume is a finite float32 H×W×C
+array.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import os
 import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -101,3 +103,44 @@ def check_tiff(data: bytes) -> None:
                 rows.close()
         finally:
             os.unlink(path)
+
+
+# The weight-file formats, in a fixed order: the fuzzed input's first byte picks one.
+WEIGHT_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".onnx", ".h5", ".keras")
+_SCRATCH = Path(tempfile.mkdtemp(prefix="convvol-fuzz-weights-"))
+
+
+def weight_input(suffix: str, content: bytes) -> bytes:
+    """A corpus input for ``check_weights``: the format's byte, then the file."""
+    return bytes([WEIGHT_SUFFIXES.index(suffix)]) + content
+
+
+def check_weights(data: bytes) -> None:
+    """Read ``data[1:]`` as a weight file of the format ``data[0]`` picks: list its
+    tensors, load its first conv layer (and every tensor as a layer), resolve the banks."""
+    from convvol.io import weights
+    from convvol.io.weights import list_tensors, weight_bank
+
+    weights.HDF5_SECONDS = 5.0  # a damaged .h5 that makes libhdf5 loop: stopped sooner
+
+    if not data:
+        return
+    suffix = WEIGHT_SUFFIXES[data[0] % len(WEIGHT_SUFFIXES)]
+    path = _SCRATCH / f"fuzzed{suffix}"
+    path.write_bytes(data[1:])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                _, layout, rows = list_tensors(path)
+            except ConvvolError:
+                return
+            for spec in [str(path), *(f"{path}#{info.name}" for info, _ in rows[:8])]:
+                try:
+                    bank = weight_bank(spec)
+                except ConvvolError:
+                    continue
+                assert layout in ("oihw", "hwio", "hw")
+                _check_resolves(bank)
+    finally:
+        os.unlink(path)

@@ -28,6 +28,9 @@ COMMANDS = [
     "convvol apply sample_images/astronaut.png -f edges -o out/astronaut_edges.png "
     "--montage docs/gallery/astronaut_edges.jpg",
     "convvol show-filter edges --image docs/gallery/edges_kernels.png",
+    "convvol show-filter mtcnn_pnet --image docs/gallery/mtcnn_pnet_filters.png --rgb",
+    "convvol apply sample_images/astronaut.png -f mtcnn_pnet --padding valid -o out/pnet.npy "
+    "--montage docs/gallery/astronaut_mtcnn_pnet.jpg --scale signed",
 ]
 # The Recipes page's commands (docs/recipes.md), word for word (a test checks).
 RECIPES = [

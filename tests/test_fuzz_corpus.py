@@ -28,7 +28,7 @@ TARGETS = load_targets()
 INPUTS = [
     pytest.param(target, path, id=f"{path.parent.parent.name}/{target}/{path.name}")
     for kind in ("crashes", "corpus")
-    for target in ("bank", "volume", "tiff")
+    for target in ("bank", "volume", "tiff", "weights")
     for path in sorted((FUZZ / kind / target).glob("*"))
     if path.is_file() and not path.name.startswith(".")
 ]
@@ -38,6 +38,7 @@ def test_the_corpora_are_there() -> None:
     assert sum(1 for param in INPUTS if param.values[0] == "bank") >= 10
     assert sum(1 for param in INPUTS if param.values[0] == "volume") >= 10
     assert sum(1 for param in INPUTS if param.values[0] == "tiff") >= 10
+    assert sum(1 for param in INPUTS if param.values[0] == "weights") >= 10
 
 
 @pytest.mark.parametrize(("target", "path"), INPUTS)

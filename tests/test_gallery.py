@@ -50,7 +50,7 @@ def pixels(path: Path) -> np.ndarray:
 
 def test_the_readme_runs_the_scripts_commands_and_shows_their_pictures() -> None:
     commands = script_commands()
-    assert len(commands) == 3
+    assert len(commands) == 5
     blocks = re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL)
     lines = {line.strip() for block in blocks for line in block.splitlines()}
     for command in commands:
@@ -84,7 +84,8 @@ def test_the_pictures_are_committed_and_small() -> None:
     names = pictures_of(script_commands())
     recipes = pictures_of(script_commands("RECIPES"))
     assert sorted(p.name for p in GALLERY.iterdir()) == sorted(names + recipes)
-    assert sum((GALLERY / name).stat().st_size for name in names) < 400_000
+    # A trained layer's ten responses to a photo compress poorly: about 550 kB of it.
+    assert sum((GALLERY / name).stat().st_size for name in names) < 1_000_000
     assert sum((GALLERY / name).stat().st_size for name in recipes) < 500_000
 
 

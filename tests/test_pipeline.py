@@ -123,7 +123,7 @@ def test_activation_from_bank_defaults_and_overridden():
 
 def test_unknown_activation_override_raises_parameter_error():
     with pytest.raises(ParameterError):
-        apply_bank(random_volume(), make_bank(SOBEL_FILTER), activation="sigmoid")
+        apply_bank(random_volume(), make_bank(SOBEL_FILTER), activation="softmax")
 
 
 # --- depthwise filters --------------------------------------------------------------------

@@ -197,8 +197,10 @@ def test_valid_banks_and_volumes_give_finite_results_of_the_predicted_shape(
     assert result.dtype == np.float32
     assert result.shape == expected
     assert np.isfinite(result).all()
-    if defaults["activation"] != "none":
+    if defaults["activation"] in ("relu", "abs", "sigmoid"):
         assert (result >= 0).all()
+    if defaults["activation"] in ("sigmoid", "tanh"):
+        assert (np.abs(result) <= 1).all()
 
 
 @st.composite

@@ -49,7 +49,10 @@ _EXPORTS = {
     "mark_missing": "convvol.masks",
     "contact_sheet": "convvol.pictures",
     "kernel_heatmaps": "convvol.pictures",
+    "filter_patches": "convvol.pictures",
+    "InputNorm": "convvol.normalize",
     "linear_to_srgb": "convvol.scaling",
+    "list_tensors": "convvol.io.weights",
     "srgb_to_linear": "convvol.scaling",
 }
 
@@ -65,9 +68,11 @@ if TYPE_CHECKING:
         VolumeError,
     )
     from convvol.io import pixels_to_volume, read_pixels, read_volume, write_volume
+    from convvol.io.weights import list_tensors
     from convvol.kernels import builtin_kernel
     from convvol.masks import mark_missing
-    from convvol.pictures import contact_sheet, kernel_heatmaps
+    from convvol.normalize import InputNorm
+    from convvol.pictures import contact_sheet, filter_patches, kernel_heatmaps
     from convvol.pipeline import (
         LayerResult,
         RenderedResult,
@@ -98,6 +103,7 @@ __all__ = [
     "BankError",
     "ConvvolError",
     "Filter",
+    "InputNorm",
     "KernelError",
     "LayerPlan",
     "LayerResult",
@@ -115,8 +121,10 @@ __all__ = [
     "contact_sheet",
     "convolve",
     "convolve_bands",
+    "filter_patches",
     "kernel_heatmaps",
     "linear_to_srgb",
+    "list_tensors",
     "load_bank",
     "mark_missing",
     "pixels_to_volume",

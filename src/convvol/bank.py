@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from convvol import kernels
-from convvol.errors import BankError, KernelError, choice_hint, did_you_mean
+from convvol.errors import BankError, KernelError, ParameterError, choice_hint, did_you_mean
 from convvol.expressions import (
     Combine,
     Expression,
@@ -35,16 +35,17 @@ from convvol.expressions import (
     parse_assignment,
     parse_expression,
 )
+from convvol.normalize import InputNorm, parse_input
 from convvol.settings import ACTIVATIONS, BORDERS, PADDINGS
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
-BANK_KEYS = ("name", "description", "filters", "defaults", "expressions")
+BANK_KEYS = ("name", "description", "filters", "defaults", "expressions", "input", "provenance")
 FILTER_KEYS = (
     "name", "description", "channels", "kernel", "weights",
-    "scale", "bias", "normalize", "depthwise",
+    "scale", "bias", "normalize", "depthwise", "slope",
 )  # fmt: skip
 SOURCE_KEYS = ("channels", "kernel", "weights")
-DEFAULT_KEYS = ("padding", "border", "cval", "stride", "dilation", "activation")
+DEFAULT_KEYS = ("padding", "border", "cval", "stride", "dilation", "activation", "slope")
 EXPRESSION_KEYS = ("name", "expr", "output")
 # Kernel arithmetic: a layer written {sum: [...]} or {rotate: {...}} (not built-in names).
 SUM_KEYS = ("weight", "kernel")
@@ -94,6 +95,7 @@ class Filter:
     depthwise: bool = False
     line: int | None = None  # where it starts in its YAML file, for messages
     recipe: str = ""  # how a kernel: was written when it is a built-in or composite
+    slope: float | None = None  # prelu's negative slope for this filter (else the layer's)
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -190,11 +192,17 @@ class BankWeights:
     bias: np.ndarray  # N float32
     sources: tuple[int, ...] = ()  # for each filter output, the index of its filter
     combine: Combine | None = None
+    slopes: tuple[float | None, ...] = ()  # for each filter output, its filter's prelu slope
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """The layer's output channels: the expressions' if any, else the filters'."""
         return self.combine.names if self.combine is not None else self.names
+
+    def prelu_slopes(self, default: float) -> np.ndarray:
+        """Each filter output's prelu slope: its filter's ``slope:``, else ``default``."""
+        given = self.slopes or (None,) * len(self.names)
+        return np.array([default if s is None else s for s in given], np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,6 +239,9 @@ class Bank:
                 [filt.name for filt in self.filters],
                 [filt.name for filt in self.filters if filt.depthwise],
             )
+
+    input: InputNorm | None = None  # how the network normalised its input (``input:``)
+    provenance: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def kernel_shape(self) -> tuple[int, int]:
@@ -297,9 +308,11 @@ class Bank:
                 if filt.depthwise
             }
             combine = compile_expressions(self.expressions, names, groups, channel_names(channels))
+        slopes = tuple(self.filters[index].slope for index in sources)
         return BankWeights(
-            tuple(names), weights32, np.array(biases, np.float32), tuple(sources), combine
-        )
+            tuple(names), weights32, np.array(biases, np.float32), tuple(sources), combine,
+            slopes,
+        )  # fmt: skip
 
     def _label(self, filt: Filter | None = None) -> str:
         label = str(self.source) if self.source else f"bank {self.name!r}"
@@ -818,6 +831,7 @@ def _parse_filter(document: object, index: int, where: _Where) -> Filter:
         depthwise=flags["depthwise"],
         line=where.line,
         recipe=recipe,
+        slope=_number(document["slope"], "slope", where) if "slope" in document else None,
     )
 
 
@@ -852,7 +866,7 @@ def _parse_defaults(document: object, where: _Where) -> dict[str, Any]:
                 raise where.error(f"{key} must be an integer ≥ 1, got {_show(value)}")
             defaults[key] = value
             continue
-        elif key == "cval":
+        elif key in ("cval", "slope"):
             defaults[key] = _number(value, key, where)
             continue
         else:
@@ -915,6 +929,12 @@ def bank_from_document(document: object, *, name: str, source: Path | None = Non
             )
     defaults = _parse_defaults(document.get("defaults", {}), where)
     expressions = _parse_expressions(document.get("expressions", []), where)
+    norm = None
+    if "input" in document:
+        try:
+            norm = parse_input(document["input"])
+        except ParameterError as error:
+            raise where.at("input", document["input"]).error(error.message, error.hint) from None
     return Bank(
         name=name,
         filters=filters,
@@ -922,6 +942,8 @@ def bank_from_document(document: object, *, name: str, source: Path | None = Non
         defaults=MappingProxyType(defaults),
         source=source,
         expressions=expressions,
+        input=norm,
+        provenance=MappingProxyType(_parse_provenance(document.get("provenance", {}), where)),
     )
 
 
@@ -960,6 +982,18 @@ def _parse_expressions(document: object, where: _Where) -> tuple[Expression, ...
             raise place.error(f"expr must be text, got {_show(text)}")
         parsed.append(parse_expression(name, str(text), origin, output=output))
     return tuple(parsed)
+
+
+def _parse_provenance(document: object, where: _Where) -> dict[str, str]:
+    """``provenance:``: where imported weights came from, texts kept as written."""
+    if not isinstance(document, Mapping):
+        raise where.error(f"provenance must be a mapping of texts, got {_show(document)}")
+    provenance = {}
+    for key, value in document.items():
+        if not isinstance(key, str) or isinstance(value, bool | list | dict | type(None)):
+            raise where.error(f"provenance.{key} must be text or a number, got {_show(value)}")
+        provenance[key] = _text(str(value), f"provenance.{key}", where)
+    return provenance
 
 
 def read_bank_file(path: Path) -> Bank:
@@ -1068,8 +1102,15 @@ def find_bank(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
-def load_bank(name_or_path: str | os.PathLike[str], *, max_kernel: int | None = None) -> Bank:
-    """Load a bank by file path or by name on the search path (``edges`` → ``edges.yaml``).
+def load_bank(
+    name_or_path: str | os.PathLike[str],
+    *,
+    max_kernel: int | None = None,
+    layout: str | None = None,
+) -> Bank:
+    """Load a bank by file path or by name on the search path (``edges`` → ``edges.yaml``),
+    or one conv layer of a weight file (``conv1.npy``, ``model.pt#conv1.weight``; see
+    :func:`convvol.io.weights.weight_bank`, whose ``layout`` may be forced).
 
     ``max_kernel`` raises (or lowers) the limit on a kernel's side, by default
     :data:`convvol.kernels.MAX_KERNEL_SIDE` (1025) pixels.
@@ -1077,7 +1118,18 @@ def load_bank(name_or_path: str | os.PathLike[str], *, max_kernel: int | None = 
     >>> load_bank("edges").filters[0].name
     'red_vertical'
     """
+    from convvol.io import weights  # costly imports (zip, json) only where used
+
+    def read() -> Bank:
+        text = os.fspath(name_or_path)
+        if weights.is_weight_file(text):
+            bank: Bank = weights.weight_bank(text, layout=layout)
+            return bank
+        if layout is not None:
+            raise BankError(f"{text}: --layout applies to weight files, not to bank files")
+        return read_bank_file(find_bank(name_or_path))
+
     if max_kernel is None:
-        return read_bank_file(find_bank(name_or_path))
+        return read()
     with kernels.kernel_side_limit(max_kernel):
-        return read_bank_file(find_bank(name_or_path))
+        return read()

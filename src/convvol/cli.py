@@ -8,6 +8,7 @@ standard output went away (``| head``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -44,7 +45,8 @@ from convvol.io.formats import (
 from convvol.io.readers import CHANNEL_MODES, FRAME_MODES, read_volume
 from convvol.io.streams import is_zarr
 from convvol.io.tiff import COMPRESSIONS, DEFAULT_COMPRESSION
-from convvol.io.writers import write_volume
+from convvol.io.weights import LAYOUTS, is_weight_file
+from convvol.io.writers import OutputSet, write_volume
 from convvol.jobs import (
     DEFAULT_SPLIT_TEMPLATE,
     DEFAULT_TEMPLATE,
@@ -53,9 +55,12 @@ from convvol.jobs import (
     JobResult,
     picture_target,
     run_job,
+    same_path,
 )
 from convvol.kernels import BUILTIN_KERNELS, MAX_KERNEL_SIDE, kernel_side_limit
 from convvol.limits import DEFAULT_MAX_PIXELS, MAX_SIZE, parse_size
+from convvol.normalize import PRESETS
+from convvol.normalize import parse_cli as parse_input_options
 from convvol.pipeline import check_stack
 from convvol.scaling import DEPTH_CHOICES, SCALES, VALUES
 from convvol.settings import (
@@ -213,6 +218,9 @@ def engine_options(command: F) -> F:
                      help="True convolution (layers rotated 180°) instead of cross-correlation."),
         click.option("--method", type=HintedChoice(methods()), default=None,
                      help="Force how the engine computes (auto: chosen by a cost model)."),
+        click.option("--slope", type=float, default=None,
+                     help="Negative slope of --activation leaky_relu (and of prelu for filters "
+                     "without their own). Default 0.01."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -353,6 +361,56 @@ def photo_options(command: F) -> F:
     return command
 
 
+def layout_option(command: F) -> F:
+    """--layout, for every command that reads weight files."""
+    return click.option(
+        "--layout",
+        type=HintedChoice(LAYOUTS),
+        default=None,
+        help="How a weight file's tensor is laid out: oihw (PyTorch, ONNX: N×C×kh×kw), hwio "
+        "(Keras), ohwi, or hw (one 2-D kernel). Default: the format's.",
+    )(command)
+
+
+def input_options(command: F) -> F:
+    """The network's input normalisation: --input-mean/--input-std or --input-norm."""
+    options = [
+        click.option("--input-mean", metavar="M,M,M", default=None,
+                     help="Subtract these per-channel means (on [0, 1] values, the network's "
+                     "channel order) before the first bank."),
+        click.option("--input-std", metavar="S,S,S", default=None,
+                     help="Then divide by these per-channel standard deviations."),
+        click.option("--input-norm", type=HintedChoice(list(PRESETS)), default=None,
+                     help="A preset: imagenet (torchvision's mean and std) or mtcnn "
+                     "((255·x − 127.5)/128)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def load_banks(
+    names: Sequence[str], *, max_kernel: int, layout: str | None = None
+) -> tuple[Bank, ...]:
+    """Each -f bank: a bank file or name, or a weight file (``--layout`` for those only)."""
+    if layout is not None and not any(is_weight_file(name) for name in names):
+        raise click.UsageError("--layout applies to weight files (.pt, .onnx, .npy, ...)")
+    return tuple(
+        load_bank(name, max_kernel=max_kernel, layout=layout if is_weight_file(name) else None)
+        for name in names
+    )
+
+
+def with_input(
+    banks: tuple[Bank, ...], mean: str | None, std: str | None, preset: str | None
+) -> tuple[Bank, ...]:
+    """The first bank with the command line's input normalisation, if one is given."""
+    norm = parse_input_options(mean, std, preset)
+    if norm is None:
+        return banks
+    return (dataclasses.replace(banks[0], input=norm), *banks[1:])
+
+
 def batch_options(command: F) -> F:
     """Many files and big ones: workers, resuming, the memory budget, a Dask cluster."""
     options = [
@@ -406,7 +464,8 @@ def cli(debug: bool) -> None:
     multiple=True,
     required=True,
     metavar="BANK",
-    help="A bank file or a bank name on the search path. Repeat to stack layers.",
+    help="A bank file, a bank name on the search path, or a weight file's conv layer "
+    "(FILE or FILE#TENSOR: .pt, .onnx, .safetensors, .npy, ...). Repeat to stack layers.",
 )
 @expr_option
 @click.option(
@@ -482,6 +541,8 @@ def cli(debug: bool) -> None:
 @batch_options
 @photo_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@layout_option
+@input_options
 def apply(
     inputs: tuple[str, ...],
     bank_names: tuple[str, ...],
@@ -513,6 +574,10 @@ def apply(
     quiet: bool,
     nodata: float | None,
     mask_path: str | None,
+    layout: str | None,
+    input_mean: str | None,
+    input_std: str | None,
+    input_norm: str | None,
     **given: Any,
 ) -> None:
     """Apply filter banks to images, .npy volumes or Zarr arrays (INPUT, or - for stdin).
@@ -533,8 +598,10 @@ def apply(
         convvol apply photo.jpg -f gradients --expr 'magnitude = hypot(sobel_x, sobel_y)'
         convvol apply dem.npy -f blur --nodata -9999 --missing interpolate -o dem_blur.npy
         convvol apply scene.tif -f blur --channels keep -o scene_blur.tif
+        convvol apply face.jpg -f pnet.pt#conv1.weight --input-norm mtcnn --split -o 'o/{name}.png'
     """
-    banks = tuple(load_bank(name, max_kernel=max_kernel) for name in bank_names)
+    banks = load_banks(bank_names, max_kernel=max_kernel, layout=layout)
+    banks = with_input(banks, input_mean, input_std, input_norm)
     banks = with_expressions(banks, expressions)
     # Before reading: what no input depth can make right (a .npy or TIFF stack keeps its
     # own depth whatever --channels says); run_job checks the rest before writing.
@@ -752,6 +819,89 @@ def list_filters(as_json: bool, max_kernel: int) -> None:
     )
 
 
+@cli.command("list-tensors")
+@click.argument("weight_file", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list for programs.")
+def list_tensors(weight_file: str, as_json: bool) -> None:
+    """List the tensors of a weight file: name, shape, dtype, and which look like conv
+    weights (what FILE#TENSOR may name).
+
+    \b
+    Example:
+        convvol list-tensors model.pt
+        convvol list-tensors model.onnx --json
+    """
+    from convvol.io.weights import list_tensors as tensors_of
+
+    fmt, layout, rows = tensors_of(Path(weight_file))
+    if as_json:
+        entries = [
+            {"name": info.name, "shape": list(info.shape), "dtype": info.dtype,
+             "looks_like_conv": conv}
+            for info, conv in rows
+        ]  # fmt: skip
+        click.echo(json.dumps(entries, indent=2))
+        return
+    console.table(
+        f"{weight_file} ({fmt}; conv weights read as {layout})",
+        ["tensor", "shape", "dtype", "conv weights"],
+        [[info.name, "×".join(map(str, info.shape)) or "scalar", info.dtype, "yes" if conv else ""]
+         for info, conv in rows],
+    )  # fmt: skip
+
+
+@cli.command("import-bank")
+@click.argument("spec", metavar="FILE#TENSOR")
+@click.option(
+    "-o", "--output", default="-", show_default=True, metavar="BANK",
+    help="The bank file to write (.yaml); - for standard output.",
+)  # fmt: skip
+@layout_option
+@input_options
+@max_kernel_option
+def import_bank(
+    spec: str,
+    output: str,
+    layout: str | None,
+    input_mean: str | None,
+    input_std: str | None,
+    input_norm: str | None,
+    max_kernel: int,
+) -> None:
+    """Write a weight file's conv layer as an ordinary, editable bank file, with its
+    provenance (file, tensor, layout, SHA-256) in it.
+
+    \b
+    Example:
+        convvol import-bank model.pt#conv1.weight -o conv1.yaml
+        convvol import-bank pnet.pt#conv1 --input-norm mtcnn -o pnet.yaml
+    """
+    from convvol.io.weights import bank_yaml, file_sha256, is_weight_file, split_spec
+
+    if not is_weight_file(spec):
+        raise click.BadParameter(
+            f"{spec} is not a weight file (.pt, .pth, .onnx, .safetensors, .npz, .npy, .h5, "
+            ".keras)", param_hint="'FILE#TENSOR'",
+        )  # fmt: skip
+    (bank,) = with_input(load_banks([spec], max_kernel=max_kernel, layout=layout),
+                         input_mean, input_std, input_norm)  # fmt: skip
+    source = split_spec(spec)[0]
+    provenance = {**bank.provenance, "sha256": file_sha256(source)}
+    text = bank_yaml(bank, provenance)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    if Path(output).suffix.lower() not in (".yaml", ".yml"):
+        raise click.BadParameter(f"{output}: a bank file is written as .yaml", param_hint="'-o'")
+    if same_path(str(source), output):
+        raise click.BadParameter(f"{output} is the weight file itself", param_hint="'-o'")
+    if os.path.isdir(output):
+        raise click.BadParameter(f"{output} is a directory", param_hint="'-o'")
+    with OutputSet() as outputs, outputs.open(output) as stream:
+        stream.write(text.encode("utf-8"))
+    console.status(f"wrote {output}: {counted(len(bank.filters), 'filter')} from {spec}")
+
+
 def _filters_cell(filters: int | None, outputs: int | None) -> str:
     """'3' for a bank of three filters; '1 → 3' for one depthwise filter on RGB."""
     if filters is None or outputs is None:
@@ -776,19 +926,36 @@ def _filters_cell(filters: int | None, outputs: int | None) -> str:
     help="Also draw every filter as a row of heat maps, one per channel layer, into FILE "
     "(format from its extension).",
 )
+@click.option(
+    "--rgb",
+    is_flag=True,
+    help="Draw --image as one colour patch per 3-channel filter (its layers as red, green, "
+    "blue), all scaled together around mid-grey, as papers show first layers.",
+)
 @max_kernel_option
-def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel: int) -> None:
-    """Print every filter of a bank, one table per channel layer. BANK may also name a
-    built-in kernel or kernel generator (kirsch, disk, ...): it is shown with its default
-    parameters, as a one-filter bank on one channel.
+@layout_option
+def show_filter(
+    bank_name: str,
+    depth: int | None,
+    image: str | None,
+    rgb: bool,
+    max_kernel: int,
+    layout: str | None,
+) -> None:
+    """Print every filter of a bank (or of a weight file's conv layer), one table per
+    channel layer. BANK may also name a built-in kernel or kernel generator (kirsch, disk,
+    ...): it is shown with its default parameters, as a one-filter bank on one channel.
 
     \b
     Example:
         convvol show-filter edges
         convvol show-filter edges --image kernels.png
         convvol show-filter kirsch
+        convvol show-filter pnet --image pnet.png --rgb
     """
-    bank, kernel = _bank_or_kernel(bank_name, max_kernel)
+    if rgb and image is None:
+        raise click.UsageError("--rgb draws the --image picture; give --image FILE")
+    bank, kernel = _bank_or_kernel(bank_name, max_kernel, layout)
     depth = depth or (1 if kernel else bank.default_channels)
     target = picture_target(image, _bank_file(bank), "--image") if image else None
     resolved = bank.resolve(depth)
@@ -798,10 +965,14 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
         title = f"{bank.name} · {shape} (N x C x kh x kw)"
         from convvol import pictures
 
-        picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
+        if rgb:
+            picture = pictures.filter_patches(resolved, title=title)
+        else:
+            picture = pictures.kernel_heatmaps(resolved, layer_names, title=title)
         write_volume(target[0], pictures.as_unit_volume(picture), format=target[1].name)
         height, width = picture.shape[:2]
-        console.status(f"wrote {target[0]}: {width}×{height} heat maps of {bank.name}")
+        what = "colour patches" if rgb else "heat maps"
+        console.status(f"wrote {target[0]}: {width}×{height} {what} of {bank.name}")
     kh, kw = bank.kernel_shape
     filters, outputs = len(bank.filters), len(resolved.outputs)
     click.echo(
@@ -832,11 +1003,12 @@ def show_filter(bank_name: str, depth: int | None, image: str | None, max_kernel
             click.echo(f"  {expression.name} = {expression.text}{shown}")
 
 
-def _bank_or_kernel(name: str, max_kernel: int) -> tuple[Bank, bool]:
-    """The bank ``name``, else the built-in kernel of that name as a one-filter bank (its
-    default parameters); and whether it is a kernel. A bank of the name wins."""
+def _bank_or_kernel(name: str, max_kernel: int, layout: str | None) -> tuple[Bank, bool]:
+    """The bank ``name`` (or weight file), else the built-in kernel of that name as a
+    one-filter bank (its default parameters); and whether it is a kernel. A bank of the
+    name wins."""
     try:
-        return load_bank(name, max_kernel=max_kernel), False
+        return load_banks([name], max_kernel=max_kernel, layout=layout)[0], False
     except BankError as error:
         spec = BUILTIN_KERNELS.get(name)
         if spec is None:
@@ -901,10 +1073,14 @@ def preview_command(
 @cli.command()
 @click.argument("banks", nargs=-1, required=True, metavar="BANK...")
 @max_kernel_option
+@layout_option
 @expr_option
-def validate(banks: tuple[str, ...], max_kernel: int, expressions: tuple[str, ...]) -> None:
-    """Check bank files (or names), their expressions too; exit 0 if all are valid, 2
-    otherwise. --expr expressions are checked after the last BANK, as apply runs them.
+def validate(
+    banks: tuple[str, ...], max_kernel: int, layout: str | None, expressions: tuple[str, ...]
+) -> None:
+    """Check bank files (or names, or weight files), their expressions too; exit 0 if all
+    are valid, 2 otherwise. --expr expressions are checked after the last BANK, as apply
+    runs them.
 
     \b
     Example:
@@ -914,7 +1090,7 @@ def validate(banks: tuple[str, ...], max_kernel: int, expressions: tuple[str, ..
     failed = 0
     for number, name in enumerate(banks, start=1):
         try:
-            bank = load_bank(name, max_kernel=max_kernel)
+            (bank,) = load_banks([name], max_kernel=max_kernel, layout=layout)
             if number == len(banks):
                 (bank,) = with_expressions((bank,), expressions)
             resolved = bank.resolve(bank.default_channels)

@@ -144,7 +144,7 @@ def _layer_dask(array: Any, layer: LayerPlan, chunk_bytes: int) -> Any:
     )  # fmt: skip
 
 
-def _padded_rows(da: Any, array: Any, rows: np.ndarray, cval: float) -> Any:
+def _padded_rows(da: Any, array: Any, rows: np.ndarray, cval: float | np.ndarray) -> Any:
     """The rows ``rows`` names (−1: the constant), as one dask array: runs of neighbouring
     rows as slices, the rest one row at a time (borders are a kernel's reach at most)."""
     pieces = []
@@ -155,7 +155,10 @@ def _padded_rows(da: Any, array: Any, rows: np.ndarray, cval: float) -> Any:
         if rows[start] < 0:
             while stop < rows.size and rows[stop] < 0:
                 stop += 1
-            pieces.append(da.full((stop - start, width, channels), cval, dtype=np.float32))
+            pieces.append(  # cval: one number, or one per channel
+                da.zeros((stop - start, width, channels), dtype=np.float32)
+                + np.asarray(cval, np.float32)
+            )
         else:
             while stop < rows.size and rows[stop] == rows[stop - 1] + 1:
                 stop += 1

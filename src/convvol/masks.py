@@ -130,7 +130,7 @@ class MissingRows(RowSource):
         self.nodata = None if nodata is None or math.isnan(nodata) else np.float32(nodata)
         self.mask = None if mask is None else np.asarray(mask) != 0
 
-    def rows(self, index: np.ndarray, cval: float = 0.0) -> np.ndarray:
+    def rows(self, index: np.ndarray, cval: float | np.ndarray = 0.0) -> np.ndarray:
         out = self.source.rows(index, cval)
         inside = index >= 0
         if self.nodata is not None:

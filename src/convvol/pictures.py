@@ -599,3 +599,71 @@ def thumbnails(
     size = thumbnail_size(height, width, columns=share, max_rows=max_rows)
     small = [Picture(p.label, resize(p.pixels, *size)) for p in pictures]
     return [small[first : first + per_band] for first in range(0, len(small), per_band)]
+
+
+# --- colour patches of 3-channel filters ----------------------------------------------
+
+PATCH_SIDE = 56  # a patch's side, about: kernels are magnified by a whole factor to it
+MAX_PATCHES_WIDTH = 1200  # a patch grid wraps to rows at most this wide
+PATCH_GAP = 6
+PATCH_LABEL = 16  # the band under a patch that holds its label
+PATCH_LABEL_SIZE = 11
+PIXEL_LINES_FROM = 8  # magnified at least this much, lines between pixels show them
+
+
+def filter_patches(weights: BankWeights, *, title: str | None = None) -> np.ndarray:
+    """Each 3-channel filter as one small colour patch, as papers show first layers.
+
+    The three layers are the patch's red, green and blue. All filters are scaled together,
+    symmetric around mid-grey: 0 is grey 128, ±max|weight| over the bank are 0 and 255, so
+    patches compare (AlexNet's figure). Each kernel pixel is a square of a whole number of
+    screen pixels (nearest neighbour, with thin lines between pixels when large), on a
+    labelled grid that wraps to at most MAX_PATCHES_WIDTH pixels, so hundreds of filters
+    stay a bounded picture. Returns uint8 RGB.
+    """
+    values = weights.weights
+    if values.ndim != 4 or values.shape[1] != 3:
+        raise ParameterError(
+            f"--rgb draws 3-channel filters as colour patches; these have "
+            f"{values.shape[1]} channels",
+            hint="show-filter --channels 3, or draw heat maps without --rgb",
+        )
+    count, _, kh, kw = values.shape
+    limit = float(np.abs(values).max()) or 1.0
+    unit = np.clip(0.5 + 0.5 * values.astype(np.float32) / np.float32(limit), 0, 1)
+    colours = np.rint(unit * 255).astype(np.uint8).transpose(0, 2, 3, 1)  # N×kh×kw×3
+    magnify = max(1, PATCH_SIDE // max(kh, kw))
+    while True:  # hundreds of filters: smaller patches keep the picture within MAX_SIDE
+        patch_h, patch_w = kh * magnify, kw * magnify
+        cell_w = max(patch_w, 40) + PATCH_GAP
+        cell_h = patch_h + PATCH_LABEL + PATCH_GAP
+        columns = max(1, min(count, (MAX_PATCHES_WIDTH - 2 * MARGIN) // cell_w))
+        rows = math.ceil(count / columns)
+        if rows * cell_h <= MAX_SIDE or magnify == 1:
+            break
+        magnify -= 1
+    top = MARGIN + (TITLE_BAND if title is not None else 0)
+    width = max(2 * MARGIN + columns * cell_w - PATCH_GAP, 240)
+    height = top + rows * cell_h - PATCH_GAP + MARGIN
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[...] = BACKGROUND
+    patches = colours.repeat(magnify, axis=1).repeat(magnify, axis=2)  # N×ph×pw×3
+    if magnify >= PIXEL_LINES_FROM:
+        patches[:, magnify::magnify, :] = GRID
+        patches[:, :, magnify::magnify] = GRID
+    boxes = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        y0 = top + row * cell_h
+        x0 = MARGIN + column * cell_w + (cell_w - PATCH_GAP - patch_w) // 2
+        canvas[y0 : y0 + patch_h, x0 : x0 + patch_w] = patches[index]
+        boxes.append((MARGIN + column * cell_w, y0 + patch_h, cell_w - PATCH_GAP))
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    if title is not None:
+        band = (MARGIN, MARGIN, width - MARGIN, MARGIN + TITLE_BAND - 8)
+        _draw_text(draw, title, band, size=TITLE_SIZE, align="left")
+    for name, (x0, y0, cell) in zip(weights.names, boxes, strict=True):
+        _draw_text(draw, name, (x0, y0, x0 + cell, y0 + PATCH_LABEL), size=PATCH_LABEL_SIZE,
+                   fill=MUTED)  # fmt: skip
+    return np.asarray(image)

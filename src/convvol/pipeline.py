@@ -21,6 +21,7 @@ from convvol.engine.cost import physical_memory
 from convvol.engine.integer import integer_plan
 from convvol.errors import BankError, ParameterError
 from convvol.limits import available_memory, gib
+from convvol.normalize import fold
 from convvol.scaling import check_scale, pixels_into, sample_type, to_pixels
 from convvol.settings import Settings
 
@@ -57,19 +58,30 @@ def plan_stack(
     stack = resolve_stack(banks, seen, labels=labels, input_hint=input_hint)
     for number, (bank, resolved) in enumerate(zip(banks, stack, strict=True), start=1):
         weights = resolved.weights
-        if number == 1 and alpha_weight is not None:  # no filter reads the alpha itself
-            weights = np.insert(weights, alpha_weight, np.float32(0), axis=1)
         try:
             rule = settings.missing_rule(
                 channels, has_missing=missing, alpha_channel=alpha_channel, first=number == 1,
                 alpha_weight=alpha_weight,
             )  # fmt: skip
+            layer_settings = settings.for_bank(bank.defaults)
+            bias, pad_values = resolved.bias, None
+            if bank.input is not None:  # the network's normalisation, folded into the layer
+                weights, bias, pad_values = fold(weights, bias, bank.input, layer_settings.cval,
+                                                 layer_settings.border == "constant")  # fmt: skip
+            if number == 1 and alpha_weight is not None:  # no filter reads the alpha itself
+                weights = np.insert(weights, alpha_weight, np.float32(0), axis=1)
+                if pad_values is not None:
+                    pad_values = np.insert(pad_values, alpha_weight, layer_settings.cval)
+            slopes = (
+                resolved.prelu_slopes(layer_settings.slope)
+                if layer_settings.activation == "prelu"
+                else None
+            )
             layer = plan_layer(
-                (height, width, channels), weights, resolved.bias,
-                settings.for_bank(bank.defaults), threads=settings.threads,
-                memory_limit=settings.memory_limit, names=resolved.names, bank_name=bank.name,
-                combine=resolved.combine,
-                missing=rule,
+                (height, width, channels), weights, bias, layer_settings,
+                threads=settings.threads, memory_limit=settings.memory_limit,
+                names=resolved.names, bank_name=bank.name, slopes=slopes, pad_values=pad_values,
+                combine=resolved.combine, missing=rule,
             )  # fmt: skip
         except ParameterError as error:
             raise ParameterError(f"bank {bank.name!r}: {error.message}", hint=error.hint) from None

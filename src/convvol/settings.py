@@ -24,7 +24,9 @@ from convvol.errors import ParameterError, choice_hint, did_you_mean
 
 PADDINGS = ("same", "valid", "full")
 BORDERS = ("reflect", "symmetric", "edge", "wrap", "constant")
-ACTIVATIONS = ("none", "relu", "abs")
+ACTIVATIONS = ("none", "relu", "abs", "leaky_relu", "prelu", "sigmoid", "tanh")
+# leaky_relu's negative slope, and prelu's for filters without their own (PyTorch's default).
+DEFAULT_SLOPE = 0.01
 # How missing pixels (NaN) are filtered, and how an alpha channel weighs the colours.
 MISSING = ("interpolate", "propagate", "fill")
 ALPHAS = ("premultiplied", "straight", "ignore")
@@ -32,7 +34,7 @@ ALPHAS = ("premultiplied", "straight", "ignore")
 Padding = str | int
 
 # The keys a bank's ``defaults:`` may give (the engine's knobs and method are the caller's).
-BANK_SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation")
+BANK_SETTINGS = ("padding", "border", "cval", "stride", "dilation", "activation", "slope")
 # Integers beyond this are never meant: no image is 2³¹ pixels along one axis.
 MAX_STEP = 2**31 - 1
 
@@ -98,8 +100,17 @@ def check_cval(cval: object) -> float:
 
 
 def check_activation(activation: object) -> str:
-    """``activation`` if it is ``none``, ``relu`` or ``abs``, else raise."""
+    """``activation`` if it is one of :data:`ACTIVATIONS`, else raise."""
     return check_choice(activation, ACTIVATIONS, "activation")
+
+
+def check_slope(slope: object) -> float:
+    """``slope`` as a finite float, else raise."""
+    if isinstance(slope, bool) or not isinstance(slope, int | float | np.floating):
+        raise ParameterError(f"slope must be a number; got {slope!r}")
+    if not math.isfinite(float(slope)):
+        raise ParameterError(f"slope must be a finite number; got {slope!r}")
+    return float(slope)
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ class LayerSettings:
     activation: str = "none"
     flip: bool = False
     method: str = "auto"
+    slope: float = DEFAULT_SLOPE  # leaky_relu's negative slope (prelu's default)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the values once, here
@@ -125,6 +137,7 @@ class LayerSettings:
         set_(self, "activation", check_activation(self.activation))
         set_(self, "flip", bool(self.flip))
         set_(self, "method", check_choice(self.method, methods(), "method"))
+        set_(self, "slope", check_slope(self.slope))
 
 
 SETTINGS = tuple(f.name for f in fields(LayerSettings))
@@ -201,6 +214,7 @@ class Settings:
     activation: str | None = None
     flip: bool | None = None
     method: str | None = None
+    slope: float | None = None
     threads: int | None = None
     memory_limit: int | None = None
     missing: str | None = None

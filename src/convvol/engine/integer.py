@@ -61,7 +61,7 @@ class IntegerPlan:
         def sink(first: int, band: np.ndarray) -> None:
             to_pixels(band, pixels[first : first + band.shape[0]])
 
-        cval = round(layer.cval * top_in)
+        cval = round(layer.settings.cval * top_in)
         run_bands(integer, stored, None, layer.geometry, layer.settings.border, cval, sink,
                   threads=threads, dtype=self.sums.type)  # fmt: skip
 
@@ -82,10 +82,12 @@ def integer_plan(
         or settings.activation not in ("none", "relu", "abs")
         or layer.masking is not None  # missing pixels and alpha: the float path's weights
         or layer.combine is not None  # expressions: computed on the filters' float values
+        or layer.pad_values is not None  # a folded input normalisation: float weights
     ):
         return None
     top = int(np.iinfo(stored.dtype).max)
-    if settings.border == "constant" and layer.cval * top != round(layer.cval * top):
+    cval = settings.cval
+    if settings.border == "constant" and cval * top != round(cval * top):
         return None
     weights = layer.weights
     if weights.shape[2] * weights.shape[3] > direct.MAX_TAPS or not _whole(weights):

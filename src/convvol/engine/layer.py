@@ -29,12 +29,29 @@ from convvol.errors import ParameterError
 from convvol.settings import LayerSettings, MissingRule, Padding
 
 
-def apply_activation(volume: np.ndarray, activation: str) -> np.ndarray:
-    """Apply ``none``, ``relu`` or ``abs`` in place and return the volume."""
+def apply_activation(
+    volume: np.ndarray, activation: str, slopes: np.ndarray | float | None = None
+) -> np.ndarray:
+    """Apply an activation of :data:`~convvol.settings.ACTIVATIONS` in place to an
+    H×W×N volume (or band) and return it.
+
+    ``slopes`` is the negative slope of ``leaky_relu`` and ``prelu``: one number, or one
+    per output channel (the last axis); PyTorch's 0.01 when not given.
+    """
     if activation == "relu":
         np.maximum(volume, 0, out=volume)
     elif activation == "abs":
         np.abs(volume, out=volume)
+    elif activation in ("leaky_relu", "prelu"):
+        slope = np.float32(0.01) if slopes is None else np.asarray(slopes, np.float32)
+        np.multiply(volume, slope, out=volume, where=volume < 0)
+    elif activation == "tanh":
+        np.tanh(volume, out=volume)
+    elif activation == "sigmoid":  # 1/(1+e^−x) as ½·tanh(x/2) + ½: no overflow for any x
+        volume *= np.float32(0.5)
+        np.tanh(volume, out=volume)
+        volume *= np.float32(0.5)
+        volume += np.float32(0.5)
     return volume
 
 
@@ -74,6 +91,11 @@ class LayerPlan:
     combine: OutputCombine | None = field(default=None, repr=False)
     # Missing pixels or alpha: ``plan`` then runs the combined problem (engine/missing.py).
     masking: Masking | None = field(default=None, repr=False)
+    # leaky_relu's and prelu's negative slope per output channel (None: the settings' slope)
+    slopes: np.ndarray | None = None
+    # The constant border's value per input channel, when an input normalisation was
+    # folded into the weights (the raw value that normalises to cval); None: cval.
+    pad_values: np.ndarray | None = None
 
     @property
     def weights(self) -> np.ndarray:
@@ -89,9 +111,9 @@ class LayerPlan:
         return self.settings.stride
 
     @property
-    def cval(self) -> float:
-        """The value of the padded area's constant rows."""
-        return self.settings.cval
+    def cval(self) -> float | np.ndarray:
+        """The value of the padded area's constant rows: a number, or one per channel."""
+        return self.settings.cval if self.pad_values is None else self.pad_values
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -258,9 +280,10 @@ class LayerPlan:
                              threads)  # fmt: skip
             return
         activation = self.settings.activation
+        slopes = self.settings.slope if self.slopes is None else self.slopes
 
         def activate(first: int, band: np.ndarray) -> None:
-            apply_activation(band, activation)
+            apply_activation(band, activation, slopes)
             filtered(first, band)
 
         run_bands(self.plan, volume, self.bias, geometry, self.settings.border, self.cval,
@@ -326,9 +349,11 @@ class LayerPlan:
         """The plan over the values and the mask (paired: twice, the values' output held
         for the mask's bands; else once over the combined volume), each band combined into
         the layer's; whole or strip, the same bits: the steps around the plan are per pixel."""
-        parts = masking.volumes(volume, divisor, self.cval)
-        cvals = masking.cvals(self.cval, volume.shape[2])
+        cval = self.settings.cval  # one number: plan_layer refuses per-channel pad values
+        parts = masking.volumes(volume, divisor, cval)
+        cvals = masking.cvals(cval, volume.shape[2])
         filters = self.weights.shape[0]  # before any expressions
+        slopes = self.settings.slope if self.slopes is None else self.slopes
         activation = self.settings.activation
         border = self.settings.border
         # Output row r reads input row r + offset of ``volume`` (preserve: same grid only).
@@ -364,7 +389,7 @@ class LayerPlan:
                 else None
             )
             masking.combine(bands, target, self.bias, here)
-            apply_activation(target, activation)
+            apply_activation(target, activation, slopes)
             sink(first, target)
 
         run_bands(self.plan, parts[-1], None, geometry, border, cvals[-1], combine,
@@ -387,6 +412,8 @@ def plan_layer(
     bank_name: str | None = None,
     combine: OutputCombine | None = None,
     missing: MissingRule | None = None,
+    slopes: np.ndarray | None = None,
+    pad_values: np.ndarray | None = None,
 ) -> LayerPlan:
     """Plan N×C×kh×kw ``weights`` (PyTorch's layout) over a volume of ``shape``.
 
@@ -397,6 +424,8 @@ def plan_layer(
     expressions after the filters; ``names`` are then its output channels. ``missing``
     (see :meth:`convvol.Settings.missing_rule`) makes NaN in the volume missing pixels,
     filtered by its rule (:mod:`convvol.engine.missing`); without it NaN are plain values.
+    ``slopes`` (N values) are ``prelu``'s per output channel; ``pad_values`` (C values) fill the
+    constant border per input channel instead of ``settings.cval``.
     """
     settings = settings or LayerSettings()
     if len(shape) != 3:
@@ -426,6 +455,13 @@ def plan_layer(
     masking = None
     planned, planned_channels = weights, channels
     if missing is not None:
+        if pad_values is not None:
+            raise ParameterError(
+                "missing pixels or alpha with an input normalisation and --border constant "
+                "are not supported together",
+                hint="use another --border, or fill the missing pixels first (--missing fill "
+                "needs no normalised border either way)",
+            )
         check_preserve(missing, settings.padding, settings.stride)
         masking = prepare_masking(np.ascontiguousarray(weights), missing)
         planned, planned_channels = masking.combined, masking.planned_channels
@@ -445,6 +481,10 @@ def plan_layer(
         bank_name=bank_name,
         combine=combine,
         masking=masking,
+        slopes=None if slopes is None else np.asarray(slopes, np.float32).reshape(n_filters),
+        pad_values=(
+            None if pad_values is None else np.asarray(pad_values, np.float32).reshape(channels)
+        ),
     )
 
 

@@ -93,9 +93,9 @@ class RowSource:
         self.row_bytes = width * self.shape[2] * dtype.itemsize
         self._check_values = dtype.kind == "f"
 
-    def rows(self, index: np.ndarray, cval: float = 0.0) -> np.ndarray:
-        """The rows ``index`` names, in its order, as float32 (−1: a row of ``cval``).
-        Runs of neighbouring rows are read as slices."""
+    def rows(self, index: np.ndarray, cval: float | np.ndarray = 0.0) -> np.ndarray:
+        """The rows ``index`` names, in its order, as float32 (−1: a row of ``cval``, one
+        number or one per channel). Runs of neighbouring rows are read as slices."""
         out = np.empty((index.size, *self.shape[1:]), np.float32)
         start = 0
         while start < index.size:
