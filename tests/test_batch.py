@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -435,3 +436,29 @@ def test_a_worker_whose_pool_fails_under_it_ends_without_a_traceback() -> None:
         )  # fmt: skip
         assert done.stdout.strip() == "1", done.stderr
         assert ("Traceback" not in done.stderr) == quiet, done.stderr
+
+
+class _ExecutorManagerThread(threading.Thread):
+    """Named as CPython's pool manager thread, which can die of a race as a pool breaks."""
+
+    def run(self) -> None:
+        raise RuntimeError("dictionary changed size during iteration")
+
+
+def test_a_pool_managers_death_is_quiet_but_other_threads_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(str(args.exc_value)))
+    monkeypatch.delenv("CONVVOL_DEBUG", raising=False)
+    for thread in (_ExecutorManagerThread(), threading.Thread(target=_pool_machinery_fails)):
+        with batch.manager_deaths_quiet():
+            thread.start()
+            thread.join()
+    assert seen == ["[Errno 9] Bad file descriptor"]  # the manager's death said nothing
+    monkeypatch.setenv("CONVVOL_DEBUG", "1")
+    with batch.manager_deaths_quiet():
+        manager = _ExecutorManagerThread()
+        manager.start()
+        manager.join()
+    assert seen[-1] == "dictionary changed size during iteration"

@@ -304,12 +304,6 @@ def run_local(
 def _run_pool(
     items: Sequence[Item], options: JobOptions, workers: int, threads: int, keep: OnResult
 ) -> None:
-    # Imported here: multiprocessing costs start-up time that single files never need.
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    from convvol.worker_process import WorkerContext
-
     pending = list(reversed(items))  # popped from the end: input order
     attempts: dict[int, int] = {}
 
@@ -321,6 +315,25 @@ def _run_pool(
         else:
             message = f"{item.source}: the worker process died on it (out of memory?)"
             keep(JobResult(item.source, "failed", (), message))
+
+    with manager_deaths_quiet():
+        _run_pools(pending, retry, options, workers, threads, keep)
+
+
+def _run_pools(
+    pending: list[Item],
+    retry: Callable[[Item], None],
+    options: JobOptions,
+    workers: int,
+    threads: int,
+    keep: OnResult,
+) -> None:
+    """Run ``pending`` in pools, a fresh one after each break, until none is left."""
+    # Imported here: multiprocessing costs start-up time that single files never need.
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from convvol.worker_process import WorkerContext
 
     while pending:
         pool = ProcessPoolExecutor(
@@ -368,6 +381,28 @@ def _run_pool(
             if broken:  # its manager may wait for workers that were never told to stop
                 _kill_workers(pool)
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def manager_deaths_quiet() -> Iterator[None]:
+    """Silence the death of a pool's manager thread: in CPython 3.11 it can die of a race
+    while the pool breaks (``submit()`` starting a worker as the thread counts them:
+    "dictionary changed size during iteration", seen in the soak). By then it has failed
+    the pool's futures, so the batch retries their files and reports them in one line
+    each; its traceback would only bury those lines. ``CONVVOL_DEBUG=1`` shows it."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        manager = type(args.thread).__name__ == "_ExecutorManagerThread"
+        if manager and os.environ.get("CONVVOL_DEBUG", "0") in ("", "0"):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
