@@ -20,6 +20,7 @@ import json
 import math
 import re
 import tokenize
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
@@ -230,7 +231,9 @@ def _npy_header(stream: Any, where: str) -> tuple[tuple[int, ...], np.dtype[Any]
     try:
         version = fmt.read_magic(stream)
         reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = reader(stream, max_header_size=10_000)
+        with warnings.catch_warnings():  # a Python 2 header parses, with numpy's warning
+            warnings.simplefilter("ignore", UserWarning)
+            shape, fortran, dtype = reader(stream, max_header_size=10_000)
     except (ValueError, SyntaxError, EOFError, OSError, tokenize.TokenError, RecursionError,
             MemoryError, zipfile.BadZipFile, zlib.error) as error:  # fmt: skip
         raise BankError(f"{where}: not a readable .npy array ({error})") from None
@@ -246,8 +249,10 @@ def _npy_values(read: Callable[[], bytes], where: str) -> np.ndarray:
     if len(data) < start + nbytes:
         raise BankError(f"{where}: declares {nbytes:,} bytes of values but holds fewer")
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as error:
+        with warnings.catch_warnings():  # as in _npy_header
+            warnings.simplefilter("ignore", UserWarning)
+            return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, SyntaxError) as error:  # numpy parses the header as Python
         raise BankError(f"{where}: not a readable .npy array ({error})") from None
 
 
