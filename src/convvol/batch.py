@@ -29,7 +29,7 @@ from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from convvol.engine import available_threads
-from convvol.errors import ParameterError, VolumeError
+from convvol.errors import ParameterError, VolumeError, debug_requested
 from convvol.io.remote import filesystem, is_url, path_key
 from convvol.io.streams import is_zarr
 from convvol.io.writers import TEMPORARY_SUFFIX, writer_gone
@@ -394,7 +394,7 @@ def manager_deaths_quiet() -> Iterator[None]:
 
     def hook(args: threading.ExceptHookArgs) -> None:
         manager = type(args.thread).__name__ == "_ExecutorManagerThread"
-        if manager and os.environ.get("CONVVOL_DEBUG", "0") in ("", "0"):
+        if manager and not debug_requested():
             return
         previous(args)
 

@@ -33,7 +33,7 @@ from convvol.bank import (
     load_bank,
     search_path,
 )
-from convvol.errors import BankError, ConvvolError, choice_hint, did_you_mean
+from convvol.errors import BankError, ConvvolError, choice_hint, debug_requested, did_you_mean
 from convvol.io.formats import (
     DEFAULT_COMPRESS_LEVEL,
     DEFAULT_QUALITY,
@@ -141,7 +141,7 @@ class ConvvolGroup(click.Group):
             )
             ctx.exit(1)
         except Exception as error:
-            if ctx.params.get("debug") or os.environ.get("CONVVOL_DEBUG", "0") not in ("", "0"):
+            if ctx.params.get("debug") or debug_requested():
                 raise
             console.error(
                 f"internal error: {type(error).__name__}: {error}",

@@ -7,6 +7,7 @@ The library raises these; the CLI turns them into one line on stderr and an exit
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -75,3 +76,9 @@ def choice_hint(value: object, choices: tuple[str, ...]) -> str | None:
         ours = BORDER_SYNONYMS[str(value)]
         return f"did you mean {ours!r}? ({value!r} elsewhere is {ours!r} here)"
     return did_you_mean(str(value), choices)
+
+
+def debug_requested() -> bool:
+    """Whether ``CONVVOL_DEBUG`` asks for tracebacks (any value but empty or 0), as
+    ``convvol --debug`` does for the command itself."""
+    return os.environ.get("CONVVOL_DEBUG", "0") not in ("", "0")

@@ -216,13 +216,14 @@ def run_job(
         read = _missing_pixels(item, options, raw)
     read = photo_input(read, item, options)
     stored, divisor = read.pixels, read.divisor
+    missing = holds_nan(stored)  # one pass: missing pixels were marked NaN when read
     keep_hint = "; without --channels keep, images are read as RGB"
     with _named(item):
         layers = plan_stack(
             stored.shape, options.banks, _alpha_settings(options.engine_settings, read.info),
             labels=options.labels or None,
             input_hint=keep_hint if options.channels == "keep" else "",
-            has_missing=holds_nan(stored), alpha_channel=read.info.alpha_channel,
+            has_missing=missing, alpha_channel=read.info.alpha_channel,
             alpha_weight=read.info.alpha_weight,
         )  # fmt: skip
         check_reach(layers)
@@ -245,8 +246,7 @@ def run_job(
     )
     # Only image files to write: the last layer goes straight to pixels, band by band,
     # never held as floats (the same pixels, less memory and time).
-    missing = holds_nan(stored)  # missing pixels were marked: they are NaN in the outcome
-    # Integer TIFFs store missing outputs as their nodata value: from the float outcome.
+    # Integer TIFFs store missing (NaN) outputs as their nodata value: from the floats.
     tiff_nodata = (missing and kind.kind in "iu" and sheet is None and not options.keep_volume
                    and bool(formats) and all(f.name == "tiff" for f in formats))  # fmt: skip
     as_pixels = (sheet is None and not options.keep_volume and kind.kind in "iu"

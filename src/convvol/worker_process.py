@@ -7,6 +7,8 @@ import os
 import sys
 from multiprocessing.context import SpawnContext, SpawnProcess
 
+from convvol.errors import debug_requested
+
 
 class WorkerProcess(SpawnProcess):
     """A pool worker that ends quietly (exit 1) when the pool's own machinery fails under
@@ -20,7 +22,7 @@ class WorkerProcess(SpawnProcess):
         try:
             super().run()
         except Exception:
-            if os.environ.get("CONVVOL_DEBUG", "0") not in ("", "0"):
+            if debug_requested():
                 raise  # the traceback, as convvol's own errors give it with CONVVOL_DEBUG
             sys.stderr.flush()
             os._exit(1)
