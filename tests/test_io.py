@@ -1327,7 +1327,11 @@ def test_failure_inside_pillow_save_leaves_no_file(
         fp.write(b"half written")
         raise OSError("encoder error midway")
 
+    def failing_encoder(*args: Any, **kwargs: Any) -> bytes:
+        raise OSError("encoder error")
+
     monkeypatch.setattr(Image.Image, "save", failing_save)
+    monkeypatch.setattr("imagecodecs.jpeg8_encode", failing_encoder)  # JPEG's own encoder
     with pytest.raises((OSError, convvol.ConvvolError)):
         write_volume(path, rng(41).random((4, 4, 3)), depth=depth)
     assert path.read_bytes() == b"old contents"

@@ -1,5 +1,7 @@
-"""Encoding a volume into one file's bytes: Pillow for most formats, our own PNG encoder
-(parallel deflate), and tifffile for TIFF (any samples, types, codecs, georeferencing).
+"""Encoding a volume into one file's bytes: Pillow for most formats (JPEGs encoded by
+imagecodecs straight from the array, byte for byte as Pillow writes them), our own PNG
+encoder (parallel deflate), and tifffile for TIFF (any samples, types, codecs,
+georeferencing).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from convvol.errors import ParameterError
+from convvol.io.codecs import encode_jpeg
 from convvol.io.formats import DEFAULT_COMPRESS_LEVEL, Format, check_encodable
 from convvol.io.metadata import NO_INFO, ImageInfo
 from convvol.io.photo import pillow_options, png_chunks
@@ -79,6 +82,12 @@ def encode_volume(
         return
     options = {**fmt.options, **quality_options(fmt, quality, lossless)}
     options.update(pillow_options(fmt.name, info, channels))
+    if fmt.name == "jpeg":  # Pillow's file, without copying the pixels into Pillow first
+        pieces = encode_jpeg(pixels, options)
+        if pieces is not None:
+            for piece in pieces:
+                stream.write(piece)
+            return
     image = _pillow_image(pixels)
     if fmt.name == "gif":
         image = gif_frame(image)
