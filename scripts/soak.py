@@ -300,7 +300,8 @@ def start(name: str, workdir: Path, args: list[str], fsize: int | None = None) -
 
 
 def children(parent: int) -> list[int]:
-    """Worker processes of ``parent`` (multiprocessing's spawned children), from /proc."""
+    """Worker processes of ``parent`` (forked or spawned: every child but multiprocessing's
+    resource tracker), from /proc."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -312,7 +313,8 @@ def children(parent: int) -> list[int]:
             continue
         # The command name may hold spaces and parentheses: fields follow the last ')'.
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == parent and fields[0] not in "ZX" and b"spawn_main" in cmdline:
+        tracker = b"resource_tracker" in cmdline
+        if int(fields[1]) == parent and fields[0] not in "ZX" and not tracker:
             found.append(int(entry))
     return sorted(found)
 

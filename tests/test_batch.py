@@ -300,8 +300,8 @@ def test_a_worker_that_dies_costs_no_file(workdir: Path) -> None:
     try:
         wait_for_outputs(workdir, 3)
         psutil = pytest.importorskip("psutil")  # comes with distributed (the dask extra)
-        workers = [child for child in psutil.Process(process.pid).children()
-                   if "spawn_main" in " ".join(child.cmdline())]  # fmt: skip
+        workers = [child for child in psutil.Process(process.pid).children()  # forked or
+                   if "resource_tracker" not in " ".join(child.cmdline())]  # spawned # fmt: skip
         workers[0].kill()
         _, stderr = process.communicate(timeout=120)
     finally:

@@ -270,6 +270,7 @@ def run_local(
     *,
     jobs: int | None = None,
     on_result: OnResult | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> list[JobResult]:
     """Filter every item: in this process with ``jobs=1``, else in worker processes.
 
@@ -277,7 +278,9 @@ def run_local(
     threads, so the machine is busy but not oversubscribed. Results come back (and go to
     ``on_result``) as files finish. A worker that dies takes only its file with it: the
     files it held are retried once in a fresh pool. Ctrl-C stops the workers (their
-    files in the making are removed) and raises KeyboardInterrupt.
+    files in the making are removed) and raises KeyboardInterrupt. ``on_start`` is
+    called once the workers exist: a caller's threads (a progress bar's) start there,
+    after the workers were forked (:func:`convvol.worker_process.worker_context`).
     """
     report = on_result or (lambda result: None)
     cores = available_threads()
@@ -289,6 +292,8 @@ def run_local(
         report(result)
 
     if workers == 1:
+        if on_start is not None:
+            on_start()
         for item in items:
             try:
                 keep(process_file(item, options))
@@ -296,13 +301,18 @@ def run_local(
                 remove_temporaries(filter(None, [options.single_target(item)]))
                 raise
     else:
-        _run_pool(items, options, workers, max(1, cores // workers), keep)
+        _run_pool(items, options, workers, max(1, cores // workers), keep, on_start)
     remove_temporaries(every_target(items, options, results))
     return results
 
 
 def _run_pool(
-    items: Sequence[Item], options: JobOptions, workers: int, threads: int, keep: OnResult
+    items: Sequence[Item],
+    options: JobOptions,
+    workers: int,
+    threads: int,
+    keep: OnResult,
+    on_start: Callable[[], None] | None = None,
 ) -> None:
     pending = list(reversed(items))  # popped from the end: input order
     attempts: dict[int, int] = {}
@@ -317,7 +327,7 @@ def _run_pool(
             keep(JobResult(item.source, "failed", (), message))
 
     with manager_deaths_quiet():
-        _run_pools(pending, retry, options, workers, threads, keep)
+        _run_pools(pending, retry, options, workers, threads, keep, on_start)
 
 
 def _run_pools(
@@ -327,18 +337,21 @@ def _run_pools(
     workers: int,
     threads: int,
     keep: OnResult,
+    on_start: Callable[[], None] | None = None,
 ) -> None:
-    """Run ``pending`` in pools, a fresh one after each break, until none is left."""
+    """Run ``pending`` in pools, a fresh one after each break, until none is left;
+    ``on_start()`` once the first pool's workers exist."""
     # Imported here: multiprocessing costs start-up time that single files never need.
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    from convvol.worker_process import WorkerContext
+    from convvol.worker_process import worker_context
 
     while pending:
         pool = ProcessPoolExecutor(
-            workers, mp_context=WorkerContext(), initializer=_worker_start, initargs=(os.getpid(),)
-        )
+            workers, mp_context=worker_context(), initializer=_worker_start,
+            initargs=(os.getpid(),),
+        )  # fmt: skip
         running: dict[Future[JobResult], Item] = {}
         broken = False
         try:
@@ -348,6 +361,9 @@ def _run_pools(
                     try:
                         with _sigint_ignored():  # submit() may start a worker
                             running[pool.submit(_worker_job, item, options, threads)] = item
+                        if on_start is not None:  # the workers exist (forked, if they were)
+                            on_start()
+                            on_start = None
                     except (BrokenProcessPool, OSError, ValueError):
                         # A worker that dies while the pool starts another can break
                         # submit() with these too (a race inside ProcessPoolExecutor).

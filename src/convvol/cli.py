@@ -691,9 +691,11 @@ def _apply_batch(
             if client is not None:
                 from convvol import cluster
 
+                progress.start()
                 results = cluster.run_on_cluster(items, options, client, on_result=report)
             else:
-                results = batch.run_local(items, options, jobs=jobs, on_result=report)
+                results = batch.run_local(items, options, jobs=jobs, on_result=report,
+                                          on_start=progress.start)  # fmt: skip
     except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped)
         signum = int(getattr(error, "signum", signal.SIGINT))
         why = (

@@ -133,6 +133,7 @@ class BatchProgress:
         self.total = total
         self.counts = {"succeeded": 0, "failed": 0, "skipped": 0}
         self._progress: Any = None  # a rich.progress.Progress while drawn
+        self._started = False
         if enabled:
             from rich.progress import (
                 BarColumn,
@@ -157,9 +158,14 @@ class BatchProgress:
             self._task = self._progress.add_task("filtering", total=total)
 
     def __enter__(self) -> BatchProgress:
-        if self._progress:
-            self._progress.start()
         return self
+
+    def start(self) -> None:
+        """Draw the bar (from here on a thread redraws it): called once the batch's
+        workers exist, since a worker must not be forked from a process with threads."""
+        if self._progress and not self._started:
+            self._progress.start()
+            self._started = True
 
     def __exit__(
         self,
@@ -167,7 +173,7 @@ class BatchProgress:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._progress:
+        if self._progress and self._started:
             self._progress.stop()
 
     @property

@@ -87,7 +87,11 @@ class Problem:
     @property
     def budget(self) -> int:
         """Bytes of working set one thread's band may use."""
-        return min(BAND_TARGET_BYTES, (self.memory_limit or DEFAULT_MEMORY_LIMIT) // self.threads)
+        return self.budget_up_to(BAND_TARGET_BYTES)
+
+    def budget_up_to(self, target: int) -> int:
+        """Bytes of working set one thread's band may use when it aims at ``target``."""
+        return min(target, (self.memory_limit or DEFAULT_MEMORY_LIMIT) // self.threads)
 
     @cached_property
     def used_layers(self) -> np.ndarray:
