@@ -508,3 +508,11 @@ def test_hundreds_of_filters_wrap_into_a_bounded_picture() -> None:
     zero = BankWeights(("z",), np.zeros((1, 3, 2, 2), np.float32), np.zeros(1, np.float32))
     grey = pictures.filter_patches(zero)
     assert (grey == 128).all(axis=2).any()  # zero weights are mid-grey
+
+
+def test_every_weight_suffix_has_a_reader():
+    """-f tells a weight file by its suffix (io/formats.py) without importing the readers."""
+    from convvol.io.formats import WEIGHT_SUFFIXES
+    from convvol.io.weights import WEIGHT_FORMATS
+
+    assert tuple(WEIGHT_FORMATS) == WEIGHT_SUFFIXES

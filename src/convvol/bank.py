@@ -20,23 +20,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
 from convvol import kernels
 from convvol.errors import BankError, KernelError, ParameterError, choice_hint, did_you_mean
-from convvol.expressions import (
-    Combine,
-    Expression,
-    check_names,
-    compile_expressions,
-    parse_assignment,
-    parse_expression,
-)
 from convvol.normalize import InputNorm, parse_input
 from convvol.settings import ACTIVATIONS, BORDERS, PADDINGS
+
+if TYPE_CHECKING:  # expressions are compiled only by banks that have them
+    from convvol.expressions import Combine, Expression
 
 BANK_SUFFIXES = (".yaml", ".yml", ".json")
 BANK_KEYS = ("name", "description", "filters", "defaults", "expressions", "input", "provenance")
@@ -226,6 +221,8 @@ class Bank:
         """
         if not extra:
             return self
+        from convvol.expressions import parse_assignment
+
         added = tuple(parse_assignment(e) if isinstance(e, str) else e for e in extra)
         own = tuple(replace(expression, output=False) for expression in self.expressions)
         return replace(self, expressions=(*own, *added))
@@ -234,6 +231,8 @@ class Bank:
         """Refuse expressions reading a name that no input depth gives (BankError): what
         can be checked before the input's depth is known (:meth:`resolve` checks the rest)."""
         if self.expressions:
+            from convvol.expressions import check_names
+
             check_names(
                 self.expressions,
                 [filt.name for filt in self.filters],
@@ -299,6 +298,8 @@ class Bank:
             )
         combine = None
         if self.expressions:
+            from convvol.expressions import compile_expressions
+
             groups = {
                 filt.name: [
                     (channel, names.index(f"{filt.name}_{channel}"))
@@ -957,6 +958,10 @@ def _parse_expressions(document: object, where: _Where) -> tuple[Expression, ...
         raise where.error(
             f"the bank has {len(document)} expressions; the limit is {MAX_EXPRESSIONS}"
         )
+    if not document:
+        return ()
+    from convvol.expressions import parse_expression
+
     parsed = []
     for index, item in enumerate(document):
         raw = item.get("name") if isinstance(item, Mapping) else None
@@ -1118,11 +1123,13 @@ def load_bank(
     >>> load_bank("edges").filters[0].name
     'red_vertical'
     """
-    from convvol.io import weights  # costly imports (zip, json) only where used
+    from convvol.io.formats import is_weight_file
 
     def read() -> Bank:
         text = os.fspath(name_or_path)
-        if weights.is_weight_file(text):
+        if is_weight_file(text):
+            from convvol.io import weights  # costly imports (zip, json) only where used
+
             bank: Bank = weights.weight_bank(text, layout=layout)
             return bank
         if layout is not None:

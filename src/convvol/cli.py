@@ -39,13 +39,14 @@ from convvol.io.formats import (
     DEFAULT_QUALITY,
     FORMAT_ALIASES,
     FORMATS,
+    LAYOUTS,
     format_for_path,
     format_named,
+    is_weight_file,
 )
 from convvol.io.readers import CHANNEL_MODES, FRAME_MODES, read_volume
 from convvol.io.streams import is_zarr
 from convvol.io.tiff import COMPRESSIONS, DEFAULT_COMPRESSION
-from convvol.io.weights import LAYOUTS, is_weight_file
 from convvol.io.writers import OutputSet, write_volume
 from convvol.jobs import (
     DEFAULT_SPLIT_TEMPLATE,
@@ -878,7 +879,8 @@ def import_bank(
         convvol import-bank model.pt#conv1.weight -o conv1.yaml
         convvol import-bank pnet.pt#conv1 --input-norm mtcnn -o pnet.yaml
     """
-    from convvol.io.weights import bank_yaml, file_sha256, is_weight_file, split_spec
+    from convvol.io.formats import split_spec
+    from convvol.io.weights import bank_yaml, file_sha256
 
     if not is_weight_file(spec):
         raise click.BadParameter(

@@ -13,7 +13,6 @@ same job for batches: a bad file becomes a failed result instead of an error.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -968,6 +967,8 @@ def check_streamed(
     def npy_bytes(layer: LayerPlan) -> int:
         return NPY_HEADER_BYTES + 4 * int(np.prod(layer.out_shape, dtype=np.int64))
 
+    import tempfile  # here: strips only (tempfile imports random, costly at start-up)
+
     scratch = os.path.join(tempfile.gettempdir(), "layers") if is_url(target) else target
     files = [(scratch, npy_bytes(layer)) for layer in layers[:-1]]
     final = (target, npy_bytes(layers[-1]))
@@ -1053,6 +1054,8 @@ def _run_layer(
 def _scratch_directory(target: str) -> Iterator[str]:
     """A hidden directory for intermediate layers: beside a local target (same disk),
     else in the system's temporary directory."""
+    import tempfile
+
     parent = None if "://" in target else str(Path(target).resolve().parent)
     if parent:
         Path(parent).mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 from numpy.typing import DTypeLike
-from threadpoolctl import threadpool_limits
 
 from convvol.engine.gather import gather_band
 from convvol.engine.geometry import Geometry, border_indices
@@ -73,7 +73,7 @@ def run_bands(
     try:
         # Bands are sized for one core each: BLAS threads on top would only fight (and
         # on the small products here they cost more than they bring even on one band).
-        with threadpool_limits(1, user_api="blas"):
+        with _one_blas_thread() if kernel.blas else nullcontext():
             if workers == 1:
                 for first in starts:
                     compute(first)
@@ -82,6 +82,14 @@ def run_bands(
                     del done
     finally:
         trim_workspaces()
+
+
+def _one_blas_thread() -> AbstractContextManager[object]:
+    """BLAS held to one thread (threadpoolctl, imported here: kernels that never call
+    BLAS, such as the per-tap sums of a sharpen, need neither it nor its library scan)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}

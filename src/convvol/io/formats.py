@@ -13,6 +13,25 @@ import numpy as np
 
 from convvol.errors import ParameterError, did_you_mean
 
+# Weight files (-f conv1.npy, -f model.pt#conv1.weight) are told by their suffix, here, so
+# that naming a bank never imports their readers (convvol.io.weights: zip, JSON, ...).
+WEIGHT_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth", ".onnx", ".h5", ".hdf5",
+                   ".keras")  # fmt: skip
+LAYOUTS = ("oihw", "hwio", "ohwi", "hw")  # how a weight tensor's axes may be read (--layout)
+
+
+def is_weight_file(spec: str) -> bool:
+    """Whether ``FILE`` or ``FILE#TENSOR`` names a weight file (by its suffix)."""
+    return split_spec(spec)[0].suffix.lower() in WEIGHT_SUFFIXES
+
+
+def split_spec(spec: str) -> tuple[Path, str | None]:
+    """``FILE#TENSOR`` → (FILE, TENSOR); a file whose own name holds '#' is taken whole."""
+    if "#" in spec and not Path(spec).exists():
+        file, tensor = spec.rsplit("#", 1)
+        return Path(file), tensor or None
+    return Path(spec), None
+
 
 @dataclass(frozen=True)
 class Format:

@@ -19,7 +19,6 @@ channels' names as GDAL band descriptions.
 
 from __future__ import annotations
 
-import html
 import os
 import re
 import threading
@@ -634,10 +633,12 @@ def _dataset_metadata(xml: str | None) -> str | None:
 def gdal_metadata(names: Sequence[str], original: str | None = None) -> str | None:
     """GDAL_METADATA XML: the input's dataset items (not its bands', which described
     other bands) and each channel's name as its band's description."""
+    from html import escape  # here: only band names need it, and it costs start-up time
+
     items = [item for item in _ITEM.findall(original or "") if "sample=" not in item]
     items += [
         f'<Item name="DESCRIPTION" sample="{index}" role="description">'
-        f"{html.escape(name, quote=False)}</Item>"
+        f"{escape(name, quote=False)}</Item>"
         for index, name in enumerate(names)
     ]
     if not items:

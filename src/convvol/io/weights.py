@@ -33,8 +33,8 @@ import numpy as np
 
 from convvol import kernels
 from convvol.errors import BankError, did_you_mean
+from convvol.io.formats import LAYOUTS, split_spec
 
-LAYOUTS = ("oihw", "hwio", "ohwi", "hw")
 LAYOUT_AXES = {"oihw": (0, 1, 2, 3), "hwio": (3, 2, 0, 1), "ohwi": (0, 3, 1, 2)}  # → N,C,kh,kw
 MAX_HEADER_BYTES = 100 * 2**20  # a safetensors header, an .npy header: never this large
 MAX_TENSOR_BYTES = 2**31  # the values of one tensor read into memory
@@ -663,7 +663,8 @@ def _hdf5_read(source: str | bytes, name: str | None) -> Any:
         return f"not a readable HDF5 file ({error})"
 
 
-# suffix → (format, reader). The layout each reader's 4-D tensors use is its class's.
+# suffix → (format, reader), for every one of formats.WEIGHT_SUFFIXES. The layout each
+# reader's 4-D tensors use is its class's.
 WEIGHT_FORMATS: dict[str, type[WeightFile]] = {
     ".npy": NpyFile,
     ".npz": NpzFile,
@@ -675,19 +676,6 @@ WEIGHT_FORMATS: dict[str, type[WeightFile]] = {
     ".hdf5": KerasFile,
     ".keras": KerasFile,
 }
-
-
-def is_weight_file(spec: str) -> bool:
-    """Whether ``FILE`` or ``FILE#TENSOR`` names a weight file (by its suffix)."""
-    return split_spec(spec)[0].suffix.lower() in WEIGHT_FORMATS
-
-
-def split_spec(spec: str) -> tuple[Path, str | None]:
-    """``FILE#TENSOR`` → (FILE, TENSOR); a file whose own name holds '#' is taken whole."""
-    if "#" in spec and not Path(spec).exists():
-        file, tensor = spec.rsplit("#", 1)
-        return Path(file), tensor or None
-    return Path(spec), None
 
 
 def open_weights(path: Path) -> WeightFile:

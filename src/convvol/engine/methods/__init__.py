@@ -33,6 +33,10 @@ class BandKernel(Protocol):
     def columns(self) -> int:
         """Input columns a band must hold, when more than the padded width (else 0)."""
 
+    @property
+    def blas(self) -> bool:
+        """True if it calls BLAS (held to one thread while bands run on the engine's)."""
+
     def ready(self) -> None:
         """Build what the bands share, once, before they run on several threads."""
 

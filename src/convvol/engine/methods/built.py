@@ -12,6 +12,7 @@ class BuiltOnce:
     of a plan keep it)."""
 
     BUILT: ClassVar[str]
+    blas: ClassVar[bool] = True  # their products (and the spectra's sums) call BLAS
 
     def ready(self) -> None:
         """Build the array now, once, before bands run on several threads."""

@@ -67,6 +67,10 @@ class Kernel:
     def planar(self) -> bool:
         return self.taps is None
 
+    @property
+    def blas(self) -> bool:
+        return self.taps is None  # Toeplitz products; per-tap sums are NumPy's own loops
+
     def ready(self) -> None:
         """Nothing to build up front: a group's matrix depends on the chunk's rows."""
 

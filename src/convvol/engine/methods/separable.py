@@ -74,6 +74,7 @@ class Kernel:
     separated: Separated = field(repr=False)
     shape: BandShape
     planar = True
+    blas = True  # both passes are Toeplitz products
 
     @property
     def block(self) -> int:
