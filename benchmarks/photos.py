@@ -264,13 +264,14 @@ def find_tools(work: Path) -> tuple[list[Tool], list[str]]:
 
     def convvol_folder(job: Job) -> tuple[list[str], bytes | None]:
         depth = ["--depth", "16"] if job.depth == 16 else []
+        quality = ["--quality", "95"] if job.suffix == ".jpg" else []  # as the others write
         pattern = str(job.folder / ("*" + job.inputs[0].suffix))
         return [*convvol, "apply", pattern, "-f", "sharpen", "-o",
-                str(job.out / ("{stem}" + job.suffix)), "-q", *depth], None  # fmt: skip
+                str(job.out / ("{stem}" + job.suffix)), "-q", *depth, *quality], None  # fmt: skip
 
     tools.append(Tool("convvol", convvol_folder,
                       lambda src, dst: [*convvol, "apply", str(src), "-f", "sharpen", "-o",
-                                        str(dst), "-q"]))  # fmt: skip
+                                        str(dst), "-q", "--quality", "95"]))  # fmt: skip
 
     try:
         import cv2  # noqa: F401
