@@ -17,7 +17,9 @@ Sections (each can be left out with --sections):
 - ``single``: one such photo, one process, start-up included: ``convvol apply``, an
   OpenCV ``python -c`` one-liner, ``vips conv``, ImageMagick;
 - ``png16``: a folder of 16-bit RGB PNGs, written as 16-bit PNGs;
-- ``small``: a folder of small (640×480) JPEGs, where start-up and per-file costs dominate.
+- ``small``: a folder of small (640×480) JPEGs, where start-up and per-file costs dominate;
+- ``stages``: where one photo's CPU time goes (decode, sharpen, encode), convvol's stages
+  and OpenCV's, each on one thread over every photo of the folder in turn.
 
 Each section runs every tool once to warm up, then ``--rounds`` rounds, the order of the
 tools rotated from round to round (the machine's load drifts; alternating keeps every tool
@@ -592,6 +594,52 @@ def folder_section(
     return [f"## {title}", "", *table(rows.values(), len(inputs))]
 
 
+def stages_section(photos: Sequence[Path]) -> list[str]:
+    """Where a photo's time goes: each stage on one thread, over every photo in turn (each
+    stage gets fresh pixels, as in a batch), CPU milliseconds, median; OpenCV's beside."""
+    import imagecodecs
+
+    import convvol
+    from convvol.batch import reuse_freed_memory
+    from convvol.io.codecs import encode_jpeg
+
+    reuse_freed_memory()  # as a batch worker does
+    bank = convvol.load_bank("sharpen")
+    times: dict[str, list[float]] = {}
+
+    def timed(stage: str, work: Callable[[], object]) -> object:
+        started = time.process_time()
+        result = work()
+        times.setdefault(stage, []).append(1e3 * (time.process_time() - started))
+        return result
+
+    datas = [photo.read_bytes() for photo in photos]
+    for data in datas * 2:
+        pixels = timed("convvol: decode (imagecodecs)", lambda: imagecodecs.jpeg8_decode(data))
+        sharp = timed("convvol: sharpen (integer path)", lambda: convvol.render_layers(
+            pixels, [bank], divisor=255.0, threads=1).pixels)  # fmt: skip
+        timed("convvol: encode (imagecodecs, Pillow's bytes)",
+              lambda: encode_jpeg(sharp, {"quality": 95}))  # fmt: skip
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+        kernel = np.array(SHARPEN, np.float32)
+        for data in datas * 2:
+            raw = np.frombuffer(data, np.uint8)
+            image = timed("OpenCV: imdecode", lambda: cv2.imdecode(raw, cv2.IMREAD_UNCHANGED))
+            sharp = timed("OpenCV: filter2D", lambda: cv2.filter2D(
+                image, -1, kernel, borderType=cv2.BORDER_REFLECT_101))  # fmt: skip
+            timed("OpenCV: imencode", lambda: cv2.imencode(".jpg", sharp,
+                                                           [cv2.IMWRITE_JPEG_QUALITY, 95]))  # fmt: skip
+    lines = [f"## Where one 3000×2000 photo's time goes (one thread, {len(photos)} photos × 2)",
+             "", "| stage | CPU ms (median) |", "|---|---:|"]  # fmt: skip
+    lines += [f"| {stage} | {statistics.median(values):.1f} |" for stage, values in times.items()]
+    return lines
+
+
 def single_section(tools: Sequence[Tool], photo: Path, work: Path, rounds: int) -> list[str]:
     """One photo, one process per tool, start-up included."""
     singles = [tool for tool in tools if tool.single is not None]
@@ -682,7 +730,7 @@ def _first_line(argv: list[str]) -> str:
         return "?"
 
 
-SECTIONS = ("folder", "single", "png16", "small")
+SECTIONS = ("folder", "single", "png16", "small", "stages")
 
 
 def main() -> None:
@@ -721,8 +769,8 @@ def main() -> None:
         tools, missing = find_tools(work)
         lines = ["# convvol on folders of photos", "", *machine(tools, missing), ""]
         photos: list[Path] = []
-        if "folder" in sections or "single" in sections:
-            count = args.files if "folder" in sections else 1
+        if {"folder", "single", "stages"} & set(sections):
+            count = args.files if {"folder", "stages"} & set(sections) else 1
             log(f"making {count} photos of 3000×2000 ...")
             photos = make_photos(work / "photos", count, 2000, 3000)
         if "folder" in sections:
@@ -733,6 +781,10 @@ def main() -> None:
             lines.append("")
         if "single" in sections:
             lines += single_section(tools, photos[0], work, args.rounds)
+            lines.append("")
+        if "stages" in sections:
+            log("[stages] timing each stage")
+            lines += stages_section(photos)
             lines.append("")
         if "png16" in sections:
             log(f"making {args.png16_files} 16-bit PNGs of {png16_width}×{png16_height} ...")
