@@ -438,6 +438,45 @@ def test_a_worker_whose_pool_fails_under_it_ends_without_a_traceback() -> None:
         assert ("Traceback" not in done.stderr) == quiet, done.stderr
 
 
+def test_the_forked_worker_of_the_same_failure_is_as_quiet() -> None:
+    script = (
+        f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
+        "from convvol.worker_process import ForkedWorkerContext\n"
+        "from test_batch import _pool_machinery_fails\n"
+        "p = ForkedWorkerContext().Process(target=_pool_machinery_fails); p.start(); p.join()\n"
+        "print(p.exitcode)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.stdout.strip() == "1", done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
+def test_a_forked_worker_starts_with_the_default_stop_signals() -> None:
+    """The batch's SIGTERM and SIGHUP handlers raise in its own main thread; a forked
+    worker must not run them (the pool terminates a worker still starting with SIGTERM:
+    the soak saw the batch's handler raise inside the worker's initializer)."""
+    script = (
+        "import signal\n"
+        "from convvol.worker_process import ForkedWorkerContext, worker_context\n"
+        "def report(queue):\n"
+        "    queue.put([signal.getsignal(s) == signal.SIG_DFL\n"
+        "               for s in (signal.SIGTERM, signal.SIGHUP)])\n"
+        "if __name__ == '__main__':\n"
+        "    for number in (signal.SIGTERM, signal.SIGHUP):\n"
+        "        signal.signal(number, lambda *args: None)\n"
+        "    context = worker_context()\n"
+        "    assert isinstance(context, ForkedWorkerContext)\n"
+        "    queue = context.SimpleQueue()\n"
+        "    p = context.Process(target=report, args=(queue,)); p.start(); p.join()\n"
+        "    print(queue.get(), callable(signal.getsignal(signal.SIGTERM)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.stdout.strip() == "[True, True] True", done.stderr  # the batch keeps its own
+
+
 class _ExecutorManagerThread(threading.Thread):
     """Named as CPython's pool manager thread, which can die of a race as a pool breaks."""
 

@@ -4,8 +4,10 @@ multiprocessing costs start-up time that single files never need)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
+from contextlib import suppress
 from multiprocessing.context import (
     BaseContext,
     ForkContext,
@@ -55,6 +57,21 @@ class ForkedWorkerContext(ForkContext):
     Process = ForkedWorkerProcess
 
 
+def _fresh_stop_signals() -> None:
+    """In a forked worker, at once: SIGTERM and SIGHUP as a spawned worker starts with
+    them. The batch's own handlers (raising in its main thread, to clean up and report)
+    would otherwise run in the child, e.g. when the pool terminates a worker that is
+    still starting, and print a traceback; the worker sets its own when it starts."""
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and callable(signal.getsignal(number)):
+            with suppress(ValueError):  # not the main thread: nothing to reset there
+                signal.signal(number, signal.SIG_DFL)
+
+
+_reset_after_fork = False  # _fresh_stop_signals is registered (once per process)
+
+
 def worker_context() -> BaseContext:
     """How a pool starts its workers: forked where that is safe, else spawned.
 
@@ -64,8 +81,13 @@ def worker_context() -> BaseContext:
     fork-safe) and from a process running no other thread, since a lock another thread
     held at the fork would stay locked in the child for ever. The batch forks before it
     starts any thread of its own (its progress bar starts after the workers); a pool
-    started later (after a worker died) or from a program with threads is spawned.
+    started later (after a worker died) or from a program with threads is spawned. A
+    forked worker's SIGTERM and SIGHUP are reset at once (:func:`_fresh_stop_signals`).
     """
+    global _reset_after_fork
     if sys.platform.startswith("linux") and threading.active_count() == 1:
+        if not _reset_after_fork:
+            os.register_at_fork(after_in_child=_fresh_stop_signals)
+            _reset_after_fork = True
         return ForkedWorkerContext()
     return WorkerContext()
