@@ -418,15 +418,17 @@ def _pool_machinery_fails() -> None:
     raise OSError(9, "Bad file descriptor")  # as a worker's task queue did once in the soak
 
 
-def test_a_worker_whose_pool_fails_under_it_ends_without_a_traceback() -> None:
+@pytest.mark.parametrize("context", ["WorkerContext", "ForkedWorkerContext"])
+def test_a_worker_whose_pool_fails_under_it_ends_without_a_traceback(context: str) -> None:
     """The batch reports a dead worker in one line (and retries its file); the worker
-    itself adds nothing to stderr, unless CONVVOL_DEBUG asks for the traceback."""
+    itself, spawned or forked, adds nothing to stderr, unless CONVVOL_DEBUG asks for the
+    traceback."""
     script = (
         f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
-        "from convvol.worker_process import WorkerContext\n"
+        f"from convvol.worker_process import {context}\n"
         "from test_batch import _pool_machinery_fails\n"
         "if __name__ == '__main__':\n"
-        "    p = WorkerContext().Process(target=_pool_machinery_fails); p.start(); p.join()\n"
+        f"    p = {context}().Process(target=_pool_machinery_fails); p.start(); p.join()\n"
         "    print(p.exitcode)\n"
     )
     for debug, quiet in (("0", True), ("1", False)):
@@ -436,20 +438,6 @@ def test_a_worker_whose_pool_fails_under_it_ends_without_a_traceback() -> None:
         )  # fmt: skip
         assert done.stdout.strip() == "1", done.stderr
         assert ("Traceback" not in done.stderr) == quiet, done.stderr
-
-
-def test_the_forked_worker_of_the_same_failure_is_as_quiet() -> None:
-    script = (
-        f"import sys; sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
-        "from convvol.worker_process import ForkedWorkerContext\n"
-        "from test_batch import _pool_machinery_fails\n"
-        "p = ForkedWorkerContext().Process(target=_pool_machinery_fails); p.start(); p.join()\n"
-        "print(p.exitcode)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
-    assert done.stdout.strip() == "1", done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
