@@ -69,8 +69,8 @@ def _whole_file(stream: BinaryIO) -> bytes:
     try:
         descriptor = stream.fileno()
         size = os.fstat(descriptor).st_size
-        data = os.pread(descriptor, size, 0)
-        if len(data) == size:
+        data = os.pread(descriptor, size, 0) if size else b""
+        if data and len(data) == size:  # (a pipe or a special file has no size to go by)
             return data
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
         pass
