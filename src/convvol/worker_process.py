@@ -69,7 +69,10 @@ def _fresh_stop_signals() -> None:
                 signal.signal(number, signal.SIG_DFL)
 
 
-_reset_after_fork = False  # _fresh_stop_signals is registered (once per process)
+# Registered when this module is imported (only when a pool starts): every child this
+# process forks afterwards is one of a pool's workers.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_stop_signals)
 
 
 def worker_context() -> BaseContext:
@@ -84,10 +87,6 @@ def worker_context() -> BaseContext:
     started later (after a worker died) or from a program with threads is spawned. A
     forked worker's SIGTERM and SIGHUP are reset at once (:func:`_fresh_stop_signals`).
     """
-    global _reset_after_fork
     if sys.platform.startswith("linux") and threading.active_count() == 1:
-        if not _reset_after_fork:
-            os.register_at_fork(after_in_child=_fresh_stop_signals)
-            _reset_after_fork = True
         return ForkedWorkerContext()
     return WorkerContext()
